@@ -1,0 +1,1 @@
+"""Channels: WeChat official account and mini-program, bank app, invitations delivery, the chatbot."""
