@@ -1,0 +1,22 @@
+"""Typed application keys: everything a request handler needs hangs off the app, not a global."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+from tortoise.context import TortoiseContext
+
+from app.config import Config
+from security.ratelimit import RateLimiter
+from security.tokens import TokenStore
+from workflow.core import WorkflowDeps
+from workflow.principals import CustomerPrincipal, StaffPrincipal
+
+CONFIG = web.AppKey("config", Config)
+REDIS = web.AppKey("redis", Redis)
+DATABASE = web.AppKey("database", TortoiseContext)
+DEPS = web.AppKey("workflow_deps", WorkflowDeps)
+STAFF_TOKENS = web.AppKey("staff_tokens", TokenStore)
+CUSTOMER_TOKENS = web.AppKey("customer_tokens", TokenStore)
+LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)
+PRINCIPAL = web.RequestKey("principal", StaffPrincipal | CustomerPrincipal)  # type: ignore[arg-type]

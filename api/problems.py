@@ -1,0 +1,48 @@
+"""RFC 9457 problem documents: an English `code` for developers, a Chinese `detail` for users."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+PROBLEM_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
+def json_response(data: Any, status: int = 200, content_type: str = "application/json",
+                  headers: dict[str, str] | None = None) -> web.Response:
+    """JSON with Chinese kept readable (not \\u-escaped)."""
+    return web.json_response(data, status=status, content_type=content_type, dumps=_dumps,
+                             headers=headers)
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": f"urn:shuanglu:problem:{code}", "title": TITLES.get(status, "Error"),
+            "status": status, "code": code, "detail": detail, **extra}
+    return json_response(body, status=status, content_type=PROBLEM_TYPE)
+
+
+class ApiProblem(Exception):
+    """Raised by handlers and helpers; the middleware turns it into a problem response."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return problem(self.status, self.code, self.detail, **self.extra)

@@ -1,0 +1,246 @@
+"""Staff endpoints for orders and sessions: create behind the gates, invite, drive the call,
+complete, abort, review. Every session read is limited to the caller's scope (R-50)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import staff
+from api.http import path_int, path_uuid, read_json
+from api.keys import DEPS
+from api.problems import ApiProblem, json_response
+from api.registry import Api
+from api.schemas import (
+    CreateSessionBody,
+    InvitationBody,
+    LocationBody,
+    LocationOnlyBody,
+    NoteBody,
+    OrderBody,
+    ReasonBody,
+    ReviewBody,
+    StepBody,
+)
+from api.views import order_view, session_summary, session_view
+from models.sales import Order
+from models.sessions import Acknowledgement, IdentityCheck, SessionEvent, SessionState
+from security.roles import Permission
+from workflow import call, invitations, qa
+from workflow.core import event_payload
+from workflow.gates import Location
+from workflow.orders import NewOrder, create_order
+from workflow.sessions import create_session, get_visible, visible_sessions
+
+api = Api()
+P = Permission
+
+
+def _location(body: LocationBody | None) -> Location | None:
+    return Location(body.lat, body.lng, body.accuracy_m) if body else None
+
+
+@api.endpoint("POST", "/orders", summary="Create an order (application) for a customer",
+              tag="orders", permission=P.RECORD, body=OrderBody)
+async def post_order(request: web.Request) -> web.Response:
+    body = await read_json(request, OrderBody)
+    deps = request.app[DEPS]
+    order = await create_order(deps, staff(request), NewOrder(
+        application_no=body.application_no, product_code=body.product_code,
+        customer_name=body.customer.name, customer_id_number=body.customer.id_number,
+        customer_phone=body.customer.phone, premium=body.premium,
+        payment_years=body.payment_years,
+    ))
+    return json_response(await order_view(deps, order, staff(request)), status=201)
+
+
+@api.endpoint("GET", "/orders/{order_id}", summary="One order of the calling agent",
+              tag="orders", permission=P.RECORD)
+async def get_order(request: web.Request) -> web.Response:
+    principal = staff(request)
+    order = await Order.get_or_none(id=path_int(request, "order_id"), agent_id=principal.agent_id)
+    if order is None:
+        raise ApiProblem(404, "order_not_found", "找不到该投保单")
+    return json_response(await order_view(request.app[DEPS], order, principal))
+
+
+@api.endpoint("POST", "/sessions", summary="Create a session (checks R-02, R-03, R-26)",
+              tag="sessions", permission=P.RECORD, body=CreateSessionBody,
+              responses={403: "a gate failed", 409: "order already recorded"})
+async def post_session(request: web.Request) -> web.Response:
+    body = await read_json(request, CreateSessionBody)
+    deps = request.app[DEPS]
+    session = await create_session(deps, staff(request), body.order_id, _location(body.location))
+    return json_response(await session_view(deps, session, staff(request)), status=201)
+
+
+@api.endpoint("GET", "/sessions", summary="Sessions visible to the caller", tag="sessions",
+              permission=P.VIEW_SESSIONS, query=("state", "limit", "offset"))
+async def list_sessions(request: web.Request) -> web.Response:
+    query = visible_sessions(staff(request))
+    state = request.query.get("state")
+    if state:
+        try:
+            query = query.filter(state=SessionState(state))
+        except ValueError as exc:
+            raise ApiProblem(422, "validation_failed", "状态参数无效", field="state") from exc
+    limit = _int_query(request, "limit", 50, 1, 500)
+    offset = _int_query(request, "offset", 0, 0, 10**9)
+    total = await query.count()
+    rows = await query.order_by("-created_at").offset(offset).limit(limit)
+    return json_response({"total": total, "items": [session_summary(s) for s in rows]})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiProblem(422, "validation_failed", f"参数 {name} 无效", field=name)
+    return int(raw)
+
+
+@api.endpoint("GET", "/sessions/{session_id}", summary="One session", tag="sessions",
+              permission=P.VIEW_SESSIONS)
+async def get_session(request: web.Request) -> web.Response:
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    return json_response(await session_view(request.app[DEPS], session, principal))
+
+
+@api.endpoint("GET", "/sessions/{session_id}/events", summary="The session timeline",
+              tag="sessions", permission=P.VIEW_SESSIONS)
+async def get_events(request: web.Request) -> web.Response:
+    session = await get_visible(staff(request), path_uuid(request))
+    events = await SessionEvent.filter(session_id=session.id).order_by("seq")
+    acks = await Acknowledgement.filter(session_id=session.id).order_by("id")
+    checks = await IdentityCheck.filter(session_id=session.id).order_by("attempt")
+    return json_response({
+        "events": [event_payload(e) for e in events],
+        "acknowledgements": [
+            {"step_id": a.step_id, "step_index": a.step_index, "answer": a.answer.value,
+             "answer_kind": a.answer_kind, "text": a.text, "at": a.at.isoformat(),
+             "offset_ms": a.offset_ms} for a in acks
+        ],
+        "identity_checks": [
+            {"attempt": c.attempt, "passed": c.passed, "reasons": c.reasons,
+             "at": c.at.isoformat(),
+             "engines": {k: getattr(c, k).get("engine", "") for k in ("ocr", "face", "liveness")}}
+            for c in checks
+        ],
+    })
+
+
+@api.endpoint("POST", "/sessions/{session_id}/invitation",
+              summary="Issue (or re-issue) the single-use invitation link", tag="sessions",
+              permission=P.RECORD, body=InvitationBody)
+async def post_invitation(request: web.Request) -> web.Response:
+    body = await read_json(request, InvitationBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    issued = await invitations.issue(request.app[DEPS], principal, session.id, body.channel)
+    return json_response({"token": issued.token, "url": issued.url,
+                              "expires_at": issued.expires_at.isoformat(),
+                              "channel": issued.channel}, status=201)
+
+
+@api.endpoint("POST", "/sessions/{session_id}/call/start",
+              summary="Start the call (gates re-checked, recording clock starts)",
+              tag="call", permission=P.RECORD, body=LocationOnlyBody)
+async def post_call_start(request: web.Request) -> web.Response:
+    body = await read_json(request, LocationOnlyBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.start_call(request.app[DEPS], principal, session.id,
+                                    _location(body.location))
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/call/resume",
+              summary="Resume an interrupted call within the window (断点续录)", tag="call",
+              permission=P.RECORD, body=LocationOnlyBody)
+async def post_call_resume(request: web.Request) -> web.Response:
+    body = await read_json(request, LocationOnlyBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.resume_call(request.app[DEPS], principal, session.id,
+                                     _location(body.location))
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/call/interrupt",
+              summary="Mark the call as interrupted", tag="call", permission=P.RECORD,
+              body=ReasonBody)
+async def post_call_interrupt(request: web.Request) -> web.Response:
+    body = await read_json(request, ReasonBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    if session.agent_id != principal.agent_id:
+        raise ApiProblem(404, "session_not_found", "找不到该录制会话")
+    session = await call.interrupt(request.app[DEPS], principal.actor, session.id, body.reason)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/script/start", summary="Start the script",
+              tag="call", permission=P.RECORD)
+async def post_script_start(request: web.Request) -> web.Response:
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.start_script(request.app[DEPS], principal, session.id)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/script/advance",
+              summary="Move past a step that needs no customer answer", tag="call",
+              permission=P.RECORD, body=StepBody)
+async def post_script_advance(request: web.Request) -> web.Response:
+    body = await read_json(request, StepBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.advance(request.app[DEPS], principal, session.id, body.step_id)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/script/resume",
+              summary="Continue after explaining a negative answer (the step replays)",
+              tag="call", permission=P.RECORD, body=NoteBody)
+async def post_script_resume(request: web.Request) -> web.Response:
+    body = await read_json(request, NoteBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.resume_script(request.app[DEPS], principal, session.id, body.note)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/complete",
+              summary="Complete the recording after the signature", tag="call",
+              permission=P.RECORD)
+async def post_complete(request: web.Request) -> web.Response:
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.complete(request.app[DEPS], principal, session.id)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/abort", summary="Abort the session",
+              tag="sessions", permission=P.VIEW_SESSIONS, body=ReasonBody)
+async def post_abort(request: web.Request) -> web.Response:
+    body = await read_json(request, ReasonBody)
+    principal = staff(request)
+    if not (principal.can(P.RECORD) or principal.can(P.STATISTICS)):
+        raise ApiProblem(403, "permission_denied", "您没有执行此操作的权限")
+    session = await get_visible(principal, path_uuid(request))
+    session = await call.abort(request.app[DEPS], principal, session.id, body.reason)
+    return json_response(session_summary(session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/qa-reviews",
+              summary="Record the QA verdict (pass or reject)", tag="qa",
+              permission=P.INSPECT, body=ReviewBody)
+async def post_review(request: web.Request) -> web.Response:
+    body = await read_json(request, ReviewBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    review = await qa.review(request.app[DEPS], principal, session.id, body.verdict,
+                             body.comments, [f.model_dump() for f in body.findings])
+    return json_response({"id": review.id, "verdict": review.verdict.value,
+                              "at": review.at.isoformat()}, status=201)

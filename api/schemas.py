@@ -1,0 +1,145 @@
+"""Request bodies of the JSON API (pydantic): wrong types and missing fields become 422s."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from models.people import Role
+from models.sessions import AnswerValue, ConsentKind, Verdict
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LoginBody(Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class CustomerBody(Body):
+    name: str = Field(min_length=1, max_length=50)
+    id_number: str = Field(pattern=r"^[0-9]{17}[0-9Xx]$")
+    phone: str | None = Field(default=None, pattern=r"^1[3-9][0-9]{9}$")
+
+
+class OrderBody(Body):
+    application_no: str = Field(pattern=r"^[A-Za-z0-9\-]{4,64}$")
+    product_code: str = Field(min_length=1, max_length=32)
+    customer: CustomerBody
+    premium: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    payment_years: int = Field(ge=1, le=100)
+
+
+class LocationBody(Body):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    accuracy_m: float = Field(default=0, ge=0, le=100_000)
+
+
+class CreateSessionBody(Body):
+    order_id: int = Field(ge=1)
+    location: LocationBody | None = None
+
+
+class LocationOnlyBody(Body):
+    location: LocationBody | None = None
+
+
+class InvitationBody(Body):
+    channel: Literal["link", "wechat", "sms", "bank_app"] = "link"
+
+
+class OpenInvitationBody(Body):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class ConsentAnswerBody(Body):
+    kind: ConsentKind
+    text_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    agreed: StrictBool
+
+
+class ConsentBody(Body):
+    answers: list[ConsentAnswerBody] = Field(min_length=1, max_length=4)
+
+
+class ComponentBody(Body):
+    passed: StrictBool
+    engine: str = Field(default="", max_length=100)
+    score: float | None = None
+    reason: str = Field(default="", max_length=200)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdentityBody(Body):
+    ocr: ComponentBody
+    face: ComponentBody
+    liveness: ComponentBody
+
+
+class AckBody(Body):
+    step_id: str = Field(min_length=1, max_length=64)
+    answer: AnswerValue
+    answer_kind: Literal["button", "speech", "handwriting", "document"] = "button"
+    text: str = Field(default="", max_length=500)
+    client_event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{8,64}$")
+
+
+class StepBody(Body):
+    step_id: str = Field(min_length=1, max_length=64)
+
+
+class NoteBody(Body):
+    note: str = Field(min_length=1, max_length=500)
+
+
+class ReasonBody(Body):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class SignBody(Body):
+    risk_sentence: str = Field(min_length=1, max_length=500)
+    image_base64: str = Field(min_length=8, max_length=800_000)
+
+
+class FindingBody(Body):
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(min_length=1, max_length=500)
+
+
+class ReviewBody(Body):
+    verdict: Verdict
+    comments: str = Field(default="", max_length=2000)
+    findings: list[FindingBody] = Field(default_factory=list, max_length=100)
+
+
+class RecordingBody(Body):
+    kind: Literal["customer_av", "agent_av", "tts", "screen"]
+    segment: int = Field(ge=1, le=10_000)
+    path: str = Field(pattern=r"^[A-Za-z0-9_\-./]{1,300}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    duration_ms: int = Field(ge=0)
+    started_at: datetime
+    ended_at: datetime | None = None
+
+
+class AgentProfileBody(Body):
+    licence_no: str = Field(min_length=1, max_length=64)
+    licence_expires: date
+    training_expires: date
+    grade: int = Field(default=1, ge=1, le=9)
+
+
+class CreateUserBody(Body):
+    username: str = Field(pattern=r"^[a-z0-9_.\-]{3,64}$")
+    password: str = Field(min_length=10, max_length=200)
+    display_name: str = Field(min_length=1, max_length=100)
+    role: Role
+    branch_id: int | None = None
+    agent: AgentProfileBody | None = None

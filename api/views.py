@@ -1,0 +1,83 @@
+"""How objects look in responses; personal data is masked unless the role needs it (R-52)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.sales import Order
+from models.sessions import RecordingSession
+from security.masking import mask_id_number, mask_name, mask_phone
+from security.roles import Permission
+from workflow.core import WorkflowDeps
+from workflow.orders import decrypt_customer
+from workflow.principals import StaffPrincipal
+from workflow.sessions import current_step
+from workflow.states import STATE_LABELS_ZH
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def customer_view(
+    deps: WorkflowDeps, order: Order, principal: StaffPrincipal | None
+) -> dict[str, Any]:
+    customer = await order.customer
+    data = decrypt_customer(deps, customer)
+    full = principal is not None and principal.can(Permission.VIEW_PERSONAL_DATA)
+    return {
+        "name": data.name if full else mask_name(data.name),
+        "id_number": data.id_number if full else mask_id_number(data.id_number),
+        "phone": (data.phone if full else mask_phone(data.phone)) if data.phone else None,
+        "masked": not full,
+    }
+
+
+async def order_view(
+    deps: WorkflowDeps, order: Order, principal: StaffPrincipal | None
+) -> dict[str, Any]:
+    product = await order.product
+    return {
+        "id": order.id, "application_no": order.application_no,
+        "product": {"code": product.code, "name": product.name,
+                    "type": product.product_type.value, "term_years": product.term_years},
+        "premium": f"{order.premium:.2f}", "payment_years": order.payment_years,
+        "customer": await customer_view(deps, order, principal),
+        "created_at": _iso(order.created_at),
+    }
+
+
+def session_summary(session: RecordingSession) -> dict[str, Any]:
+    step = current_step(session)
+    return {
+        "id": str(session.id), "state": session.state.value,
+        "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
+        "pause_reason": session.pause_reason, "current_step": step,
+        "step_count": len(session.steps), "steps_done": min(session.current_step,
+                                                            len(session.steps)),
+        "identity_attempts": session.identity_attempts, "order_id": session.order_id,
+        "script_hash": session.script_hash, "customer_age": session.customer_age,
+        "created_at": _iso(session.created_at), "consented_at": _iso(session.consented_at),
+        "recording_started_at": _iso(session.recording_started_at),
+        "completed_at": _iso(session.completed_at), "sealed_at": _iso(session.sealed_at),
+        "ended_at": _iso(session.ended_at), "end_reason": session.end_reason,
+    }
+
+
+async def session_view(
+    deps: WorkflowDeps, session: RecordingSession, principal: StaffPrincipal
+) -> dict[str, Any]:
+    order = await Order.get(id=session.order_id)
+    return {**session_summary(session), "order": await order_view(deps, order, principal),
+            "steps": session.steps, "manifest": session.manifest}
+
+
+def customer_session_view(session: RecordingSession) -> dict[str, Any]:
+    """What the customer page sees: its own progress, never other data."""
+    step = current_step(session)
+    return {
+        "id": str(session.id), "state": session.state.value,
+        "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
+        "current_step": step, "step_count": len(session.steps),
+        "steps_done": min(session.current_step, len(session.steps)),
+    }

@@ -1,0 +1,1 @@
+"""Application wiring: configuration, the aiohttp app factory, the embedded Redis, the CLI."""

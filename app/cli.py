@@ -1,0 +1,225 @@
+"""Command line: `python -m app serve | worker | migrate | create-user | verify-audit |
+seed-demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+from aiohttp import web
+
+from app.config import Config, ConfigurationError, load_config
+from app.database import migrate, open_database
+from app.factory import create_app, worker_loop, workflow_deps
+from app.redis_server import EmbeddedRedis
+from security.masking import MaskingFilter
+
+DESCRIPTION = """远程双录 — remote double-recording of insurance sales.
+
+Configuration comes from SHUANGLU_* environment variables or a .env file
+(SHUANGLU_PROFILE=dev|test|prod, DATABASE_URL, REDIS_URL, ...); see README.md."""
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # R-52: ID and phone numbers are masked in every log line, whatever logged them.
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    if args.port:
+        config = load_config(config.settings.model_copy(update={"port": args.port}))
+    app = create_app(config)
+    s = config.settings
+    print(f"远程双录 listening on {config.public_url}  (API {config.public_url}/api/v1, "
+          f"OpenAPI {config.public_url}/api/v1/openapi.json)", flush=True)
+    web.run_app(app, host=s.host, port=s.port, print=None, access_log=None)
+    return 0
+
+
+async def _worker(config: Config, args: argparse.Namespace) -> int:
+    """A stand-alone worker: the same sweeps the server runs in-process by default."""
+    import redis.asyncio as aioredis
+
+    embedded = None
+    url = config.redis_url
+    if not url:
+        embedded = EmbeddedRedis(config.data_dir / "redis-worker")
+        url = await embedded.start()
+    client = aioredis.from_url(url)
+    try:
+        async with open_database(config.database_url) as ctx:
+            deps = workflow_deps(config, client)
+            if args.once:
+                from workflow.expiry import sweep
+
+                result = await sweep(deps)
+                print(f"expired {len(result.expired)}, sealed {len(result.sealed)}")
+                return 0
+            await worker_loop(deps, ctx, config.settings.worker_interval_seconds)
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _migrate(config: Config, args: argparse.Namespace) -> int:
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event.endswith("_done"):
+            print(f"  {event.removesuffix('_done')}: {app_label}.{name}")
+
+    target = None
+    if args.rollback_all:
+        target = "models.__first__"
+    elif args.to:
+        target = f"models.{args.to}"
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    await migrate(config.database_url, target, progress)
+    print("database is up to date" if target is None else f"database migrated to {target}")
+    return 0
+
+
+async def _seed(config: Config, args: argparse.Namespace) -> int:
+    if config.profile == "prod":
+        print("seed-demo refuses to run with the prod profile", file=sys.stderr)
+        return 2
+    from app.seed import seed_demo
+
+    async with open_database(config.database_url):
+        summary = await seed_demo()
+    print(f"demo data ready (product {summary.product_code}); demo logins:")
+    for username, password, role in summary.users:
+        print(f"  {role:<14} {username:<10} {password}")
+    return 0
+
+
+async def _create_user(config: Config, args: argparse.Namespace) -> int:
+    from tortoise.transactions import in_transaction
+
+    from models.org import Institution
+    from models.people import Agent, Role, User
+    from security import audit
+    from security.audit import Actor
+    from security.passwords import WeakPasswordError, hash_password
+
+    password = args.password or getpass.getpass("password: ")
+    async with open_database(config.database_url):
+        institution = await Institution.get_or_none(code=args.institution)
+        if institution is None:
+            print(f"no institution with code {args.institution}", file=sys.stderr)
+            return 2
+        if await User.exists(username=args.username):
+            print(f"user {args.username} exists", file=sys.stderr)
+            return 2
+        try:
+            password_hash = hash_password(password)
+        except WeakPasswordError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        role = Role(args.role)
+        if role == Role.AGENT and not (args.licence_no and args.branch_id
+                                       and args.licence_expires and args.training_expires):
+            print("an agent needs --licence-no, --licence-expires, --training-expires and "
+                  "--branch-id", file=sys.stderr)
+            return 2
+        async with in_transaction() as conn:
+            user = await User.create(
+                username=args.username, password_hash=password_hash,
+                display_name=args.display_name or args.username, role=role,
+                institution_id=institution.id, branch_id=args.branch_id, using_db=conn,
+            )
+            if role == Role.AGENT:
+                await Agent.create(
+                    user_id=user.id, licence_no=args.licence_no,
+                    licence_expires=date.fromisoformat(args.licence_expires),
+                    training_expires=date.fromisoformat(args.training_expires),
+                    grade=args.grade, using_db=conn,
+                )
+            await audit.record(conn, Actor.system("cli"), "user.create", object_type="user",
+                               object_id=str(user.id), details={"role": role.value})
+    print(f"created {role.value} {args.username} (id {user.id})")
+    return 0
+
+
+async def _verify_audit(config: Config, args: argparse.Namespace) -> int:
+    from security.audit import verify_chain
+
+    async with open_database(config.database_url):
+        result = await verify_chain()
+    if result.ok:
+        print(f"audit chain intact: {result.checked} entries verified")
+        return 0
+    where = f"entry {result.first_broken_id}" if result.first_broken_id else "end of chain"
+    print(f"audit chain BROKEN at {where}: {result.reason} {result.details}")
+    print(f"({result.checked} entries before it verified)")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the HTTP server (and the in-process worker)",
+                           description="Run the API server on SHUANGLU_HOST:SHUANGLU_PORT. "
+                           "Without REDIS_URL it starts its own redis-server child.")
+    serve.add_argument("--port", type=int, help="override SHUANGLU_PORT")
+    worker = sub.add_parser("worker", help="run background sweeps (expiry, sealing)",
+                            description="Expire stale sessions and lapsed interruptions, seal "
+                            "completed sessions. Set SHUANGLU_RUN_WORKER_IN_PROCESS=false on the "
+                            "servers when running workers separately.")
+    worker.add_argument("--once", action="store_true", help="run one sweep and exit")
+    mig = sub.add_parser("migrate", help="apply (or roll back) database migrations (R-53)",
+                         description="Without options, apply all migrations.")
+    group = mig.add_mutually_exclusive_group()
+    group.add_argument("--to", help="migrate forwards or backwards to this migration name")
+    group.add_argument("--rollback-all", action="store_true", help="roll back every migration")
+    user = sub.add_parser("create-user", help="create a staff user with one role",
+                          description="Create a staff user. Roles: agent, product_owner, "
+                          "qa_inspector, supervisor, admin, auditor, system.")
+    user.add_argument("username")
+    user.add_argument("--role", required=True)
+    user.add_argument("--institution", required=True, help="institution code")
+    user.add_argument("--display-name")
+    user.add_argument("--password", help="prompted for when omitted")
+    user.add_argument("--branch-id", type=int)
+    user.add_argument("--licence-no")
+    user.add_argument("--licence-expires", help="YYYY-MM-DD (agents)")
+    user.add_argument("--training-expires", help="YYYY-MM-DD (agents)")
+    user.add_argument("--grade", type=int, default=1)
+    sub.add_parser("verify-audit", help="verify the audit log hash chain (R-51)",
+                   description="Recompute every audit entry hash; report the first broken entry "
+                   "and exit 1 when the chain is broken.")
+    sub.add_parser("seed-demo", help="create demo institution, users, premises and product",
+                   description="Idempotent demo data for a local trial; refused in prod.")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int]]] = {
+    "worker": _worker, "migrate": _migrate, "create-user": _create_user,
+    "verify-audit": _verify_audit, "seed-demo": _seed,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config()
+    except (ConfigurationError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.settings.log_level)
+    if args.command == "serve":
+        return _serve(config, args)
+    return asyncio.run(COMMANDS[args.command](config, args))

@@ -1,0 +1,151 @@
+"""The aiohttp application factory: resources opened and closed in cleanup contexts, routes
+grouped per feature, no module-level state (tests build as many apps as they like)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from api import routes_admin, routes_auth, routes_customer, routes_media, routes_sessions
+from api.http import database_context, problems
+from api.keys import (
+    CONFIG,
+    CUSTOMER_TOKENS,
+    DATABASE,
+    DEPS,
+    LOGIN_LIMITER,
+    REDIS,
+    STAFF_TOKENS,
+)
+from api.problems import json_response
+from api.registry import PREFIX, Api, openapi_document
+from app.config import Config
+from app.database import activate, deactivate, open_database
+from app.redis_server import EmbeddedRedis
+from security.audit import ensure_chain_head
+from security.crypto import FieldCipher
+from security.ratelimit import RateLimiter
+from security.tokens import TokenStore
+from workflow.core import WorkflowDeps, WorkflowSettings
+from workflow.events import RedisEventPublisher
+from workflow.expiry import sweep
+from workflow.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+API_MODULES: tuple[Api, ...] = (
+    routes_auth.api, routes_sessions.api, routes_customer.api, routes_media.api,
+    routes_admin.api,
+)
+API_VERSION = "1.0.0"
+
+
+def workflow_deps(config: Config, redis: aioredis.Redis) -> WorkflowDeps:
+    s = config.settings
+    return WorkflowDeps(
+        settings=WorkflowSettings(
+            invitation_ttl_seconds=s.invitation_ttl_seconds,
+            identity_max_attempts=s.identity_max_attempts,
+            resume_window_seconds=s.resume_window_seconds,
+            stale_session_seconds=s.stale_session_seconds,
+            public_url=config.public_url,
+        ),
+        cipher=FieldCipher(config.field_encryption_key),
+        publisher=RedisEventPublisher(redis),
+        storage=LocalStorage(config.data_dir / "files"),
+        seal_key=config.seal_signing_key,
+    )
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    embedded: EmbeddedRedis | None = None
+    url = config.redis_url
+    if not url:
+        embedded = EmbeddedRedis(config.data_dir / "redis")
+        url = await embedded.start()
+        log.info("started embedded redis-server at %s", url)
+    client = aioredis.from_url(url)
+    app[REDIS] = client
+    s = config.settings
+    app[STAFF_TOKENS] = TokenStore(client, "auth:staff", s.auth_token_ttl_seconds)
+    app[CUSTOMER_TOKENS] = TokenStore(client, "auth:customer", s.customer_token_ttl_seconds)
+    app[LOGIN_LIMITER] = RateLimiter(client, "login", s.login_max_failures,
+                                     s.login_failure_window_seconds)
+    try:
+        yield
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    async with open_database(config.database_url) as ctx:
+        app[DATABASE] = ctx
+        await ensure_chain_head()
+        app[DEPS] = workflow_deps(config, app[REDIS])
+        yield
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    """The embedded background worker: expiry and sealing sweeps (R-30, R-31)."""
+    if not app[CONFIG].settings.run_worker_in_process:
+        yield
+        return
+    task = asyncio.create_task(
+        worker_loop(app[DEPS], app[DATABASE], app[CONFIG].settings.worker_interval_seconds)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def worker_loop(deps: WorkflowDeps, database: object, interval: float) -> None:
+    token = activate(database)  # type: ignore[arg-type]
+    try:
+        while True:
+            try:
+                result = await sweep(deps)
+                if result.expired or result.sealed:
+                    log.info("sweep: expired %d, sealed %d", len(result.expired),
+                             len(result.sealed))
+            except Exception:
+                log.exception("background sweep failed; retrying next interval")
+            await asyncio.sleep(interval)
+    finally:
+        deactivate(token)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    operations = [op for api in API_MODULES for op in api.operations]
+    return json_response(openapi_document(operations, API_VERSION))
+
+
+async def _index(request: web.Request) -> web.Response:
+    return json_response({
+        "name": "远程双录 remote double-recording", "api": PREFIX,
+        "openapi": f"{PREFIX}/openapi.json",
+    })
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[problems, database_context],
+        client_max_size=config.settings.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.extend([_redis, _database, _worker])
+    for api in API_MODULES:
+        app.router.add_routes(api.routes)
+    app.router.add_get(f"{PREFIX}/openapi.json", _openapi)
+    app.router.add_get("/", _index)
+    return app

@@ -1,0 +1,101 @@
+"""Products, their script versions, and orders (applications) (R-01, R-23, R-26)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class ProductType(StrEnum):
+    TRADITIONAL = "traditional"
+    PARTICIPATING = "participating"
+    UNIVERSAL = "universal"
+    INVESTMENT_LINKED = "investment_linked"
+
+
+class Channel(StrEnum):
+    BANK = "bank"
+    AGENCY = "agency"
+    ONLINE = "online"
+
+
+class Product(Model):
+    id = fields.IntField(primary_key=True)
+    insurer: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Institution", related_name="products", on_delete=fields.RESTRICT
+    )
+    code = fields.CharField(max_length=32, unique=True)
+    name = fields.CharField(max_length=100)
+    product_type = fields.CharEnumField(ProductType, max_length=24)
+    term_years = fields.IntField()
+    grade = fields.IntField(default=1)
+    channel = fields.CharEnumField(Channel, max_length=16)
+    cooling_off_days = fields.IntField(default=15)
+    active = fields.BooleanField(default=True)
+
+    class Meta:
+        table = "product"
+
+
+class ScriptStatus(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    PUBLISHED = "published"
+    RETIRED = "retired"
+
+
+class ScriptVersion(Model):
+    """One version of the script (话术) of a product. Published versions are immutable (R-23)."""
+
+    id = fields.IntField(primary_key=True)
+    product: fields.ForeignKeyRelation[Product] = fields.ForeignKeyField(
+        "models.Product", related_name="script_versions", on_delete=fields.RESTRICT
+    )
+    version = fields.IntField()
+    status = fields.CharEnumField(ScriptStatus, max_length=16, default=ScriptStatus.DRAFT)
+    source_yaml = fields.TextField()
+    document = fields.JSONField()
+    content_hash = fields.CharField(max_length=64)
+    created_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.User", related_name="scripts_created", null=True, on_delete=fields.RESTRICT
+    )
+    approved_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.User", related_name="scripts_approved", null=True, on_delete=fields.RESTRICT
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    published_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "script_version"
+        unique_together = (("product", "version"),)
+
+
+class Order(Model):
+    """An application (投保单), recorded in exactly one session (R-26)."""
+
+    id = fields.IntField(primary_key=True)
+    application_no = fields.CharField(max_length=64, unique=True)
+    institution: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Institution", related_name="orders", on_delete=fields.RESTRICT
+    )
+    branch: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Branch", related_name="orders", on_delete=fields.RESTRICT
+    )
+    agent: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Agent", related_name="orders", on_delete=fields.RESTRICT
+    )
+    customer: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Customer", related_name="orders", on_delete=fields.RESTRICT
+    )
+    product: fields.ForeignKeyRelation[Product] = fields.ForeignKeyField(
+        "models.Product", related_name="orders", on_delete=fields.RESTRICT
+    )
+    premium = fields.DecimalField(max_digits=14, decimal_places=2)
+    payment_years = fields.IntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "sales_order"

@@ -1,0 +1,258 @@
+"""The recording session and everything that happens in it: invitations, consents, events,
+acknowledgements, identity checks, signatures, recordings and QA reviews."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class SessionState(StrEnum):
+    CREATED = "created"
+    INVITED = "invited"
+    OPENED = "opened"
+    CONSENTED = "consented"
+    IDENTITY_VERIFIED = "identity_verified"
+    IN_CALL = "in_call"
+    DISCLOSING = "disclosing"
+    SIGNING = "signing"
+    COMPLETED = "completed"
+    SEALED = "sealed"
+    QA_PENDING = "qa_pending"
+    QA_PASSED = "qa_passed"
+    QA_REJECTED = "qa_rejected"
+    DECLINED = "declined"
+    IDENTITY_FAILED = "identity_failed"
+    INTERRUPTED = "interrupted"
+    EXPIRED = "expired"
+    ABORTED = "aborted"
+
+
+class RecordingSession(Model):
+    """A remote double-recording of one sale (one application, R-26)."""
+
+    id = fields.UUIDField(primary_key=True)
+    order: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Order", related_name="sessions", on_delete=fields.RESTRICT
+    )
+    agent: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Agent", related_name="sessions", on_delete=fields.RESTRICT
+    )
+    institution: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Institution", related_name="sessions", on_delete=fields.RESTRICT
+    )
+    branch: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Branch", related_name="sessions", on_delete=fields.RESTRICT
+    )
+    product: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Product", related_name="sessions", on_delete=fields.RESTRICT
+    )
+    premises: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Premises", related_name="sessions", null=True, on_delete=fields.RESTRICT
+    )
+    script_version: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.ScriptVersion", related_name="sessions", null=True, on_delete=fields.RESTRICT
+    )
+    script_hash = fields.CharField(max_length=64, default="")
+    # The concrete ordered steps pinned at creation: [{"id", "kind", "text", "ack": bool}, ...]
+    steps = fields.JSONField(default=list)
+    state = fields.CharEnumField(SessionState, max_length=20, default=SessionState.CREATED)
+    # The state an interrupted session resumes into.
+    resume_state = fields.CharEnumField(SessionState, max_length=20, null=True)
+    paused = fields.BooleanField(default=False)
+    pause_reason = fields.CharField(max_length=200, default="")
+    current_step = fields.IntField(default=0)
+    identity_attempts = fields.IntField(default=0)
+    customer_age = fields.IntField(null=True)
+    event_seq = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    consented_at = fields.DatetimeField(null=True)
+    recording_started_at = fields.DatetimeField(null=True)
+    interrupted_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    sealed_at = fields.DatetimeField(null=True)
+    ended_at = fields.DatetimeField(null=True)
+    end_reason = fields.CharField(max_length=200, default="")
+    manifest = fields.JSONField(null=True)
+
+    class Meta:
+        table = "recording_session"
+
+
+class Invitation(Model):
+    """A single-use, expiring link. Only the SHA-256 of the token is stored."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="invitations", on_delete=fields.RESTRICT
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    channel = fields.CharField(max_length=20, default="link")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+    opened_ip = fields.CharField(max_length=64, default="")
+    opened_user_agent = fields.CharField(max_length=300, default="")
+
+    class Meta:
+        table = "invitation"
+
+
+class ConsentKind(StrEnum):
+    RECORDING = "recording"
+    PERSONAL_INFORMATION = "personal_information"
+
+
+class Consent(Model):
+    """The answer of the customer to one consent text, with its exact version hash (R-10)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="consents", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharEnumField(ConsentKind, max_length=24)
+    text_version = fields.CharField(max_length=32)
+    text_hash = fields.CharField(max_length=64)
+    agreed = fields.BooleanField()
+    at = fields.DatetimeField()
+    ip = fields.CharField(max_length=64)
+    user_agent = fields.CharField(max_length=300)
+
+    class Meta:
+        table = "consent"
+
+
+class SessionEvent(Model):
+    """One entry of the timeline of a session. Every transition appends one."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="events", on_delete=fields.RESTRICT
+    )
+    seq = fields.IntField()
+    type = fields.CharField(max_length=40)
+    from_state = fields.CharField(max_length=20, default="")
+    to_state = fields.CharField(max_length=20, default="")
+    actor_kind = fields.CharField(max_length=16)
+    actor_id = fields.CharField(max_length=64, default="")
+    ip = fields.CharField(max_length=64, default="")
+    data = fields.JSONField(default=dict)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "session_event"
+        unique_together = (("session", "seq"),)
+
+
+class AnswerValue(StrEnum):
+    AFFIRMATIVE = "affirmative"
+    NEGATIVE = "negative"
+    UNCLEAR = "unclear"
+
+
+class Acknowledgement(Model):
+    """The answer of the customer to a script step, with its offset in the recording (R-24)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="acknowledgements", on_delete=fields.RESTRICT
+    )
+    step_id = fields.CharField(max_length=64)
+    step_index = fields.IntField()
+    answer_kind = fields.CharField(max_length=24)
+    answer = fields.CharEnumField(AnswerValue, max_length=16)
+    text = fields.CharField(max_length=500, default="")
+    at = fields.DatetimeField()
+    offset_ms = fields.BigIntField()
+    client_event_id = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "acknowledgement"
+        unique_together = (("session", "client_event_id"),)
+
+
+class IdentityCheck(Model):
+    """One identity attempt: OCR, face match and liveness results with their engines (R-12)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="identity_checks", on_delete=fields.RESTRICT
+    )
+    attempt = fields.IntField()
+    passed = fields.BooleanField()
+    ocr = fields.JSONField(default=dict)
+    face = fields.JSONField(default=dict)
+    liveness = fields.JSONField(default=dict)
+    reasons = fields.JSONField(default=list)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "identity_check"
+        unique_together = (("session", "attempt"),)
+
+
+class Signature(Model):
+    """The hand-copied risk sentence and the handwritten signature (R-25)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="signatures", on_delete=fields.RESTRICT
+    )
+    risk_sentence = fields.TextField()
+    image_path = fields.CharField(max_length=300)
+    image_sha256 = fields.CharField(max_length=64)
+    at = fields.DatetimeField()
+    offset_ms = fields.BigIntField()
+
+    class Meta:
+        table = "signature"
+
+
+class Recording(Model):
+    """One recorded file (a segment of one track kind), immutable once written (R-30, R-31)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="recordings", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharField(max_length=24)
+    segment = fields.IntField()
+    path = fields.CharField(max_length=300)
+    sha256 = fields.CharField(max_length=64)
+    size_bytes = fields.BigIntField()
+    duration_ms = fields.BigIntField(default=0)
+    started_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "recording"
+        unique_together = (("session", "kind", "segment"),)
+
+
+class Verdict(StrEnum):
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    REJECT = "reject"
+
+
+class QaReview(Model):
+    """The verdict of a QA inspector on a sealed session (R-40)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="qa_reviews", on_delete=fields.RESTRICT
+    )
+    inspector: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.User", related_name="qa_reviews", on_delete=fields.RESTRICT
+    )
+    verdict = fields.CharEnumField(Verdict, max_length=8)
+    comments = fields.TextField(default="")
+    findings = fields.JSONField(default=list)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "qa_review"

@@ -1,0 +1,1 @@
+"""Authentication, roles and permissions, the audit log, and personal-data protection."""

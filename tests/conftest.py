@@ -1,0 +1,113 @@
+"""Shared test infrastructure: a real Redis server (the embedded child), real databases
+(SQLite always; PostgreSQL too when DATABASE_URL is set), and a running app per test.
+
+Migrations and demo seeding run once per database kind into a template; each test gets a
+fresh copy (a file copy for SQLite, CREATE DATABASE ... TEMPLATE for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from app.config import Settings, load_config
+from app.database import migrate, open_database
+from app.redis_server import EmbeddedRedis
+from tests.harness import Harness, start_harness
+
+PG_URL = os.environ.get("DATABASE_URL", "")
+DB_KINDS = ["sqlite"] + (["postgres"] if PG_URL.startswith("postgres") else [])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server child process for the whole run, as the app starts it itself."""
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    url = asyncio.run(embedded.start())
+    yield url
+    embedded.stop()
+
+
+def _pg_url(database: str) -> str:
+    parts = urlsplit(PG_URL)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_URL.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _prepare(url: str) -> None:
+    await migrate(url)
+    from app.seed import seed_demo
+
+    async with open_database(url):
+        await seed_demo()
+
+
+@pytest.fixture(scope="session")
+def template_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    templates: dict[str, str] = {}
+    sqlite_path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    asyncio.run(_prepare(f"sqlite://{sqlite_path}"))
+    templates["sqlite"] = str(sqlite_path)
+    pg_template = f"shuanglu_tmpl_{uuid.uuid4().hex[:8]}"
+    if "postgres" in DB_KINDS:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{pg_template}"'))
+        asyncio.run(_prepare(_pg_url(pg_template)))
+        templates["postgres"] = pg_template
+    yield templates
+    if "postgres" in templates:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_template}"'))
+
+
+@pytest_asyncio.fixture(params=DB_KINDS)
+async def database_url(
+    request: pytest.FixtureRequest, template_databases: dict[str, str], tmp_path: Path
+) -> AsyncIterator[str]:
+    kind = request.param
+    if kind == "sqlite":
+        target = tmp_path / "test.sqlite3"
+        shutil.copyfile(template_databases["sqlite"], target)
+        yield f"sqlite://{target}"
+        return
+    name = f"shuanglu_t_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_databases["postgres"]}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """Tests override settings by redefining this fixture or through `harness.restart`."""
+    return {}
+
+
+@pytest_asyncio.fixture
+async def harness(
+    database_url: str, redis_url: str, tmp_path: Path, settings_overrides: dict[str, object]
+) -> AsyncIterator[Harness]:
+    settings = Settings(
+        profile="test", data_dir=tmp_path / "data", database_url=database_url,
+        redis_url=redis_url, run_worker_in_process=False, **settings_overrides,  # type: ignore[arg-type]
+    )
+    h = await start_harness(load_config(settings))
+    try:
+        yield h
+    finally:
+        await h.close()

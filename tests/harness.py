@@ -1,0 +1,236 @@
+"""A running app with an HTTP client, and helpers that walk a session through its lifecycle
+with the real API, so each test states only what it is about."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.keys import DATABASE, DEPS, REDIS
+from app.config import Config
+from app.database import activate
+from app.factory import create_app
+from app.seed import DEMO_PRODUCT_CODE, DEMO_USERS
+from workflow.consent_texts import CONSENT_TEXTS, RISK_SENTENCE
+from workflow.core import WorkflowDeps
+from workflow.idnumber import check_digit
+
+PASSWORDS = {username: password for username, password, _, _ in DEMO_USERS}
+HERE = {"lat": 29.8685, "lng": 121.5442, "accuracy_m": 20}  # inside the demo premises
+_counter = itertools.count(1)
+
+
+def id_number(birth: str = "19800101", region: str = "330203", seq: str = "001") -> str:
+    first17 = region + birth + seq
+    return first17 + check_digit(first17)
+
+
+def png_bytes(width: int = 60, height: int = 20) -> bytes:
+    raw = b"".join(b"\x00" + b"\x20\x20\x20" * width for _ in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + tag + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def consent_body(agree_recording: bool = True, agree_pi: bool = True) -> dict[str, Any]:
+    agreed = {"recording": agree_recording, "personal_information": agree_pi}
+    return {"answers": [{"kind": t.kind.value, "text_hash": t.sha256, "agreed": agreed[t.kind.value]}
+                        for t in CONSENT_TEXTS.values()]}
+
+
+PASSED = {"passed": True, "engine": "test-engine", "score": 0.9}
+FAILED = {"passed": False, "engine": "test-engine", "score": 0.1, "reason": "人脸比对未通过"}
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    content_type: str
+
+
+@dataclass
+class Walk:
+    """A session driven through the API: its id and the customer's token."""
+
+    session_id: str
+    customer_token: str = ""
+    invitation_token: str = ""
+    order_id: int = 0
+
+
+@dataclass
+class Harness:
+    config: Config
+    client: TestClient
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app(self) -> Any:
+        return self.client.server.app
+
+    @property
+    def deps(self) -> WorkflowDeps:
+        return self.app[DEPS]  # type: ignore[no-any-return]
+
+    @property
+    def redis(self) -> Any:
+        return self.app[REDIS]
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def request(
+        self, method: str, path: str, *, token: str | None = None, json: Any = None,
+        data: bytes | str | None = None, headers: dict[str, str] | None = None,
+    ) -> Response:
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        url = path if path.startswith("/") and not path.startswith("/api") else path
+        if not url.startswith("/api") and not url.startswith("/h5") and url != "/":
+            url = "/api/v1" + url
+        async with self.client.request(method, url, json=json, data=data,
+                                       headers=all_headers) as resp:
+            ctype = resp.content_type
+            if ctype in ("application/json", "application/problem+json"):
+                body: Any = await resp.json(content_type=None)
+            else:
+                body = await resp.read()
+            return Response(resp.status, body, dict(resp.headers), ctype)
+
+    async def login(self, username: str) -> str:
+        if username not in self.tokens:
+            r = await self.request("POST", "/auth/login",
+                                   json={"username": username, "password": PASSWORDS[username]})
+            assert r.status == 200, r.body
+            self.tokens[username] = r.body["token"]
+        return self.tokens[username]
+
+    async def as_(self, username: str, method: str, path: str, **kwargs: Any) -> Response:
+        return await self.request(method, path, token=await self.login(username), **kwargs)
+
+    async def create_order(self, agent: str = "agent01", *, birth: str = "19800101",
+                           product: str = DEMO_PRODUCT_CODE) -> int:
+        n = next(_counter)
+        r = await self.as_(agent, "POST", "/orders", json={
+            "application_no": f"APP-{n:06d}-{birth}", "product_code": product,
+            "customer": {"name": "张三丰", "id_number": id_number(birth, seq=f"{n % 1000:03d}"),
+                         "phone": "13812345678"},
+            "premium": "12000.00", "payment_years": 10,
+        })
+        assert r.status == 201, r.body
+        return int(r.body["id"])
+
+    async def create_session(self, agent: str = "agent01", *, birth: str = "19800101",
+                             location: dict[str, float] | None = HERE) -> Walk:
+        order_id = await self.create_order(agent, birth=birth)
+        r = await self.as_(agent, "POST", "/sessions",
+                           json={"order_id": order_id, "location": location})
+        assert r.status == 201, r.body
+        return Walk(r.body["id"], order_id=order_id)
+
+    async def walk_to(self, state: str, agent: str = "agent01", *, birth: str = "19800101",
+                      walk: Walk | None = None) -> Walk:
+        """Drives a new (or the given) session forward through the API until `state`."""
+        order = ["created", "invited", "opened", "consented", "identity_verified", "in_call",
+                 "disclosing", "signing", "completed", "qa_pending"]
+        target = order.index(state)
+        w = walk or await self.create_session(agent, birth=birth)
+        sid = w.session_id
+        if target >= 1:
+            r = await self.as_(agent, "POST", f"/sessions/{sid}/invitation", json={})
+            assert r.status == 201, r.body
+            w.invitation_token = r.body["token"]
+        if target >= 2:
+            r = await self.request("POST", "/invitations/open",
+                                   json={"token": w.invitation_token})
+            assert r.status == 200, r.body
+            w.customer_token = r.body["customer_token"]
+        if target >= 3:
+            r = await self.request("POST", "/customer/consent", token=w.customer_token,
+                                   json=consent_body())
+            assert r.status == 200 and r.body["state"] == "consented", r.body
+        if target >= 4:
+            r = await self.as_("engine01", "POST", f"/sessions/{sid}/identity-checks",
+                               json={"ocr": PASSED, "face": PASSED, "liveness": PASSED})
+            assert r.status == 201 and r.body["state"] == "identity_verified", r.body
+        if target >= 5:
+            r = await self.as_(agent, "POST", f"/sessions/{sid}/call/start",
+                               json={"location": HERE})
+            assert r.status == 200, r.body
+        if target >= 6:
+            r = await self.as_(agent, "POST", f"/sessions/{sid}/script/start")
+            assert r.status == 200, r.body
+        if target >= 7:
+            await self.play_script(w, agent)
+        if target >= 8:
+            await self.sign(w)
+            r = await self.as_(agent, "POST", f"/sessions/{sid}/complete")
+            assert r.status == 200 and r.body["state"] == "completed", r.body
+        if target >= 9:
+            from workflow.expiry import sweep
+
+            result = await sweep(self.deps)
+            assert sid in {str(s) for s in result.sealed}
+        return w
+
+    async def current_step(self, w: Walk) -> dict[str, Any] | None:
+        r = await self.request("GET", "/customer/session", token=w.customer_token)
+        assert r.status == 200, r.body
+        return r.body["current_step"]  # type: ignore[no-any-return]
+
+    async def ack(self, w: Walk, step_id: str, answer: str = "affirmative",
+                  event_id: str | None = None) -> Response:
+        return await self.request("POST", "/customer/acknowledgements", token=w.customer_token,
+                                  json={"step_id": step_id, "answer": answer,
+                                        "client_event_id": event_id or f"ev-{next(_counter):08d}"})
+
+    async def play_script(self, w: Walk, agent: str = "agent01") -> list[str]:
+        """Acknowledges (or, for agent-only steps, advances) every step; returns their ids."""
+        played = []
+        while (step := await self.current_step(w)) is not None:
+            played.append(step["id"])
+            if step["answer"] == "none":
+                r = await self.as_(agent, "POST", f"/sessions/{w.session_id}/script/advance",
+                                   json={"step_id": step["id"]})
+                assert r.status == 200, r.body
+            else:
+                r = await self.ack(w, step["id"])
+                assert r.status == 201, r.body
+        return played
+
+    async def sign(self, w: Walk) -> Response:
+        r = await self.request("POST", "/customer/signature", token=w.customer_token, json={
+            "risk_sentence": RISK_SENTENCE,
+            "image_base64": base64.b64encode(png_bytes()).decode(),
+        })
+        assert r.status == 201, r.body
+        return r
+
+    async def state(self, w: Walk) -> str:
+        r = await self.as_("qa01", "GET", f"/sessions/{w.session_id}")
+        assert r.status == 200, r.body
+        return str(r.body["state"])
+
+
+async def start_harness(config: Config) -> Harness:
+    app = create_app(config)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    # Make the app's database the current Tortoise context for the test itself as well.
+    activate(app[DATABASE])
+    await app[REDIS].flushdb()
+    return Harness(config, client)

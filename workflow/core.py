@@ -1,0 +1,137 @@
+"""What every workflow operation shares: its dependencies, the row-locked session transaction,
+and appending a timeline event (published on Redis once the transaction has committed)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from redis.exceptions import RedisError
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from models.sessions import RecordingSession, SessionEvent, SessionState
+from security import audit
+from security.audit import Actor
+from security.crypto import FieldCipher
+from workflow.errors import Conflict, NotFound
+from workflow.events import EventPublisher
+from workflow.states import ACTION_LABELS_ZH, STATE_LABELS_ZH, TRANSITIONS
+from workflow.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    invitation_ttl_seconds: int = 24 * 3600
+    identity_max_attempts: int = 3
+    resume_window_seconds: int = 30 * 60
+    stale_session_seconds: int = 7 * 24 * 3600
+    max_signature_bytes: int = 512 * 1024
+    public_url: str = "http://127.0.0.1:8080"
+
+
+@dataclass
+class WorkflowDeps:
+    settings: WorkflowSettings
+    cipher: FieldCipher
+    publisher: EventPublisher
+    storage: LocalStorage
+    seal_key: bytes
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass
+class Unit:
+    """One transaction on one session, with the events to publish after it commits."""
+
+    conn: BaseDBAsyncClient
+    session: RecordingSession
+    deps: WorkflowDeps
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+    async def event(
+        self, actor: Actor, type_: str, data: dict[str, Any] | None = None,
+        from_state: str = "", to_state: str = "",
+    ) -> SessionEvent:
+        self.session.event_seq += 1
+        event = await SessionEvent.create(
+            session_id=self.session.id, seq=self.session.event_seq, type=type_,
+            from_state=from_state, to_state=to_state, actor_kind=actor.kind,
+            actor_id=actor.id, ip=actor.ip, data=data or {}, at=self.deps.clock(),
+            using_db=self.conn,
+        )
+        self.pending.append(event_payload(event))
+        return event
+
+    async def move(
+        self, actor: Actor, to_state: SessionState, type_: str,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Changes state, appends the event and the audit entry, all in this transaction."""
+        from_state = self.session.state
+        self.session.state = to_state
+        await self.event(actor, type_, data, from_state.value, to_state.value)
+        await audit.record(
+            self.conn, actor, f"session.{type_}", object_type="session",
+            object_id=str(self.session.id),
+            details={"from": from_state.value, "to": to_state.value, **(data or {})},
+        )
+
+    async def save(self) -> None:
+        await self.session.save(using_db=self.conn)
+
+
+def event_payload(event: SessionEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq, "type": event.type, "from_state": event.from_state,
+        "to_state": event.to_state, "actor_kind": event.actor_kind, "at": event.at.isoformat(),
+        "data": event.data,
+    }
+
+
+def require_state(session: RecordingSession, action: str) -> None:
+    """Raises the 409 for an action the session's state does not allow."""
+    allowed, _ = TRANSITIONS[action]
+    if session.state not in allowed:
+        state = STATE_LABELS_ZH[session.state]
+        raise Conflict(
+            "illegal_transition",
+            f"会话当前状态为“{state}”，不能执行“{ACTION_LABELS_ZH[action]}”",
+            state=session.state.value, action=action,
+            allowed_from=sorted(s.value for s in allowed),
+        )
+
+
+@asynccontextmanager
+async def locked(deps: WorkflowDeps, session_id: UUID, action: str | None) -> AsyncIterator[Unit]:
+    """A transaction holding the session's row lock (PostgreSQL serialises concurrent
+    transitions on one session; SQLite serialises all transactions anyway)."""
+    unit: Unit | None = None
+    async with in_transaction() as conn:
+        session = await RecordingSession.select_for_update().using_db(conn).get_or_none(
+            id=session_id
+        )
+        if session is None:
+            raise NotFound("session_not_found", "找不到该录制会话")
+        if action is not None:
+            require_state(session, action)
+        unit = Unit(conn, session, deps)
+        yield unit
+        await unit.save()
+    for payload in unit.pending:
+        try:
+            await deps.publisher.publish(session_id, payload)
+        except (ConnectionError, OSError, RedisError):
+            # The event is committed in the database; live pages catch up by re-reading it.
+            log.warning("could not publish event %s of session %s", payload["seq"], session_id)
