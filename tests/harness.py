@@ -45,8 +45,10 @@ def png_bytes(width: int = 60, height: int = 20) -> bytes:
 
 def consent_body(agree_recording: bool = True, agree_pi: bool = True) -> dict[str, Any]:
     agreed = {"recording": agree_recording, "personal_information": agree_pi}
-    return {"answers": [{"kind": t.kind.value, "text_hash": t.sha256, "agreed": agreed[t.kind.value]}
-                        for t in CONSENT_TEXTS.values()]}
+    return {"answers": [
+        {"kind": t.kind.value, "text_hash": t.sha256, "agreed": agreed[t.kind.value]}
+        for t in CONSENT_TEXTS.values()
+    ]}
 
 
 PASSED = {"passed": True, "engine": "test-engine", "score": 0.9}
@@ -99,9 +101,8 @@ class Harness:
         all_headers = dict(headers or {})
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
-        url = path if path.startswith("/") and not path.startswith("/api") else path
-        if not url.startswith("/api") and not url.startswith("/h5") and url != "/":
-            url = "/api/v1" + url
+        # API paths are given without the /api/v1 prefix; pages and "/" as they are.
+        url = path if path.startswith(("/api", "/h5")) or path == "/" else "/api/v1" + path
         async with self.client.request(method, url, json=json, data=data,
                                        headers=all_headers) as resp:
             ctype = resp.content_type

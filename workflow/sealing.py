@@ -60,7 +60,8 @@ async def _items(
     )
     timeline = [
         {"seq": e.seq, "type": e.type, "from": e.from_state, "to": e.to_state,
-         "actor": e.actor_kind, "at": e.at.isoformat(), "data": e.data}
+         "actor": e.actor_kind, "actor_id": e.actor_id, "ip": e.ip, "at": e.at.isoformat(),
+         "data": e.data}
         for e in events
     ]
     items = [{"name": "timeline", "sha256": _sha(timeline)}]

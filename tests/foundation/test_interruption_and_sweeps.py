@@ -1,0 +1,93 @@
+"""R-30: interruption and resume within the window; the background sweep expires stale
+sessions and lapsed interruptions, and seals completed sessions (R-31)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from models.sessions import RecordingSession, Signature
+from tests.harness import HERE, Harness
+from workflow.expiry import sweep
+from workflow.sealing import verify_manifest
+
+
+def _advance_clock(harness: Harness, delta: timedelta) -> None:
+    real = harness.deps.clock
+    harness.deps.clock = lambda: real() + delta
+
+
+async def test_an_interrupted_call_resumes_and_replays_the_step_R30(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    await harness.ack(walk, "opening")
+    sid = walk.session_id
+    r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/interrupt",
+                          json={"reason": "客户网络断开"})
+    assert r.status == 200 and r.body["state"] == "interrupted"
+    r = await harness.ack(walk, "agent_identity")
+    assert r.status == 409  # nothing is acknowledged while interrupted
+    _advance_clock(harness, timedelta(minutes=5))
+    r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/resume",
+                          json={"location": HERE})
+    assert r.status == 200 and r.body["state"] == "disclosing"
+    assert r.body["current_step"]["id"] == "agent_identity"
+    events = (await harness.as_("qa01", "GET", f"/sessions/{sid}/events")).body["events"]
+    resumed = next(e for e in events if e["type"] == "call_resumed")
+    assert resumed["data"]["replay_step_id"] == "agent_identity"
+    assert resumed["data"]["gap_ms"] >= 5 * 60 * 1000
+
+
+async def test_resume_after_the_window_is_refused_and_the_sweep_expires_it(
+    harness: Harness,
+) -> None:
+    walk = await harness.walk_to("in_call")
+    sid = walk.session_id
+    await harness.as_("agent01", "POST", f"/sessions/{sid}/call/interrupt",
+                      json={"reason": "坐席网络断开"})
+    _advance_clock(harness, timedelta(minutes=31))
+    r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/resume",
+                          json={"location": HERE})
+    assert r.status == 409 and r.body["code"] == "resume_window_passed"
+    result = await sweep(harness.deps)
+    assert sid in {str(s) for s in result.expired}
+    assert await harness.state(walk) == "expired"
+
+
+async def test_stale_sessions_expire(harness: Harness) -> None:
+    walk = await harness.walk_to("invited")
+    fresh = await harness.walk_to("invited")
+    await RecordingSession.filter(id=walk.session_id).update(
+        updated_at=harness.deps.clock() - timedelta(days=8))
+    result = await sweep(harness.deps)
+    assert [str(s) for s in result.expired] == [walk.session_id]
+    assert await harness.state(walk) == "expired"
+    assert await harness.state(fresh) == "invited"
+
+
+async def test_completed_sessions_are_sealed_and_verify_R31(harness: Harness) -> None:
+    walk = await harness.walk_to("qa_pending")
+    assert await verify_manifest(harness.deps, walk.session_id) == []
+    r = await harness.as_("qa01", "GET", f"/sessions/{walk.session_id}/verify")
+    assert r.body == {"ok": True, "problems": []}
+    session = await RecordingSession.get(id=walk.session_id)
+    assert session.manifest is not None and len(session.manifest["signature"]) > 40
+
+
+async def test_an_altered_signature_file_is_detected_R31(harness: Harness) -> None:
+    walk = await harness.walk_to("qa_pending")
+    signature = await Signature.get(session_id=walk.session_id)
+    path = harness.deps.storage.root / signature.image_path
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.chmod(0o640)
+    path.write_bytes(bytes(data))
+    problems = await verify_manifest(harness.deps, walk.session_id)
+    assert problems == [f"signature:{signature.image_path} was altered or is missing"]
+
+
+async def test_an_altered_timeline_is_detected_R31(harness: Harness) -> None:
+    from models.sessions import SessionEvent
+
+    walk = await harness.walk_to("qa_pending")
+    await SessionEvent.filter(session_id=walk.session_id, seq=3).update(ip="10.9.9.9")
+    problems = await verify_manifest(harness.deps, walk.session_id)
+    assert problems == ["timeline was altered or is missing"]

@@ -1,0 +1,108 @@
+"""R-24: the script advances only on a clear affirmative answer; a negative answer pauses it
+for the agent; acknowledgements carry their offset in the recording and are idempotent."""
+
+from __future__ import annotations
+
+from models.sessions import Acknowledgement
+from tests.harness import Harness
+
+
+async def test_steps_advance_only_on_affirmative_answers_R24(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    played = await harness.play_script(walk)
+    assert played[0] == "opening" and "agent_identity" in played
+    assert "elderly" not in played  # the customer is 46: no 60+ reminders
+    assert await harness.state(walk) == "signing"
+    acks = await Acknowledgement.filter(session_id=walk.session_id).order_by("id")
+    assert [a.step_id for a in acks] == [s for s in played if s != "agent_identity"]
+    offsets = [a.offset_ms for a in acks]
+    assert offsets == sorted(offsets) and offsets[0] >= 0
+
+
+async def test_customers_aged_60_or_more_get_the_extra_steps(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing", birth="19500307")
+    played = await harness.play_script(walk)
+    assert played[-1] == "elderly"
+
+
+async def test_a_negative_answer_pauses_until_the_agent_explains_R24(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    step = await harness.current_step(walk)
+    assert step is not None
+    r = await harness.ack(walk, step["id"], answer="negative")
+    assert r.status == 201 and r.body["session"]["paused"] is True
+    r = await harness.ack(walk, step["id"])
+    assert r.status == 409 and r.body["code"] == "session_paused"
+    r = await harness.as_("agent01", "POST", f"/sessions/{walk.session_id}/script/resume",
+                          json={"note": "已向客户解释犹豫期含义，客户表示理解"})
+    assert r.status == 200 and r.body["paused"] is False
+    # the same step is played again and now accepted
+    assert (await harness.current_step(walk))["id"] == step["id"]  # type: ignore[index]
+    r = await harness.ack(walk, step["id"])
+    assert r.status == 201
+    answers = await Acknowledgement.filter(session_id=walk.session_id).values_list(
+        "answer", flat=True)
+    assert [str(a) for a in answers] == ["negative", "affirmative"]
+
+
+async def test_an_unclear_answer_also_pauses(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    step = await harness.current_step(walk)
+    r = await harness.ack(walk, step["id"], answer="unclear")  # type: ignore[index]
+    assert r.body["session"]["paused"] is True
+
+
+async def test_a_retried_acknowledgement_is_stored_once(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    step = await harness.current_step(walk)
+    first = await harness.ack(walk, step["id"], event_id="retry-0001")  # type: ignore[index]
+    again = await harness.ack(walk, step["id"], event_id="retry-0001")  # type: ignore[index]
+    assert first.status == 201 and again.status == 200 and again.body["duplicate"] is True
+    assert again.body["acknowledgement"]["id"] == first.body["acknowledgement"]["id"]
+    assert await Acknowledgement.filter(session_id=walk.session_id).count() == 1
+
+
+async def test_an_answer_to_a_stale_step_is_refused(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    r = await harness.ack(walk, "cooling_off")
+    assert r.status == 409 and r.body["code"] == "step_mismatch"
+    assert r.body["current_step_id"] == "opening"
+
+
+async def test_the_agent_cannot_skip_a_step_that_needs_an_answer(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    r = await harness.as_("agent01", "POST", f"/sessions/{walk.session_id}/script/advance",
+                          json={"step_id": "opening"})
+    assert r.status == 409 and r.body["code"] == "acknowledgement_required"
+
+
+async def test_the_customer_cannot_answer_an_agent_only_step(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    await harness.ack(walk, "opening")
+    r = await harness.ack(walk, "agent_identity")
+    assert r.status == 409 and r.body["code"] == "step_needs_no_answer"
+
+
+async def test_risk_sentence_must_be_exact_for_investment_products_R25(
+    harness: Harness,
+) -> None:
+    from models.sales import Product, ProductType
+
+    await Product.filter(code="DEMO-WL-01").update(product_type=ProductType.PARTICIPATING)
+    walk = await harness.walk_to("signing")
+    r = await harness.request("POST", "/customer/signature", token=walk.customer_token, json={
+        "risk_sentence": "本人已阅读保险条款", "image_base64": "iVBORw0KGgoAAAANSUhEUg==",
+    })
+    assert r.status == 422 and r.body["code"] == "risk_sentence_mismatch"
+
+
+async def test_a_signature_that_is_not_an_image_is_refused_R25(harness: Harness) -> None:
+    walk = await harness.walk_to("signing")
+    r = await harness.request("POST", "/customer/signature", token=walk.customer_token, json={
+        "risk_sentence": "x", "image_base64": "bm90IGFuIGltYWdlIGF0IGFsbA==",
+    })
+    assert r.status == 422 and r.body["code"] == "signature_not_image"
+    r = await harness.request("POST", "/customer/signature", token=walk.customer_token, json={
+        "risk_sentence": "x", "image_base64": "!!!! not base64 !!!!",
+    })
+    assert r.status == 422
