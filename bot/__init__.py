@@ -1,1 +1,1 @@
-"""Channels: WeChat official account and mini-program, bank app, invitations delivery, the chatbot."""
+"""Channels: WeChat official account and mini-program, bank app, invitations, chatbot."""

@@ -1,1 +1,1 @@
-"""Product scripts (话术): YAML versions and the code that loads, lints, renders and pre-renders them."""
+"""Product scripts (话术): YAML versions and the code that loads, lints and renders them."""

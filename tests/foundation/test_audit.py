@@ -8,6 +8,9 @@ import io
 import itertools
 import json
 
+import asyncpg
+import pytest
+from tortoise.exceptions import OperationalError
 from tortoise.transactions import in_transaction
 
 from app.cli import main as cli_main
@@ -25,8 +28,34 @@ async def test_actions_are_chained_and_the_chain_verifies(harness: Harness) -> N
         assert entry.prev_hash == previous.hash
 
 
+# Tortoise wraps the SQLite abort; asyncpg's RaiseError from the trigger comes through as is.
+REFUSED = (OperationalError, asyncpg.exceptions.RaiseError)
+
+
+async def _bypass_append_only_guard() -> None:
+    """What an attacker with database-owner rights could do: drop the triggers."""
+    conn = AuditEntry._meta.db
+    if conn.capabilities.dialect == "sqlite":
+        await conn.execute_script("DROP TRIGGER audit_entry_no_update")
+        await conn.execute_script("DROP TRIGGER audit_entry_no_delete")
+    else:
+        await conn.execute_script("DROP TRIGGER audit_entry_no_change ON audit_entry")
+
+
+async def test_the_database_refuses_to_change_audit_entries_R51(harness: Harness) -> None:
+    await harness.walk_to("invited")
+    entry = await AuditEntry.all().order_by("id").first()
+    assert entry is not None
+    with pytest.raises(REFUSED, match="append-only"):
+        await AuditEntry.filter(id=entry.id).update(action="nothing.happened")
+    with pytest.raises(REFUSED, match="append-only"):
+        await AuditEntry.filter(id=entry.id).delete()
+    assert (await audit.verify_chain()).ok
+
+
 async def test_a_changed_entry_is_found_by_the_verifier(harness: Harness) -> None:
     await harness.walk_to("opened")
+    await _bypass_append_only_guard()
     victim = await AuditEntry.filter(action="session.invited").first()
     assert victim is not None
     await AuditEntry.filter(id=victim.id).update(actor_label="someone-else")
@@ -37,6 +66,7 @@ async def test_a_changed_entry_is_found_by_the_verifier(harness: Harness) -> Non
 
 async def test_a_deleted_entry_is_found_by_the_verifier(harness: Harness) -> None:
     await harness.walk_to("opened")
+    await _bypass_append_only_guard()
     entries = await AuditEntry.all().order_by("id")
     await AuditEntry.filter(id=entries[2].id).delete()
     result = await audit.verify_chain()
@@ -45,6 +75,7 @@ async def test_a_deleted_entry_is_found_by_the_verifier(harness: Harness) -> Non
 
 async def test_a_truncated_tail_is_found_by_the_verifier(harness: Harness) -> None:
     await harness.walk_to("opened")
+    await _bypass_append_only_guard()
     last = await AuditEntry.all().order_by("-id").first()
     assert last is not None
     await AuditEntry.filter(id=last.id).delete()
@@ -56,6 +87,7 @@ async def test_the_verify_command_exits_1_on_tampering(
     harness: Harness, monkeypatch: object, capsys: object
 ) -> None:
     await harness.walk_to("invited")
+    await _bypass_append_only_guard()
     entry = await AuditEntry.filter(action="session.created").first()
     assert entry is not None
     await AuditEntry.filter(id=entry.id).update(details={"order_id": 999})
