@@ -19,4 +19,6 @@ DEPS = web.AppKey("workflow_deps", WorkflowDeps)
 STAFF_TOKENS = web.AppKey("staff_tokens", TokenStore)
 CUSTOMER_TOKENS = web.AppKey("customer_tokens", TokenStore)
 LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)
-PRINCIPAL = web.RequestKey("principal", StaffPrincipal | CustomerPrincipal)  # type: ignore[arg-type]
+PRINCIPAL: web.RequestKey[StaffPrincipal | CustomerPrincipal] = web.RequestKey(
+    "principal", StaffPrincipal | CustomerPrincipal  # type: ignore[arg-type]
+)

@@ -8,8 +8,9 @@ import asyncio
 import getpass
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import date
+from typing import Any
 
 from aiohttp import web
 
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "worker": _worker, "migrate": _migrate, "create-user": _create_user,
     "verify-audit": _verify_audit, "seed-demo": _seed,
 }

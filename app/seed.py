@@ -85,7 +85,7 @@ async def seed_demo() -> DemoSummary:
             )
         users = []
         for username, password, role, name in DEMO_USERS:
-            user = await User.get_or_none(username=username).using_db(conn)
+            user = await User.get_or_none(username=username, using_db=conn)
             if user is None:
                 user = await User.create(
                     username=username, password_hash=hash_password(password), display_name=name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -19,7 +21,7 @@ class AuditEntry(Model):
     object_id = fields.CharField(max_length=64, default="")
     outcome = fields.CharField(max_length=16, default="success")
     ip = fields.CharField(max_length=64, default="")
-    details = fields.JSONField(default=dict)
+    details: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
     prev_hash = fields.CharField(max_length=64)
     hash = fields.CharField(max_length=64, unique=True)
 

@@ -35,6 +35,7 @@ class Branch(Model):
     institution: fields.ForeignKeyRelation[Institution] = fields.ForeignKeyField(
         "models.Institution", related_name="branches", on_delete=fields.RESTRICT
     )
+    institution_id: int
     code = fields.CharField(max_length=32)
     name = fields.CharField(max_length=100)
 
@@ -49,12 +50,13 @@ class GeofenceKind(StrEnum):
 
 
 class Premises(Model):
-    """An approved sales location: a geofence (circle or polygon) and its network IP ranges."""
+    """An approved sales location: a geofence (circle or polygon) and the IP ranges of its network."""  # noqa: E501 - the migration records this first line
 
     id = fields.IntField(primary_key=True)
     branch: fields.ForeignKeyRelation[Branch] = fields.ForeignKeyField(
         "models.Branch", related_name="premises", on_delete=fields.RESTRICT
     )
+    branch_id: int
     name = fields.CharField(max_length=100)
     address = fields.CharField(max_length=200, default="")
     geofence_kind = fields.CharEnumField(GeofenceKind, max_length=16)
@@ -62,9 +64,9 @@ class Premises(Model):
     center_lng = fields.FloatField(null=True)
     radius_m = fields.FloatField(null=True)
     # [[lat, lng], ...] for polygon geofences
-    polygon = fields.JSONField(null=True)
+    polygon: list[list[float]] | None = fields.JSONField(null=True)  # type: ignore[assignment]
     # ["10.1.0.0/16", "2001:db8::/48", ...]
-    ip_cidrs = fields.JSONField(default=list)
+    ip_cidrs: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
     active = fields.BooleanField(default=True)
 
     class Meta:

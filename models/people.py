@@ -21,6 +21,8 @@ class Role(StrEnum):
 
 class User(Model):
     id = fields.IntField(primary_key=True)
+    institution_id: int
+    branch_id: int | None
     username = fields.CharField(max_length=64, unique=True)
     password_hash = fields.CharField(max_length=200)
     display_name = fields.CharField(max_length=100)
@@ -46,6 +48,7 @@ class Agent(Model):
     user: fields.OneToOneRelation[User] = fields.OneToOneField(
         "models.User", related_name="agent", on_delete=fields.RESTRICT
     )
+    user_id: int
     licence_no = fields.CharField(max_length=64)
     licence_expires = fields.DateField()
     training_expires = fields.DateField()
@@ -66,6 +69,7 @@ class Customer(Model):
     institution: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "models.Institution", related_name="customers", on_delete=fields.RESTRICT
     )
+    institution_id: int
     name_enc = fields.TextField()
     id_number_enc = fields.TextField()
     id_number_index = fields.CharField(max_length=64, db_index=True)

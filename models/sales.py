@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -26,6 +27,7 @@ class Product(Model):
     insurer: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "models.Institution", related_name="products", on_delete=fields.RESTRICT
     )
+    insurer_id: int
     code = fields.CharField(max_length=32, unique=True)
     name = fields.CharField(max_length=100)
     product_type = fields.CharEnumField(ProductType, max_length=24)
@@ -54,10 +56,11 @@ class ScriptVersion(Model):
     product: fields.ForeignKeyRelation[Product] = fields.ForeignKeyField(
         "models.Product", related_name="script_versions", on_delete=fields.RESTRICT
     )
+    product_id: int
     version = fields.IntField()
     status = fields.CharEnumField(ScriptStatus, max_length=16, default=ScriptStatus.DRAFT)
     source_yaml = fields.TextField()
-    document = fields.JSONField()
+    document: dict[str, Any] = fields.JSONField()  # type: ignore[assignment]
     content_hash = fields.CharField(max_length=64)
     created_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.User", related_name="scripts_created", null=True, on_delete=fields.RESTRICT
@@ -77,6 +80,11 @@ class Order(Model):
     """An application (投保单), recorded in exactly one session (R-26)."""
 
     id = fields.IntField(primary_key=True)
+    institution_id: int
+    branch_id: int
+    agent_id: int
+    customer_id: int
+    product_id: int
     application_no = fields.CharField(max_length=64, unique=True)
     institution: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "models.Institution", related_name="orders", on_delete=fields.RESTRICT

@@ -4,6 +4,8 @@ acknowledgements, identity checks, signatures, recordings and QA reviews."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
+from uuid import UUID
 
 from tortoise import fields
 from tortoise.models import Model
@@ -34,6 +36,13 @@ class RecordingSession(Model):
     """A remote double-recording of one sale (one application, R-26)."""
 
     id = fields.UUIDField(primary_key=True)
+    order_id: int
+    agent_id: int
+    institution_id: int
+    branch_id: int
+    product_id: int
+    premises_id: int | None
+    script_version_id: int | None
     order: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "models.Order", related_name="sessions", on_delete=fields.RESTRICT
     )
@@ -57,10 +66,12 @@ class RecordingSession(Model):
     )
     script_hash = fields.CharField(max_length=64, default="")
     # The concrete ordered steps pinned at creation: [{"id", "kind", "text", "ack": bool}, ...]
-    steps = fields.JSONField(default=list)
+    steps: list[dict[str, Any]] = fields.JSONField(default=list)  # type: ignore[assignment]
     state = fields.CharEnumField(SessionState, max_length=20, default=SessionState.CREATED)
     # The state an interrupted session resumes into.
-    resume_state = fields.CharEnumField(SessionState, max_length=20, null=True)
+    resume_state: SessionState | None = fields.CharEnumField(  # type: ignore[assignment]
+        SessionState, max_length=20, null=True
+    )
     paused = fields.BooleanField(default=False)
     pause_reason = fields.CharField(max_length=200, default="")
     current_step = fields.IntField(default=0)
@@ -76,7 +87,7 @@ class RecordingSession(Model):
     sealed_at = fields.DatetimeField(null=True)
     ended_at = fields.DatetimeField(null=True)
     end_reason = fields.CharField(max_length=200, default="")
-    manifest = fields.JSONField(null=True)
+    manifest: dict[str, Any] | None = fields.JSONField(null=True)  # type: ignore[assignment]
 
     class Meta:
         table = "recording_session"
@@ -89,6 +100,7 @@ class Invitation(Model):
     session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
         "models.RecordingSession", related_name="invitations", on_delete=fields.RESTRICT
     )
+    session_id: UUID
     token_hash = fields.CharField(max_length=64, unique=True)
     channel = fields.CharField(max_length=20, default="link")
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -140,7 +152,7 @@ class SessionEvent(Model):
     actor_kind = fields.CharField(max_length=16)
     actor_id = fields.CharField(max_length=64, default="")
     ip = fields.CharField(max_length=64, default="")
-    data = fields.JSONField(default=dict)
+    data: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
     at = fields.DatetimeField()
 
     class Meta:
@@ -184,10 +196,10 @@ class IdentityCheck(Model):
     )
     attempt = fields.IntField()
     passed = fields.BooleanField()
-    ocr = fields.JSONField(default=dict)
-    face = fields.JSONField(default=dict)
-    liveness = fields.JSONField(default=dict)
-    reasons = fields.JSONField(default=list)
+    ocr: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    face: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    liveness: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    reasons: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
     at = fields.DatetimeField()
 
     class Meta:
@@ -246,12 +258,13 @@ class QaReview(Model):
     session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
         "models.RecordingSession", related_name="qa_reviews", on_delete=fields.RESTRICT
     )
+    inspector_id: int
     inspector: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "models.User", related_name="qa_reviews", on_delete=fields.RESTRICT
     )
     verdict = fields.CharEnumField(Verdict, max_length=8)
     comments = fields.TextField(default="")
-    findings = fields.JSONField(default=list)
+    findings: list[dict[str, str]] = fields.JSONField(default=list)  # type: ignore[assignment]
     at = fields.DatetimeField()
 
     class Meta:

@@ -109,8 +109,8 @@ async def acknowledge(
     async with locked(deps, principal.session_id, None) as unit:
         session = unit.session
         existing = await Acknowledgement.get_or_none(
-            session_id=session.id, client_event_id=client_event_id
-        ).using_db(unit.conn)
+            session_id=session.id, client_event_id=client_event_id, using_db=unit.conn
+        )
         if existing is not None:
             return AckResult(existing, session, True)
         require_state(session, "acknowledge")
@@ -244,7 +244,7 @@ async def sign(
         raise InvalidInput("signature_too_large", "签名图片过大，请重新签名")
     async with locked(deps, principal.session_id, "sign") as unit:
         session = unit.session
-        product = await Product.get(id=session.product_id).using_db(unit.conn)
+        product = await Product.get(id=session.product_id, using_db=unit.conn)
         copied = "".join(risk_sentence.split()).rstrip("。")
         if product.product_type in RISK_SENTENCE_PRODUCTS and copied != RISK_SENTENCE:
             raise InvalidInput("risk_sentence_mismatch",

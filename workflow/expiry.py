@@ -41,23 +41,23 @@ async def sweep(deps: WorkflowDeps) -> SweepResult:
     now = deps.clock()
     expired: list[UUID] = []
     stale_before = now - timedelta(seconds=deps.settings.stale_session_seconds)
-    stale = await RecordingSession.filter(
+    stale: list[UUID] = await RecordingSession.filter(  # type: ignore[assignment]
         state__in=list(STALE_CANDIDATES), updated_at__lt=stale_before
     ).values_list("id", flat=True)
     for session_id in stale:
         if await _expire(deps, session_id, "stale: no progress"):
             expired.append(session_id)
     resume_before = now - timedelta(seconds=deps.settings.resume_window_seconds)
-    lapsed = await RecordingSession.filter(
+    lapsed: list[UUID] = await RecordingSession.filter(  # type: ignore[assignment]
         state=SessionState.INTERRUPTED, interrupted_at__lt=resume_before
     ).values_list("id", flat=True)
     for session_id in lapsed:
         if await _expire(deps, session_id, "resume window passed"):
             expired.append(session_id)
     sealed: list[UUID] = []
-    completed = await RecordingSession.filter(state=SessionState.COMPLETED).values_list(
-        "id", flat=True
-    )
+    completed: list[UUID] = await RecordingSession.filter(  # type: ignore[assignment]
+        state=SessionState.COMPLETED
+    ).values_list("id", flat=True)
     for session_id in completed:
         try:
             await seal(deps, session_id)

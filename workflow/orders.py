@@ -42,8 +42,8 @@ async def create_order(deps: WorkflowDeps, principal: StaffPrincipal, data: NewO
     index = deps.cipher.index(id_number)
     async with in_transaction() as conn:
         customer = await Customer.get_or_none(
-            institution_id=principal.institution_id, id_number_index=index
-        ).using_db(conn)
+            institution_id=principal.institution_id, id_number_index=index, using_db=conn
+        )
         if customer is None:
             customer = await Customer.create(
                 institution_id=principal.institution_id,
