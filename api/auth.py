@@ -26,12 +26,16 @@ def bearer_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiProblem(401, "unauthenticated", "请先登录", )
+        raise ApiProblem(401, "unauthenticated", "请先登录")
     return token.strip()
 
 
 async def resolve_staff(request: web.Request) -> StaffPrincipal:
-    claims = await request.app[STAFF_TOKENS].resolve(bearer_token(request))
+    return await staff_from_token(request, bearer_token(request))
+
+
+async def staff_from_token(request: web.Request, token: str) -> StaffPrincipal:
+    claims = await request.app[STAFF_TOKENS].resolve(token)
     if not claims or "user_id" not in claims:
         raise ApiProblem(401, "token_invalid", "登录已失效，请重新登录")
     user = await User.get_or_none(id=claims["user_id"], active=True)
@@ -47,7 +51,11 @@ async def resolve_staff(request: web.Request) -> StaffPrincipal:
 
 
 async def resolve_customer(request: web.Request) -> CustomerPrincipal:
-    claims = await request.app[CUSTOMER_TOKENS].resolve(bearer_token(request))
+    return await customer_from_token(request, bearer_token(request))
+
+
+async def customer_from_token(request: web.Request, token: str) -> CustomerPrincipal:
+    claims = await request.app[CUSTOMER_TOKENS].resolve(token)
     if not claims or "session_id" not in claims:
         raise ApiProblem(401, "customer_token_invalid", "页面已失效，请重新打开邀请链接")
     return CustomerPrincipal(

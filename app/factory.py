@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from api import routes_admin, routes_auth, routes_customer, routes_media, routes_sessions
+from api import (
+    routes_admin,
+    routes_auth,
+    routes_customer,
+    routes_live,
+    routes_media,
+    routes_sessions,
+)
 from api.http import database_context, problems
 from api.keys import (
     CONFIG,
@@ -39,7 +46,7 @@ from workflow.storage import LocalStorage
 log = logging.getLogger(__name__)
 API_MODULES: tuple[Api, ...] = (
     routes_auth.api, routes_sessions.api, routes_customer.api, routes_media.api,
-    routes_admin.api,
+    routes_admin.api, routes_live.api,
 )
 API_VERSION = "1.0.0"
 

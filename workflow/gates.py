@@ -88,13 +88,14 @@ def ip_allowed(premises: Premises, ip: str) -> bool:
     return False
 
 
-def check_agent(agent: Agent, product: Product, today: date) -> list[GateFailure]:
+def check_agent(agent: Agent, product_grade: int | None, today: date) -> list[GateFailure]:
+    """Licence and training valid; the grade check only when a product is known."""
     failures = []
     if agent.licence_expires < today:
         failures.append(GateFailure("licence_expired", "销售人员执业证已过期，不能发起远程双录"))
     if agent.training_expires < today:
         failures.append(GateFailure("training_expired", "销售人员培训已过期，请先完成培训"))
-    if agent.grade < product.grade:
+    if product_grade is not None and agent.grade < product_grade:
         failures.append(
             GateFailure("grade_insufficient", "销售人员的销售资质等级不足以销售该产品")
         )
@@ -119,6 +120,6 @@ def check_gates(
     agent: Agent, product: Product, premises_list: list[Premises], location: Location | None,
     ip: str, today: date,
 ) -> GateResult:
-    failures = check_agent(agent, product, today)
+    failures = check_agent(agent, product.grade, today)
     location_failures, premises = check_location(premises_list, location, ip)
     return GateResult(failures + location_failures, premises)

@@ -3,6 +3,8 @@ caller's scope (R-50: an agent sees only their own, a supervisor their branch)."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,7 +20,7 @@ from security.roles import Scope
 from workflow import idnumber
 from workflow.core import WorkflowDeps, event_payload
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
-from workflow.gates import GateFailure, Location, check_gates
+from workflow.gates import GateFailure, Location, check_agent, check_gates, check_location
 from workflow.orders import decrypt_customer
 from workflow.principals import StaffPrincipal
 from workflow.script import pin_steps
@@ -53,6 +55,32 @@ async def run_gates(
         )
         raise GateRefused(result.failures)
     return result.premises
+
+
+@dataclass(frozen=True)
+class Precheck:
+    """What the agent console shows before anything else (R-03)."""
+
+    failures: list[GateFailure]
+    premises: Premises | None
+    licence_expires: date
+    training_expires: date
+
+
+async def precheck(
+    deps: WorkflowDeps, principal: StaffPrincipal, location: Location | None
+) -> Precheck:
+    """Licence, training, position and network, without a product (its grade is checked when
+    the session is created)."""
+    if principal.agent_id is None:
+        raise Forbidden("not_an_agent", "只有销售人员可以发起远程双录")
+    agent = await Agent.get(id=principal.agent_id)
+    today = deps.clock().date()
+    failures = check_agent(agent, None, today)
+    premises_list = await Premises.filter(branch_id=principal.branch_id, active=True)
+    location_failures, premises = check_location(premises_list, location, principal.ip)
+    return Precheck(failures + location_failures, premises, agent.licence_expires,
+                    agent.training_expires)
 
 
 async def create_session(
