@@ -34,6 +34,7 @@ from api.registry import PREFIX, Api, openapi_document
 from app.config import Config
 from app.database import activate, deactivate, open_database
 from app.redis_server import EmbeddedRedis
+from h5 import routes as h5_routes
 from security.audit import ensure_chain_head
 from security.crypto import FieldCipher
 from security.ratelimit import RateLimiter
@@ -154,5 +155,6 @@ def create_app(config: Config) -> web.Application:
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)
+    h5_routes.setup_routes(app)
     app.router.add_get("/", _index)
     return app

@@ -1,0 +1,164 @@
+// The customer's H5 flow: open the invitation → consent (R-10) → identity (R-12) → wait →
+// the call with captions and answer buttons (R-24) → hand-copy and sign (R-25) → done.
+// The page follows the session state pushed over the live socket, so a reload or a dropped
+// network puts the customer back exactly where the session is.
+import { $, ApiError, api, live, setStatus, show, uuid } from "/static/api.js";
+import { SignaturePad, combine } from "/static/signature.js";
+
+const TOKEN_KEY = "shuanglu.customer_token";
+const ENDED = {
+  declined: ["您已拒绝远程双录", "本次投保无法通过远程方式继续办理，如需投保请前往营业网点。"],
+  identity_failed: ["身份核验未通过", "多次核验未通过，本次远程双录已结束，请联系销售人员。"],
+  expired: ["本次录制已过期", "请联系销售人员重新发起。"],
+  aborted: ["本次录制已终止", "如有疑问请联系销售人员。"],
+};
+const DONE = new Set(["completed", "sealed", "qa_pending", "qa_passed", "qa_rejected"]);
+const CALL = new Set(["in_call", "disclosing", "signing", "interrupted"]);
+
+let token = sessionStorage.getItem(TOKEN_KEY);
+let session = null;
+let consentTexts = null;
+let pads = null;
+let signatureSent = false;
+const message = $("#message");
+
+function fail(err) {
+  setStatus(message, err instanceof ApiError ? err.message : String(err), "error");
+}
+
+async function openInvitation() {
+  const invite = location.pathname.match(/^\/h5\/invite\/([A-Za-z0-9_-]+)$/);
+  if (!invite) { setStatus(message, "链接无效，请使用销售人员发送的链接打开。", "error"); return; }
+  try {
+    const result = await api("POST", "/invitations/open", { body: { token: invite[1] } });
+    token = result.customer_token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", "/h5/session"); // the link is single-use: drop it from view
+    follow();
+    render(result.session);
+  } catch (err) { fail(err); }
+}
+
+async function loadConsents() {
+  if (consentTexts) return;
+  consentTexts = (await api("GET", "/consent-texts")).texts;
+  const box = $("#consents");
+  box.replaceChildren(...consentTexts.map((t) => {
+    const wrap = document.createElement("div");
+    const title = document.createElement("h2");
+    title.textContent = t.title;
+    const text = document.createElement("div");
+    text.className = "consent-text";
+    text.textContent = t.text;
+    // R-10: each consent is its own explicit act, not one click for both.
+    const label = document.createElement("label");
+    label.className = "check";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.dataset.kind = t.kind;
+    box.onchange = updateAgree;
+    label.append(box, `我已阅读并同意《${t.title}》`);
+    wrap.append(title, text, label);
+    return wrap;
+  }));
+  updateAgree();
+}
+
+function updateAgree() {
+  const boxes = [...document.querySelectorAll("#consents input[type=checkbox]")];
+  $("#agree").disabled = !boxes.length || boxes.some((b) => !b.checked);
+}
+
+async function consent(agreed) {
+  try {
+    const answers = consentTexts.map((t) => ({ kind: t.kind, text_hash: t.sha256, agreed }));
+    render(await api("POST", "/customer/consent", { token, body: { answers } }));
+  } catch (err) { fail(err); }
+}
+
+function renderCall(s) {
+  show("call");
+  const step = s.current_step;
+  $("#stepCounter").textContent = s.step_count ? `第 ${Math.min(s.steps_done + 1, s.step_count)} / ${s.step_count} 项` : "";
+  $("#stepBar").style.width = `${s.step_count ? (100 * s.steps_done) / s.step_count : 0}%`;
+  $("#paused").classList.toggle("hidden", !s.paused);
+  const signing = s.state === "signing";
+  $("#signing").classList.toggle("hidden", !signing || signatureSent);
+  if (signing && signatureSent) {
+    $("#caption").textContent = "签名已提交，请等待销售人员完成录制。";
+  } else if (signing) {
+    $("#caption").textContent = "讲解已全部完成，请在下方抄录风险提示语句并签名。";
+    if (!pads) pads = { copy: new SignaturePad($("#copyPad")), sign: new SignaturePad($("#signPad")) };
+  } else if (s.state === "interrupted") {
+    $("#caption").textContent = "通话已中断，正在等待重新连接……";
+  } else if (step) {
+    $("#caption").textContent = step.text;
+  }
+  const answerable = step && s.state === "disclosing" && !s.paused && step.answer !== "none";
+  $("#answers").classList.toggle("hidden", !answerable);
+}
+
+function render(s) {
+  session = s;
+  setStatus(message, "");
+  if (s.state === "opened") { show("consent"); loadConsents().catch(fail); return; }
+  if (s.state === "consented") { show("identity"); return; }
+  if (s.state === "identity_verified") { show("waiting"); return; }
+  if (CALL.has(s.state)) { renderCall(s); return; }
+  if (DONE.has(s.state)) { show("done"); return; }
+  const ended = ENDED[s.state];
+  if (ended) { $("#doneTitle").textContent = ended[0]; $("#doneText").textContent = ended[1]; show("done"); }
+}
+
+async function answer(value) {
+  const step = session && session.current_step;
+  if (!step) return;
+  $("#yes").disabled = $("#no").disabled = true;
+  try {
+    const body = { step_id: step.id, answer: value, answer_kind: "button", client_event_id: uuid() };
+    const result = await api("POST", "/customer/acknowledgements", { token, body });
+    render(result.session); // shown only once the server has stored the answer
+  } catch (err) { fail(err); } finally { $("#yes").disabled = $("#no").disabled = false; }
+}
+
+async function submitSignature() {
+  if (pads.copy.empty || pads.sign.empty) {
+    setStatus(message, "请先抄录风险提示语句并签名。", "error"); return;
+  }
+  try {
+    const risk = $("#riskSentence").textContent;
+    await api("POST", "/customer/signature", {
+      token, body: { risk_sentence: risk, image_base64: combine(pads.copy.canvas, pads.sign.canvas) },
+    });
+    signatureSent = true;
+    renderCall(session);
+  } catch (err) { fail(err); }
+}
+
+function follow() {
+  live(() => ({ role: "customer", token }), (msg) => {
+    if (msg.type === "snapshot") render(msg.session);
+    if (msg.type === "error") { sessionStorage.removeItem(TOKEN_KEY); fail(new Error(msg.detail)); }
+  }, (up) => { $("#net").textContent = up ? "" : "网络重连中…"; });
+}
+
+async function init() {
+  api("GET", "/consent-texts").then((c) => { $("#riskSentence").textContent = c.risk_sentence; });
+  $("#start").onclick = openInvitation;
+  $("#agree").onclick = () => consent(true);
+  $("#decline").onclick = () => { if (confirm("拒绝后将无法通过远程方式投保，确定不同意吗？")) consent(false); };
+  $("#yes").onclick = () => answer("affirmative");
+  $("#no").onclick = () => answer("negative");
+  $("#clearCopy").onclick = () => pads.copy.clear();
+  $("#clearSign").onclick = () => pads.sign.clear();
+  $("#submitSignature").onclick = submitSignature;
+  if (token) {
+    try { render(await api("GET", "/customer/session", { token })); follow(); return; } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY); token = null;
+    }
+  }
+  if (location.pathname.startsWith("/h5/invite/")) show("welcome");
+  else setStatus(message, "页面已失效，请重新打开销售人员发送的链接。", "error");
+}
+
+init();
