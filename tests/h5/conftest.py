@@ -27,7 +27,7 @@ FLAGS = [
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[object]:
-    if not Path(CHROMIUM).exists():
+    if shutil.which(CHROMIUM) is None:
         pytest.fail("Debian chromium is not installed (apt-get install chromium fonts-noto-cjk)")
     profile = tempfile.mkdtemp(prefix="chromium-")
     async with playwright_api.async_playwright() as p:
