@@ -1,0 +1,1 @@
+"""Compliance rule data read by `scripts_library.rules` (YAML files, reviewed with compliance)."""
