@@ -39,7 +39,7 @@ async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
     except ApiProblem as exc:
         return exc.response()
     except WorkflowError as exc:
-        return problem(exc.status, exc.code, exc.message, **exc.extra)
+        return problem(exc.status, exc.code, exc.message, exc.extra)
     except DoesNotExist:
         return problem(404, "not_found", "找不到请求的对象")
     except IntegrityError:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 
 from app.config import Config
+from app.jobs import Jobs
 from security.ratelimit import RateLimiter
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
@@ -16,6 +20,9 @@ CONFIG = web.AppKey("config", Config)
 REDIS = web.AppKey("redis", Redis)
 DATABASE = web.AppKey("database", TortoiseContext)
 DEPS = web.AppKey("workflow_deps", WorkflowDeps)
+JOBS = web.AppKey("jobs", Jobs)
+# The identity engines load lazily (seconds of start-up); one instance per app, made on demand.
+IDENTITY: web.AppKey[Callable[[], Any]] = web.AppKey("identity_engines")
 STAFF_TOKENS = web.AppKey("staff_tokens", TokenStore)
 CUSTOMER_TOKENS = web.AppKey("customer_tokens", TokenStore)
 LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)

@@ -28,9 +28,13 @@ def json_response(data: Any, status: int = 200, content_type: str = "application
                              headers=headers)
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> web.Response:
-    body = {"type": f"urn:shuanglu:problem:{code}", "title": TITLES.get(status, "Error"),
-            "status": status, "code": code, "detail": detail, **extra}
+def problem(
+    status: int, code: str, detail: str, extra: dict[str, Any] | None = None
+) -> web.Response:
+    """Extra members never replace the standard ones (a domain error may carry any names)."""
+    body = {**(extra or {}), "type": f"urn:shuanglu:problem:{code}",
+            "title": TITLES.get(status, "Error"), "status": status, "code": code,
+            "detail": detail}
     return json_response(body, status=status, content_type=PROBLEM_TYPE)
 
 
@@ -45,4 +49,4 @@ class ApiProblem(Exception):
         self.extra = extra
 
     def response(self) -> web.Response:
-        return problem(self.status, self.code, self.detail, **self.extra)
+        return problem(self.status, self.code, self.detail, self.extra)

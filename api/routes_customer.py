@@ -46,7 +46,7 @@ async def post_open(request: web.Request) -> web.Response:
     token = await request.app[CUSTOMER_TOKENS].issue({"session_id": str(session.id)})
     return json_response({"customer_token": token,
                               "expires_in": request.app[CUSTOMER_TOKENS].ttl_seconds,
-                              "session": customer_session_view(session)})
+                              "session": await customer_session_view(session)})
 
 
 async def _session(request: web.Request) -> RecordingSession:
@@ -59,7 +59,7 @@ async def _session(request: web.Request) -> RecordingSession:
 @api.endpoint("GET", "/customer/session", summary="The customer's own session",
               tag="customer", auth="customer")
 async def get_customer_session(request: web.Request) -> web.Response:
-    return json_response(customer_session_view(await _session(request)))
+    return json_response(await customer_session_view(await _session(request)))
 
 
 @api.endpoint("POST", "/customer/consent",
@@ -70,7 +70,7 @@ async def post_consent(request: web.Request) -> web.Response:
     session = await give_consent(request.app[DEPS], customer(request), [
         ConsentAnswer(a.kind, a.text_hash, a.agreed) for a in body.answers
     ])
-    return json_response(customer_session_view(session))
+    return json_response(await customer_session_view(session))
 
 
 @api.endpoint("POST", "/customer/acknowledgements",
@@ -87,7 +87,7 @@ async def post_ack(request: web.Request) -> web.Response:
         "acknowledgement": {"id": ack.id, "step_id": ack.step_id, "answer": ack.answer.value,
                             "at": ack.at.isoformat(), "offset_ms": ack.offset_ms},
         "duplicate": result.duplicate,
-        "session": customer_session_view(result.session),
+        "session": await customer_session_view(result.session),
     }, status=200 if result.duplicate else 201)
 
 

@@ -67,7 +67,8 @@ async def _authenticate(request: web.Request, first: dict[str, Any]) -> tuple[UU
 
 async def _snapshot(session_id: UUID, role: str) -> dict[str, Any]:
     session = await RecordingSession.get(id=session_id)
-    view = customer_session_view(session) if role == "customer" else session_summary(session)
+    view = (await customer_session_view(session) if role == "customer"
+            else session_summary(session))
     return {"type": "snapshot", "session": view}
 
 

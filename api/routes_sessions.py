@@ -48,7 +48,9 @@ async def post_order(request: web.Request) -> web.Response:
         application_no=body.application_no, product_code=body.product_code,
         customer_name=body.customer.name, customer_id_number=body.customer.id_number,
         customer_phone=body.customer.phone, premium=body.premium,
-        payment_years=body.payment_years,
+        payment_years=body.payment_years, payment_mode=body.payment_mode,
+        sum_insured=body.sum_insured, insured_name=body.insured_name,
+        extra_values={k: str(v) for k, v in body.extra_values.items()},
     ))
     return json_response(await order_view(deps, order, staff(request)), status=201)
 

@@ -33,6 +33,13 @@ class OrderBody(Body):
     customer: CustomerBody
     premium: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
     payment_years: int = Field(ge=1, le=100)
+    payment_mode: Literal["年交", "半年交", "季交", "月交", "趸交"] = "年交"
+    sum_insured: Decimal | None = Field(default=None, gt=0, max_digits=14, decimal_places=2)
+    insured_name: str | None = Field(default=None, min_length=1, max_length=50,
+                                     description="only when the insured is not the policyholder")
+    extra_values: dict[str, str | int | Decimal] = Field(
+        default_factory=dict, max_length=30,
+        description="product-specific script variables, e.g. annuity_start_age")
 
 
 class LocationBody(Body):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.sales import Order
-from models.sessions import RecordingSession
+from models.sessions import RecordingSession, Signature
 from security.masking import mask_id_number, mask_name, mask_phone
 from security.roles import Permission
 from workflow.core import WorkflowDeps
@@ -42,6 +42,8 @@ async def order_view(
         "product": {"code": product.code, "name": product.name,
                     "type": product.product_type.value, "term_years": product.term_years},
         "premium": f"{order.premium:.2f}", "payment_years": order.payment_years,
+        "payment_mode": order.payment_mode,
+        "sum_insured": f"{order.sum_insured:.2f}" if order.sum_insured is not None else None,
         "customer": await customer_view(deps, order, principal),
         "created_at": _iso(order.created_at),
     }
@@ -72,10 +74,12 @@ async def session_view(
             "steps": session.steps, "manifest": session.manifest}
 
 
-def customer_session_view(session: RecordingSession) -> dict[str, Any]:
+async def customer_session_view(session: RecordingSession) -> dict[str, Any]:
     """What the customer page sees: its own progress, never other data."""
     step = current_step(session)
+    signed = await Signature.filter(session_id=session.id).exists()
     return {
+        "signed": signed,
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
         "current_step": step, "step_count": len(session.steps),

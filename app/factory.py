@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from uuid import UUID
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -15,8 +16,10 @@ from api import (
     routes_admin,
     routes_auth,
     routes_customer,
+    routes_identity,
     routes_live,
     routes_media,
+    routes_scripts,
     routes_sessions,
 )
 from api.http import database_context, problems
@@ -25,16 +28,21 @@ from api.keys import (
     CUSTOMER_TOKENS,
     DATABASE,
     DEPS,
+    IDENTITY,
+    JOBS,
     LOGIN_LIMITER,
     REDIS,
     STAFF_TOKENS,
 )
 from api.problems import json_response
 from api.registry import PREFIX, Api, openapi_document
+from api.routes_identity import pending_key, plan_key
 from app.config import Config
 from app.database import activate, deactivate, open_database
+from app.jobs import Jobs
 from app.redis_server import EmbeddedRedis
 from h5 import routes as h5_routes
+from scripts_library.speech import SpeechSettings, prerender_script_version
 from security.audit import ensure_chain_head
 from security.crypto import FieldCipher
 from security.ratelimit import RateLimiter
@@ -42,17 +50,19 @@ from security.tokens import TokenStore
 from workflow.core import WorkflowDeps, WorkflowSettings
 from workflow.events import RedisEventPublisher
 from workflow.expiry import sweep
+from workflow.identity import IdentityEngines, run_identity_check
+from workflow.speech import prepare_session_speech
 from workflow.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 API_MODULES: tuple[Api, ...] = (
     routes_auth.api, routes_sessions.api, routes_customer.api, routes_media.api,
-    routes_admin.api, routes_live.api,
+    routes_admin.api, routes_live.api, routes_scripts.api, routes_identity.api,
 )
 API_VERSION = "1.0.0"
 
 
-def workflow_deps(config: Config, redis: aioredis.Redis) -> WorkflowDeps:
+def workflow_deps(config: Config, redis: aioredis.Redis, jobs: Jobs) -> WorkflowDeps:
     s = config.settings
     return WorkflowDeps(
         settings=WorkflowSettings(
@@ -66,7 +76,58 @@ def workflow_deps(config: Config, redis: aioredis.Redis) -> WorkflowDeps:
         publisher=RedisEventPublisher(redis),
         storage=LocalStorage(config.data_dir / "files"),
         seal_key=config.seal_signing_key,
+        jobs=jobs,
     )
+
+
+def speech_settings(config: Config) -> SpeechSettings:
+    return SpeechSettings(engines=config.tts_engines, cache_dir=config.tts_cache_dir)
+
+
+def identity_engines_factory() -> Callable[[], IdentityEngines]:
+    """The engines load on first use (seconds), once per process."""
+    loaded: list[IdentityEngines] = []
+
+    def get() -> IdentityEngines:
+        if not loaded:
+            from media.identity.service import IdentityService
+
+            loaded.append(IdentityService())
+        return loaded[0]
+
+    return get
+
+
+def register_jobs(
+    jobs: Jobs, deps: WorkflowDeps, config: Config, redis: aioredis.Redis,
+    engines: Callable[[], IdentityEngines],
+) -> None:
+    speech = speech_settings(config)
+
+    async def prerender_session(session_id: str) -> int:
+        return await prepare_session_speech(deps, speech, redis, UUID(session_id))
+
+    async def prerender_script(version_id: int) -> None:
+        await prerender_script_version(version_id, speech, redis)
+
+    jobs.register("prerender_session", prerender_session)
+    jobs.register("prerender_script", prerender_script)
+
+    async def identity_check(session_id: str, attempt: int) -> None:
+        sid = UUID(session_id)
+        try:
+            raw = await redis.get(plan_key(sid, attempt))
+            if raw is None:
+                log.warning("no challenge plan for %s attempt %s", sid, attempt)
+                return
+            from media.identity.results import ChallengePlan
+
+            await run_identity_check(deps, engines(), sid, attempt,
+                                     ChallengePlan.model_validate_json(raw))
+        finally:
+            await redis.delete(pending_key(sid))
+
+    jobs.register("identity_check", identity_check)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -79,6 +140,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         log.info("started embedded redis-server at %s", url)
     client = aioredis.from_url(url)
     app[REDIS] = client
+    app[JOBS] = Jobs(url, queue_name=f"shuanglu-{config.profile}-jobs")
     s = config.settings
     app[STAFF_TOKENS] = TokenStore(client, "auth:staff", s.auth_token_ttl_seconds)
     app[CUSTOMER_TOKENS] = TokenStore(client, "auth:customer", s.customer_token_ttl_seconds)
@@ -97,8 +159,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with open_database(config.database_url) as ctx:
         app[DATABASE] = ctx
         await ensure_chain_head()
-        app[DEPS] = workflow_deps(config, app[REDIS])
-        yield
+        app[DEPS] = workflow_deps(config, app[REDIS], app[JOBS])
+        app[IDENTITY] = identity_engines_factory()
+        register_jobs(app[JOBS], app[DEPS], config, app[REDIS], app[IDENTITY])
+        # The receiver's tasks inherit this task's context, so the jobs see this database.
+        await app[JOBS].start(run_receiver=config.settings.run_jobs_in_process)
+        try:
+            yield
+        finally:
+            await app[JOBS].stop()
 
 
 async def _worker(app: web.Application) -> AsyncIterator[None]:
@@ -151,7 +220,6 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.settings.max_body_bytes,
     )
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_redis, _database, _worker])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)

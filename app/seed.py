@@ -3,17 +3,20 @@ users of every role, and a demo product with a published script. Refused in prod
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 
-import yaml
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from models.org import Branch, GeofenceKind, Institution, InstitutionKind, Premises
 from models.people import Agent, Role, User
 from models.sales import Channel, Product, ProductType, ScriptStatus, ScriptVersion
+from scripts_library.canonical import content_hash
+from scripts_library.catalogue import load_library
+from scripts_library.lint import lint
+from scripts_library.model import ScriptDocument
+from scripts_library.versions import GRADE_RANK, findings_json
 from security import audit
 from security.audit import Actor
 from security.passwords import hash_password
@@ -31,15 +34,52 @@ DEMO_USERS: list[tuple[str, str, Role, str]] = [
     ("engine01", "demo-engine-01", Role.SYSTEM, "核验引擎"),
 ]
 
-DEMO_PRODUCT_CODE = "DEMO-WL-01"
+# The demo products are the sample library's (scripts_library/library): one published version
+# each, so a fresh install can record straight away.
+DEMO_PRODUCT_CODE = "YA-ZSS-001"
+INSURER_CODE = "DEMO-LIFE"
 
-DEMO_SCRIPT_PATH = Path(__file__).with_name("demo_script.yaml")
+
+def _term_years(document: ScriptDocument) -> int:
+    """Whole-life and to-age terms count as long terms for the R-01 scope check."""
+    term = document.product.term_years
+    if term is not None:
+        return term
+    to_age = getattr(document.product.term, "to_age", None)
+    return int(to_age) if to_age else 100
+
+
+async def _seed_products(conn: BaseDBAsyncClient, insurer: Institution) -> list[str]:
+    codes = []
+    for path, document in load_library().items():
+        info = document.product
+        product, _ = await Product.get_or_create(
+            code=info.code, defaults={
+                "insurer_id": insurer.id, "name": info.name,
+                "product_type": ProductType(info.type.value),
+                "term_years": _term_years(document), "grade": GRADE_RANK[info.grade.value],
+                "channel": Channel(info.channel.value),
+                "cooling_off_days": info.cooling_off_days,
+            }, using_db=conn,
+        )
+        codes.append(product.code)
+        if await ScriptVersion.filter(product_id=product.id).using_db(conn).exists():
+            continue
+        source = path.read_text(encoding="utf-8")
+        await ScriptVersion.create(
+            product_id=product.id, version=document.script.version,
+            status=ScriptStatus.PUBLISHED, source_yaml=source,
+            document=document.model_dump(mode="json"), content_hash=content_hash(document),
+            lint=findings_json(lint(document)), published_at=datetime.now(UTC),
+            using_db=conn,
+        )
+    return codes
 
 
 @dataclass(frozen=True)
 class DemoSummary:
     institution_id: int
-    product_code: str
+    product_codes: list[str]
     users: list[tuple[str, str, str]]
 
 
@@ -48,13 +88,13 @@ async def seed_demo() -> DemoSummary:
     async with in_transaction() as conn:
         bank, created = await Institution.get_or_create(
             code="DEMO-BANK", defaults={
-                "name": "示例银行", "full_name": "示例银行股份有限公司宁波分行",
+                "name": "甬江银行", "full_name": "甬江银行股份有限公司宁波海曙支行",
                 "kind": InstitutionKind.BANK, "accepted": True,
             }, using_db=conn,
         )
         insurer, _ = await Institution.get_or_create(
-            code="DEMO-LIFE", defaults={
-                "name": "示例人寿", "full_name": "示例人寿保险股份有限公司",
+            code=INSURER_CODE, defaults={
+                "name": "甬安人寿", "full_name": "甬安人寿保险股份有限公司",
                 "kind": InstitutionKind.INSURER, "accepted": True,
             }, using_db=conn,
         )
@@ -69,20 +109,7 @@ async def seed_demo() -> DemoSummary:
                 "ip_cidrs": ["127.0.0.0/8", "::1/128"],
             }, using_db=conn,
         )
-        product, _ = await Product.get_or_create(
-            code=DEMO_PRODUCT_CODE, defaults={
-                "insurer_id": insurer.id, "name": "安心终身寿险",
-                "product_type": ProductType.TRADITIONAL, "term_years": 105, "grade": 1,
-                "channel": Channel.BANK, "cooling_off_days": 15,
-            }, using_db=conn,
-        )
-        if not await ScriptVersion.filter(product_id=product.id).using_db(conn).exists():
-            source = DEMO_SCRIPT_PATH.read_text(encoding="utf-8")
-            await ScriptVersion.create(
-                product_id=product.id, version=1, status=ScriptStatus.PUBLISHED,
-                source_yaml=source, document=yaml.safe_load(source),
-                content_hash=hashlib.sha256(source.encode()).hexdigest(), using_db=conn,
-            )
+        product_codes = await _seed_products(conn, insurer)
         users = []
         for username, password, role, name in DEMO_USERS:
             user = await User.get_or_none(username=username, using_db=conn)
@@ -104,4 +131,4 @@ async def seed_demo() -> DemoSummary:
         if created:
             await audit.record(conn, Actor.system("seed-demo"), "demo.seeded",
                                object_type="institution", object_id=str(bank.id))
-    return DemoSummary(bank.id, DEMO_PRODUCT_CODE, users)
+    return DemoSummary(bank.id, product_codes, users)

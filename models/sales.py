@@ -61,15 +61,30 @@ class ScriptVersion(Model):
     status = fields.CharEnumField(ScriptStatus, max_length=16, default=ScriptStatus.DRAFT)
     source_yaml = fields.TextField()
     document: dict[str, Any] = fields.JSONField()  # type: ignore[assignment]
-    content_hash = fields.CharField(max_length=64)
+    content_hash = fields.CharField(max_length=80)  # "sha256:" + hex
     created_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.User", related_name="scripts_created", null=True, on_delete=fields.RESTRICT
     )
     approved_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.User", related_name="scripts_approved", null=True, on_delete=fields.RESTRICT
     )
+    submitted_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.User", related_name="scripts_submitted", null=True, on_delete=fields.RESTRICT
+    )
+    created_by_id: int | None
+    approved_by_id: int | None
+    submitted_by_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
+    submitted_at = fields.DatetimeField(null=True)
+    approved_at = fields.DatetimeField(null=True)
     published_at = fields.DatetimeField(null=True)
+    retired_at = fields.DatetimeField(null=True)
+    # Lint findings of the last validation.
+    lint: list[dict[str, Any]] = fields.JSONField(default=list)  # type: ignore[assignment]
+    # Pre-rendered speech of the steps that need no order value: step id -> audio facts.
+    audio: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    prerender_status = fields.CharField(max_length=16, default="")
+    prerender_error = fields.TextField(default="")
 
     class Meta:
         table = "script_version"
@@ -103,6 +118,12 @@ class Order(Model):
     )
     premium = fields.DecimalField(max_digits=14, decimal_places=2)
     payment_years = fields.IntField()
+    payment_mode = fields.CharField(max_length=16, default="年交")
+    sum_insured = fields.DecimalField(max_digits=14, decimal_places=2, null=True)
+    # The insured when it is not the policyholder (encrypted like all personal data, R-52).
+    insured_name_enc = fields.TextField(null=True)
+    # Product-specific values the script needs (e.g. annuity_start_age, chosen fund accounts).
+    extra_values: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

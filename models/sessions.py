@@ -64,7 +64,7 @@ class RecordingSession(Model):
     script_version: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.ScriptVersion", related_name="sessions", null=True, on_delete=fields.RESTRICT
     )
-    script_hash = fields.CharField(max_length=64, default="")
+    script_hash = fields.CharField(max_length=80, default="")
     # The concrete ordered steps pinned at creation: [{"id", "kind", "text", "ack": bool}, ...]
     steps: list[dict[str, Any]] = fields.JSONField(default=list)  # type: ignore[assignment]
     state = fields.CharEnumField(SessionState, max_length=20, default=SessionState.CREATED)
@@ -205,6 +205,25 @@ class IdentityCheck(Model):
     class Meta:
         table = "identity_check"
         unique_together = (("session", "attempt"),)
+
+
+class IdentityUpload(Model):
+    """An uploaded ID-card side or liveness clip, stored encrypted (R-12, R-52)."""
+
+    id = fields.IntField(primary_key=True)
+    session: fields.ForeignKeyRelation[RecordingSession] = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="identity_uploads", on_delete=fields.RESTRICT
+    )
+    session_id: UUID
+    attempt = fields.IntField()
+    kind = fields.CharField(max_length=16)  # id_front, id_back, liveness
+    path = fields.CharField(max_length=300)
+    sha256 = fields.CharField(max_length=64)
+    size_bytes = fields.BigIntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "identity_upload"
 
 
 class Signature(Model):

@@ -45,6 +45,20 @@ class FieldCipher:
         except InvalidTag as exc:
             raise DecryptionError("ciphertext does not authenticate") from exc
 
+    def encrypt_bytes(self, data: bytes, purpose: str) -> bytes:
+        """Files (identity evidence, R-52): nonce + ciphertext, bound to `purpose`."""
+        nonce = os.urandom(12)
+        return _VERSION + nonce + self._aead.encrypt(nonce, data, purpose.encode())
+
+    def decrypt_bytes(self, blob: bytes, purpose: str) -> bytes:
+        if not blob.startswith(_VERSION):
+            raise DecryptionError("unknown ciphertext version")
+        raw = blob[len(_VERSION):]
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], purpose.encode())
+        except InvalidTag as exc:
+            raise DecryptionError("ciphertext does not authenticate") from exc
+
     def index(self, value: str) -> str:
         """A keyed hash for equality look-ups without storing the value."""
         return hmac.new(self._index_key, value.encode("utf-8"), hashlib.sha256).hexdigest()

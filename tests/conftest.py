@@ -104,7 +104,10 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     settings = Settings(
         profile="test", data_dir=tmp_path / "data", database_url=database_url,
-        redis_url=redis_url, run_worker_in_process=False, **settings_overrides,  # type: ignore[arg-type]
+        redis_url=redis_url, run_worker_in_process=False, tts_engines="espeak",
+        # Jobs are queued but run only where a test turns the receiver on.
+        run_jobs_in_process=False,
+        **settings_overrides,  # type: ignore[arg-type]
     )
     h = await start_harness(load_config(settings))
     try:

@@ -130,26 +130,30 @@ class Harness:
             "application_no": f"APP-{n:06d}-{birth}", "product_code": product,
             "customer": {"name": "张三丰", "id_number": id_number(birth, seq=f"{n % 1000:03d}"),
                          "phone": "13812345678"},
-            "premium": "12000.00", "payment_years": 10,
+            "premium": "12000.00", "payment_years": 10, "sum_insured": "200000.00",
+            "extra_values": {"annuity_start_age": 60, "annual_annuity": "10000.00",
+                             "account_allocation": "稳健型投资账户100%",
+                             "risk_assessment_result": "平衡型"},
         })
         assert r.status == 201, r.body
         return int(r.body["id"])
 
     async def create_session(self, agent: str = "agent01", *, birth: str = "19800101",
-                             location: dict[str, float] | None = HERE) -> Walk:
-        order_id = await self.create_order(agent, birth=birth)
+                             location: dict[str, float] | None = HERE,
+                             product: str = DEMO_PRODUCT_CODE) -> Walk:
+        order_id = await self.create_order(agent, birth=birth, product=product)
         r = await self.as_(agent, "POST", "/sessions",
                            json={"order_id": order_id, "location": location})
         assert r.status == 201, r.body
         return Walk(r.body["id"], order_id=order_id)
 
     async def walk_to(self, state: str, agent: str = "agent01", *, birth: str = "19800101",
-                      walk: Walk | None = None) -> Walk:
+                      walk: Walk | None = None, product: str = DEMO_PRODUCT_CODE) -> Walk:
         """Drives a new (or the given) session forward through the API until `state`."""
         order = ["created", "invited", "opened", "consented", "identity_verified", "in_call",
                  "disclosing", "signing", "completed", "qa_pending"]
         target = order.index(state)
-        w = walk or await self.create_session(agent, birth=birth)
+        w = walk or await self.create_session(agent, birth=birth, product=product)
         sid = w.session_id
         done = order.index(await self.state(w))
         # Each step below runs only when the session has not passed it yet.
@@ -180,7 +184,10 @@ class Harness:
         if done < 7 <= target:
             await self.play_script(w, agent)
         if done < 8 <= target:
-            await self.sign(w)
+            # The library scripts sign within the script; a script without it signs now.
+            if not (await self.request("GET", "/customer/session",
+                                       token=w.customer_token)).body["signed"]:
+                await self.sign(w)
             r = await self.as_(agent, "POST", f"/sessions/{sid}/complete")
             assert r.status == 200 and r.body["state"] == "completed", r.body
         if done < 9 <= target:
@@ -201,12 +208,18 @@ class Harness:
                                   json={"step_id": step_id, "answer": answer,
                                         "client_event_id": event_id or f"ev-{next(_counter):08d}"})
 
-    async def play_script(self, w: Walk, agent: str = "agent01") -> list[str]:
-        """Acknowledges (or, for agent-only steps, advances) every step; returns their ids."""
+    async def play_script(self, w: Walk, agent: str = "agent01",
+                          until: str | None = None) -> list[str]:
+        """Answers every step as its kind needs (button, hand-copy or signature pad, or the
+        agent moving past a step that needs no answer); returns the step ids in order."""
         played = []
         while (step := await self.current_step(w)) is not None:
+            if step["id"] == until:
+                break
             played.append(step["id"])
-            if step["answer"] == "none":
+            if step["answer"] in ("handwritten_copy", "signature"):
+                await self.sign(w, step.get("copy_text") or "本人亲笔签名")
+            elif step["answer"] == "none":
                 r = await self.as_(agent, "POST", f"/sessions/{w.session_id}/script/advance",
                                    json={"step_id": step["id"]})
                 assert r.status == 200, r.body
@@ -215,9 +228,9 @@ class Harness:
                 assert r.status == 201, r.body
         return played
 
-    async def sign(self, w: Walk) -> Response:
+    async def sign(self, w: Walk, sentence: str = RISK_SENTENCE) -> Response:
         r = await self.request("POST", "/customer/signature", token=w.customer_token, json={
-            "risk_sentence": RISK_SENTENCE,
+            "risk_sentence": sentence,
             "image_base64": base64.b64encode(png_bytes()).decode(),
         })
         assert r.status == 201, r.body

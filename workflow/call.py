@@ -30,6 +30,8 @@ RISK_SENTENCE_PRODUCTS = frozenset(
     {ProductType.PARTICIPATING, ProductType.UNIVERSAL, ProductType.INVESTMENT_LINKED}
 )
 NO_ANSWER = "none"
+# Steps answered on the signature pad (R-25), through `sign`, not with a button.
+WRITTEN_ANSWERS = frozenset({"handwritten_copy", "signature"})
 
 
 def _own(principal: StaffPrincipal, session: RecordingSession) -> None:
@@ -122,6 +124,8 @@ async def acknowledge(
                            current_step_id=step["id"])
         if step.get("answer") == NO_ANSWER:
             raise Conflict("step_needs_no_answer", "该步骤无需客户确认")
+        if step.get("answer") in WRITTEN_ANSWERS:
+            raise Conflict("step_needs_writing", "该步骤需要在签名区抄录或签名")
         now = deps.clock()
         ack = await Acknowledgement.create(
             session_id=session.id, step_id=step_id, step_index=session.current_step,
@@ -242,14 +246,19 @@ async def sign(
         raise InvalidInput("signature_not_image", "签名图片格式不正确，请重新签名")
     if len(image) > deps.settings.max_signature_bytes:
         raise InvalidInput("signature_too_large", "签名图片过大，请重新签名")
-    async with locked(deps, principal.session_id, "sign") as unit:
+    async with locked(deps, principal.session_id, None) as unit:
         session = unit.session
+        step = _written_step(session)
         product = await Product.get(id=session.product_id, using_db=unit.conn)
-        copied = "".join(risk_sentence.split()).rstrip("。")
-        if product.product_type in RISK_SENTENCE_PRODUCTS and copied != RISK_SENTENCE:
+        if step is not None:  # a script step says what must be copied (signature steps: none)
+            expected = step.get("copy_text")
+        else:  # the final signing state of a script without a copy step
+            expected = (RISK_SENTENCE if product.product_type in RISK_SENTENCE_PRODUCTS
+                        else None)
+        if expected is not None and _normalised(risk_sentence) != _normalised(expected):
             raise InvalidInput("risk_sentence_mismatch",
                                "抄录的风险提示语句与要求不一致，请逐字抄录",
-                               expected=RISK_SENTENCE)
+                               expected=expected)
         count = await Signature.filter(session_id=session.id).using_db(unit.conn).count()
         stored = deps.storage.put(f"sessions/{session.id}/signature-{count + 1}.{kind}", image)
         now = deps.clock()
@@ -259,8 +268,35 @@ async def sign(
             using_db=unit.conn,
         )
         await unit.event(principal.actor, "signed",
-                         {"image_sha256": stored.sha256, "offset_ms": signature.offset_ms})
+                         {"image_sha256": stored.sha256, "offset_ms": signature.offset_ms,
+                          "step_id": step["id"] if step else None})
+        if step is not None:
+            # The written answer is the acknowledgement of its step (R-24, R-25).
+            await Acknowledgement.create(
+                session_id=session.id, step_id=step["id"], step_index=session.current_step,
+                answer_kind="handwriting" if step["answer"] == "handwritten_copy"
+                else "signature",
+                answer=AnswerValue.AFFIRMATIVE, text=risk_sentence[:500], at=now,
+                offset_ms=signature.offset_ms, client_event_id=f"signature-{signature.id}",
+                using_db=unit.conn,
+            )
+            await _advance(unit, principal.actor, step)
     return signature
+
+
+def _normalised(text: str) -> str:
+    return "".join(text.split()).rstrip("。")
+
+
+def _written_step(session: RecordingSession) -> dict[str, Any] | None:
+    """The script step waiting for a hand-copy or signature; None in the final signing state.
+    Raises the 409 when the session is in neither."""
+    if session.state == SessionState.DISCLOSING and not session.paused:
+        step = session.steps[session.current_step]
+        if step.get("answer") in WRITTEN_ANSWERS:
+            return step
+    require_state(session, "sign")
+    return None
 
 
 async def complete(deps: WorkflowDeps, principal: StaffPrincipal,

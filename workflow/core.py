@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from redis.exceptions import RedisError
@@ -41,6 +41,12 @@ class WorkflowSettings:
     public_url: str = "http://127.0.0.1:8080"
 
 
+class JobQueue(Protocol):
+    """Where the workflow hands slow work (speech rendering, identity engines)."""
+
+    async def enqueue(self, name: str, **kwargs: Any) -> None: ...
+
+
 @dataclass
 class WorkflowDeps:
     settings: WorkflowSettings
@@ -48,6 +54,7 @@ class WorkflowDeps:
     publisher: EventPublisher
     storage: LocalStorage
     seal_key: bytes
+    jobs: JobQueue
     clock: Callable[[], datetime] = utcnow
 
 

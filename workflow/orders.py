@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tortoise.transactions import in_transaction
@@ -25,6 +25,10 @@ class NewOrder:
     customer_phone: str | None
     premium: Decimal
     payment_years: int
+    payment_mode: str = "年交"
+    sum_insured: Decimal | None = None
+    insured_name: str | None = None
+    extra_values: dict[str, str] = field(default_factory=dict)
 
 
 async def create_order(deps: WorkflowDeps, principal: StaffPrincipal, data: NewOrder) -> Order:
@@ -60,6 +64,12 @@ async def create_order(deps: WorkflowDeps, principal: StaffPrincipal, data: NewO
             application_no=data.application_no, institution_id=principal.institution_id,
             branch_id=principal.branch_id, agent_id=agent.id, customer_id=customer.id,
             product_id=product.id, premium=data.premium, payment_years=data.payment_years,
+            payment_mode=data.payment_mode, sum_insured=data.sum_insured,
+            extra_values=data.extra_values,
+            insured_name_enc=(
+                deps.cipher.encrypt(data.insured_name, "order.insured_name")
+                if data.insured_name else None
+            ),
             using_db=conn,
         )
         await audit.record(
@@ -74,9 +84,13 @@ class CustomerData:
     name: str
     id_number: str
     phone: str | None
+    insured_name: str | None = None  # None: the policyholder is the insured
 
 
-def decrypt_customer(deps: WorkflowDeps, customer: Customer) -> CustomerData:
+def decrypt_customer(
+    deps: WorkflowDeps, customer: Customer, order: Order | None = None
+) -> CustomerData:
+    insured = order.insured_name_enc if order is not None else None
     return CustomerData(
         name=deps.cipher.decrypt(customer.name_enc, "customer.name"),
         id_number=deps.cipher.decrypt(customer.id_number_enc, "customer.id_number"),
@@ -84,4 +98,5 @@ def decrypt_customer(deps: WorkflowDeps, customer: Customer) -> CustomerData:
             deps.cipher.decrypt(customer.phone_enc, "customer.phone")
             if customer.phone_enc else None
         ),
+        insured_name=deps.cipher.decrypt(insured, "order.insured_name") if insured else None,
     )

@@ -13,17 +13,18 @@ from tortoise.transactions import in_transaction
 
 from models.org import Institution, Premises
 from models.people import Agent
-from models.sales import Order, Product, ProductType, ScriptStatus, ScriptVersion
+from models.sales import Order, Product, ScriptVersion
 from models.sessions import RecordingSession, SessionEvent, SessionState
+from scripts_library import versions
+from scripts_library.render import RenderContext, RenderError, render
 from security import audit
 from security.roles import Scope
 from workflow import idnumber
 from workflow.core import WorkflowDeps, event_payload
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from workflow.gates import GateFailure, Location, check_agent, check_gates, check_location
-from workflow.orders import decrypt_customer
+from workflow.orders import CustomerData, decrypt_customer
 from workflow.principals import StaffPrincipal
-from workflow.script import pin_steps
 from workflow.states import TERMINAL
 
 # Sessions in these states do not block a new session for the same application (rectification).
@@ -108,9 +109,7 @@ async def create_session(
     ).exists()
     if open_sessions:
         raise Conflict("order_already_recorded", "该投保单已有进行中或已完成的录制会话（一单一录）")
-    script = await ScriptVersion.filter(
-        product_id=product.id, status=ScriptStatus.PUBLISHED
-    ).order_by("-version").first()
+    script = await versions.published_for(product.id)
     if script is None:
         raise Conflict("script_not_published", "该产品没有已发布的话术，暂不能录制")
 
@@ -118,23 +117,9 @@ async def create_session(
     premises = await run_gates(deps, principal, agent, product, location, "session.create",
                                f"order:{order.id}")
 
-    customer = decrypt_customer(deps, order.customer)
+    customer = decrypt_customer(deps, order.customer, order)
     age = idnumber.age_on(customer.id_number, deps.clock().date())
-    institution_full_name = institution.full_name
-    steps = pin_steps(script.document, {
-        "customer_age": age,
-        "product_type": ProductType(product.product_type).value,
-        "customer_name": customer.name,
-        "agent_name": agent.user.display_name,
-        "agent_licence_no": agent.licence_no,
-        "institution_full_name": institution_full_name,
-        "insurer_name": (await product.insurer).full_name,
-        "product_name": product.name,
-        "premium": f"{order.premium:.2f}",
-        "payment_years": order.payment_years,
-        "term_years": product.term_years,
-        "cooling_off_days": product.cooling_off_days,
-    })
+    steps = render_session_steps(script, order, customer, agent, institution.full_name, age)
     session_id = uuid4()
     async with in_transaction() as conn:
         session = await RecordingSession.create(
@@ -158,7 +143,31 @@ async def create_session(
             details={"order_id": order.id, "premises_id": premises.id},
         )
     await deps.publisher.publish(session.id, event_payload(event))
+    await deps.jobs.enqueue("prerender_session", session_id=str(session.id))
     return session
+
+
+def render_session_steps(
+    script: ScriptVersion, order: Order, customer: CustomerData, agent: Agent,
+    institution_full_name: str, age: int,
+) -> list[dict[str, Any]]:
+    """The concrete steps for this customer, every variable filled (R-21, R-23): a missing
+    value stops the session before the call, never a blank in the audio."""
+    insured = customer.insured_name
+    values = {
+        **order.extra_values,
+        "customer_name": customer.name, "insured_name": insured or customer.name,
+        "agent_name": agent.user.display_name, "agent_licence_no": agent.licence_no,
+        "institution_full_name": institution_full_name, "premium": order.premium,
+        "payment_mode": order.payment_mode, "sum_insured": order.sum_insured,
+        "payment_term": f"{order.payment_years}年" if order.payment_years > 1 else "一次交清",
+    }
+    try:
+        rendered = render(versions.document_of(script), RenderContext(
+            customer_age=age, values=values, policyholder_is_insured=insured is None))
+    except RenderError as exc:
+        raise InvalidInput("script_values_missing", str(exc)) from exc
+    return [step.model_dump(mode="json") for step in rendered.steps]
 
 
 def visible_sessions(principal: StaffPrincipal) -> QuerySet[RecordingSession]:

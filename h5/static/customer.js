@@ -14,12 +14,14 @@ const ENDED = {
 };
 const DONE = new Set(["completed", "sealed", "qa_pending", "qa_passed", "qa_rejected"]);
 const CALL = new Set(["in_call", "disclosing", "signing", "interrupted"]);
+const WRITTEN = new Set(["handwritten_copy", "signature"]);
+let riskSentence = "";
+let writingFor = null; // the step (or "final") the pads are showing; re-renders keep the ink
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let session = null;
 let consentTexts = null;
 let pads = null;
-let signatureSent = false;
 const message = $("#message");
 
 function fail(err) {
@@ -82,20 +84,38 @@ function renderCall(s) {
   $("#stepCounter").textContent = s.step_count ? `第 ${Math.min(s.steps_done + 1, s.step_count)} / ${s.step_count} 项` : "";
   $("#stepBar").style.width = `${s.step_count ? (100 * s.steps_done) / s.step_count : 0}%`;
   $("#paused").classList.toggle("hidden", !s.paused);
-  const signing = s.state === "signing";
-  $("#signing").classList.toggle("hidden", !signing || signatureSent);
-  if (signing && signatureSent) {
-    $("#caption").textContent = "签名已提交，请等待销售人员完成录制。";
-  } else if (signing) {
-    $("#caption").textContent = "讲解已全部完成，请在下方抄录风险提示语句并签名。";
+  // R-25: the hand-copy and the signature are answered on pads, either as script steps or,
+  // for a script without them, in the final signing state.
+  const written = s.state === "disclosing" && step && !s.paused && WRITTEN.has(step.answer);
+  const finalSigning = s.state === "signing" && !s.signed;
+  const writing = written || finalSigning;
+  $("#signing").classList.toggle("hidden", !writing);
+  if (writing) {
+    const copy = finalSigning || step.answer === "handwritten_copy";
+    const sign = finalSigning || step.answer === "signature";
+    $("#copyBlock").classList.toggle("hidden", !copy);
+    $("#signBlock").classList.toggle("hidden", !sign);
+    $("#riskSentence").textContent = (step && step.copy_text) || riskSentence;
     if (!pads) pads = { copy: new SignaturePad($("#copyPad")), sign: new SignaturePad($("#signPad")) };
+    const target = finalSigning ? "final" : step.id;
+    if (writingFor !== target) { pads.copy.resize(); pads.sign.resize(); writingFor = target; }
+    pads.need = { copy, sign };
+  }
+  if (s.state === "signing" && s.signed) {
+    $("#caption").textContent = "签名已提交，请等待销售人员完成录制。";
+  } else if (finalSigning) {
+    $("#caption").textContent = "讲解已全部完成，请在下方抄录风险提示语句并签名。";
   } else if (s.state === "interrupted") {
     $("#caption").textContent = "通话已中断，正在等待重新连接……";
   } else if (step) {
     $("#caption").textContent = step.text;
   }
-  const answerable = step && s.state === "disclosing" && !s.paused && step.answer !== "none";
+  $("#document").classList.toggle("hidden", !(step && step.document && s.state === "disclosing"));
+  if (step && step.document) $("#documentName").textContent = step.document;
+  const answerable = step && s.state === "disclosing" && !s.paused && step.answer !== "none"
+    && !WRITTEN.has(step.answer);
   $("#answers").classList.toggle("hidden", !answerable);
+  $("#yes").textContent = step && step.answer === "show_document" ? "我已看清，确认" : "是的，我已清楚";
 }
 
 function render(s) {
@@ -122,16 +142,19 @@ async function answer(value) {
 }
 
 async function submitSignature() {
-  if (pads.copy.empty || pads.sign.empty) {
-    setStatus(message, "请先抄录风险提示语句并签名。", "error"); return;
+  const { copy, sign } = pads.need;
+  if ((copy && pads.copy.empty) || (sign && pads.sign.empty)) {
+    setStatus(message, copy ? "请先抄录风险提示语句。" : "请先签名。", "error"); return;
   }
+  const canvases = [copy && pads.copy.canvas, sign && pads.sign.canvas].filter(Boolean);
   try {
-    const risk = $("#riskSentence").textContent;
-    await api("POST", "/customer/signature", {
-      token, body: { risk_sentence: risk, image_base64: combine(pads.copy.canvas, pads.sign.canvas) },
-    });
-    signatureSent = true;
-    renderCall(session);
+    const body = {
+      risk_sentence: copy ? $("#riskSentence").textContent : "本人亲笔签名",
+      image_base64: combine(...canvases),
+    };
+    await api("POST", "/customer/signature", { token, body });
+    pads.copy.clear(); pads.sign.clear();
+    render(await api("GET", "/customer/session", { token }));
   } catch (err) { fail(err); }
 }
 
@@ -143,7 +166,7 @@ function follow() {
 }
 
 async function init() {
-  api("GET", "/consent-texts").then((c) => { $("#riskSentence").textContent = c.risk_sentence; });
+  api("GET", "/consent-texts").then((c) => { riskSentence = c.risk_sentence; });
   $("#start").onclick = openInvitation;
   $("#agree").onclick = () => consent(true);
   $("#decline").onclick = () => { if (confirm("拒绝后将无法通过远程方式投保，确定不同意吗？")) consent(false); };

@@ -44,14 +44,15 @@ export class SignaturePad {
   get empty() { return this.strokes === 0; }
 }
 
-// One PNG holding the hand-copied sentence above the signature (the evidence kept, R-25).
-export function combine(copyCanvas, signCanvas) {
+// One PNG holding the given pads stacked (hand-copied sentence above the signature), the
+// evidence kept.
+export function combine(...canvases) {
   const out = document.createElement("canvas");
-  out.width = Math.max(copyCanvas.width, signCanvas.width);
-  out.height = copyCanvas.height + signCanvas.height;
+  out.width = Math.max(...canvases.map((c) => c.width));
+  out.height = canvases.reduce((sum, c) => sum + c.height, 0);
   const ctx = out.getContext("2d");
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, out.width, out.height);
-  ctx.drawImage(copyCanvas, 0, 0);
-  ctx.drawImage(signCanvas, 0, copyCanvas.height);
+  let y = 0;
+  for (const c of canvases) { ctx.drawImage(c, 0, y); y += c.height; }
   return out.toDataURL("image/png").split(",")[1];
 }

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Protocol, cast
 
-from scripts_library.cli import diff, hash_command, render, validate
+from scripts_library.cli import diff, hash_command, publish, render, validate
 
 
 class Command(Protocol):
@@ -25,7 +25,7 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: list[ModuleType] = [validate, diff, render, hash_command]
+COMMANDS: list[ModuleType] = [validate, diff, render, hash_command, publish]
 
 
 def build_parser(commands: Sequence[ModuleType] = COMMANDS) -> argparse.ArgumentParser:

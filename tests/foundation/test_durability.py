@@ -83,7 +83,7 @@ async def test_an_acknowledgement_survives_a_kill_right_after_the_response_R24(
         acks = events.body["acknowledgements"]
         assert [(a["step_id"], a["answer"]) for a in acks] == [("opening", "affirmative")]
         step = await harness.current_step(walk)
-        assert step is not None and step["id"] == "agent_identity"
+        assert step is not None and step["id"] == "agent-identity"
     finally:
         await client.close()
         if server.process and server.process.poll() is None:

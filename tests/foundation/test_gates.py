@@ -49,7 +49,7 @@ async def test_expired_training_blocks_the_session_R03(harness: Harness) -> None
 
 
 async def test_grade_below_the_product_blocks_the_session_R03(harness: Harness) -> None:
-    await Product.filter(code="DEMO-WL-01").update(grade=5)
+    await Product.filter(code="YA-ZSS-001").update(grade=5)
     await _refused(harness, HERE, "grade_insufficient")
 
 

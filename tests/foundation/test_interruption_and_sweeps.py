@@ -23,16 +23,16 @@ async def test_an_interrupted_call_resumes_and_replays_the_step_R30(harness: Har
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/interrupt",
                           json={"reason": "客户网络断开"})
     assert r.status == 200 and r.body["state"] == "interrupted"
-    r = await harness.ack(walk, "agent_identity")
+    r = await harness.ack(walk, "agent-identity")
     assert r.status == 409  # nothing is acknowledged while interrupted
     _advance_clock(harness, timedelta(minutes=5))
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/resume",
                           json={"location": HERE})
     assert r.status == 200 and r.body["state"] == "disclosing"
-    assert r.body["current_step"]["id"] == "agent_identity"
+    assert r.body["current_step"]["id"] == "agent-identity"
     events = (await harness.as_("qa01", "GET", f"/sessions/{sid}/events")).body["events"]
     resumed = next(e for e in events if e["type"] == "call_resumed")
-    assert resumed["data"]["replay_step_id"] == "agent_identity"
+    assert resumed["data"]["replay_step_id"] == "agent-identity"
     assert resumed["data"]["gap_ms"] >= 5 * 60 * 1000
 
 

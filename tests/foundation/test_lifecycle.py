@@ -75,10 +75,11 @@ async def test_illegal_transitions_get_409_with_a_chinese_message(harness: Harne
     assert r.status == 409
 
 
-async def test_completion_needs_the_signature(harness: Harness) -> None:
-    walk = await harness.walk_to("signing")
+async def test_completion_needs_the_whole_script_and_the_signature(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing")
+    await harness.play_script(walk, until="signature")
     r = await harness.as_("agent01", "POST", f"/sessions/{walk.session_id}/complete")
-    assert r.status == 409 and r.body["code"] == "signature_missing"
+    assert r.status == 409 and r.body["code"] == "illegal_transition"
 
 
 async def test_abort_from_a_call_and_nothing_moves_afterwards(harness: Harness) -> None:

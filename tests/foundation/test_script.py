@@ -3,18 +3,24 @@ for the agent; acknowledgements carry their offset in the recording and are idem
 
 from __future__ import annotations
 
+import base64
+
 from models.sessions import Acknowledgement
-from tests.harness import Harness
+from tests.harness import Harness, png_bytes
+from workflow.consent_texts import RISK_SENTENCE
 
 
 async def test_steps_advance_only_on_affirmative_answers_R24(harness: Harness) -> None:
     walk = await harness.walk_to("disclosing")
     played = await harness.play_script(walk)
-    assert played[0] == "opening" and "agent_identity" in played
-    assert "elderly" not in played  # the customer is 46: no 60+ reminders
+    assert played[0] == "opening" and "agent-identity" in played
+    assert "elderly-intro" not in played  # the customer is 46: no 60+ reminders
+    assert played[-2:] == ["signature", "closing"]
     assert await harness.state(walk) == "signing"
     acks = await Acknowledgement.filter(session_id=walk.session_id).order_by("id")
-    assert [a.step_id for a in acks] == [s for s in played if s != "agent_identity"]
+    # every step but the closing words (no answer due) has its answer, in order
+    assert [a.step_id for a in acks] == played[:-1]
+    assert acks[-1].answer_kind == "signature"
     offsets = [a.offset_ms for a in acks]
     assert offsets == sorted(offsets) and offsets[0] >= 0
 
@@ -22,7 +28,7 @@ async def test_steps_advance_only_on_affirmative_answers_R24(harness: Harness) -
 async def test_customers_aged_60_or_more_get_the_extra_steps(harness: Harness) -> None:
     walk = await harness.walk_to("disclosing", birth="19500307")
     played = await harness.play_script(walk)
-    assert played[-1] == "elderly"
+    assert played[1] == "elderly-intro" and "elderly-confirm" in played
 
 
 async def test_a_negative_answer_pauses_until_the_agent_explains_R24(harness: Harness) -> None:
@@ -64,7 +70,7 @@ async def test_a_retried_acknowledgement_is_stored_once(harness: Harness) -> Non
 
 async def test_an_answer_to_a_stale_step_is_refused(harness: Harness) -> None:
     walk = await harness.walk_to("disclosing")
-    r = await harness.ack(walk, "cooling_off")
+    r = await harness.ack(walk, "cooling-off")
     assert r.status == 409 and r.body["code"] == "step_mismatch"
     assert r.body["current_step_id"] == "opening"
 
@@ -76,28 +82,35 @@ async def test_the_agent_cannot_skip_a_step_that_needs_an_answer(harness: Harnes
     assert r.status == 409 and r.body["code"] == "acknowledgement_required"
 
 
-async def test_the_customer_cannot_answer_an_agent_only_step(harness: Harness) -> None:
+async def test_written_and_closing_steps_are_not_answered_with_a_button(
+    harness: Harness,
+) -> None:
     walk = await harness.walk_to("disclosing")
-    await harness.ack(walk, "opening")
-    r = await harness.ack(walk, "agent_identity")
+    await harness.play_script(walk, until="signature")
+    r = await harness.ack(walk, "signature")
+    assert r.status == 409 and r.body["code"] == "step_needs_writing"
+    await harness.sign(walk, "本人亲笔签名")
+    r = await harness.ack(walk, "closing")
     assert r.status == 409 and r.body["code"] == "step_needs_no_answer"
 
 
-async def test_risk_sentence_must_be_exact_for_investment_products_R25(
-    harness: Harness,
-) -> None:
-    from models.sales import Product, ProductType
-
-    await Product.filter(code="DEMO-WL-01").update(product_type=ProductType.PARTICIPATING)
-    walk = await harness.walk_to("signing")
+async def test_the_risk_sentence_must_be_copied_exactly_R25(harness: Harness) -> None:
+    walk = await harness.walk_to("disclosing", product="YA-NJF-002")  # participating annuity
+    await harness.play_script(walk, until="risk-sentence")
     r = await harness.request("POST", "/customer/signature", token=walk.customer_token, json={
-        "risk_sentence": "本人已阅读保险条款", "image_base64": "iVBORw0KGgoAAAANSUhEUg==",
+        "risk_sentence": "本人已阅读保险条款",
+        "image_base64": base64.b64encode(png_bytes()).decode(),
     })
     assert r.status == 422 and r.body["code"] == "risk_sentence_mismatch"
+    await harness.sign(walk, RISK_SENTENCE)
+    assert (await harness.current_step(walk))["id"] == "signature"  # type: ignore[index]
+    acks = await Acknowledgement.filter(session_id=walk.session_id, step_id="risk-sentence")
+    assert [a.answer_kind for a in acks] == ["handwriting"]
 
 
 async def test_a_signature_that_is_not_an_image_is_refused_R25(harness: Harness) -> None:
-    walk = await harness.walk_to("signing")
+    walk = await harness.walk_to("disclosing")
+    await harness.play_script(walk, until="signature")
     r = await harness.request("POST", "/customer/signature", token=walk.customer_token, json={
         "risk_sentence": "x", "image_base64": "bm90IGFuIGltYWdlIGF0IGFsbA==",
     })

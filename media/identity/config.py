@@ -1,0 +1,126 @@
+"""Configuration of the identity engines (R-12, R-13): engine choice, thresholds, folders.
+
+Everything a deployment may tune lives here, so the workflow never branches on an engine name.
+Defaults work offline on a fresh machine; every threshold is documented in docs/identity.md with
+the numbers it was calibrated on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+def default_cache_dir() -> Path:
+    """Where model folders and copied weights go: ``$SHUANGLU_CACHE_DIR`` or the XDG cache."""
+    env = os.environ.get("SHUANGLU_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "shuanglu"
+
+
+class OcrConfig(BaseModel):
+    """ID-card OCR engine."""
+
+    engine: Literal["paddleocr", "rapidocr"] = "paddleocr"
+    # Official Paddle model folders (inference.json/.pdiparams or inference.onnx + inference.yml).
+    # When both are set paddleocr uses them instead of the folders built from the rapidocr wheel.
+    paddle_det_model_dir: Path | None = None
+    paddle_rec_model_dir: Path | None = None
+    paddle_det_model_name: str = "PP-OCRv6_small_det"
+    paddle_rec_model_name: str = "PP-OCRv6_small_rec"
+    # paddlex inference engine; "paddle" needs paddlepaddle installed (official folders only).
+    paddle_inference_engine: Literal["onnxruntime", "paddle", "paddle_static"] = "onnxruntime"
+    # paddleocr keeps recognised lines down to score 0; below this they are noise.
+    min_line_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    # CPU threads per OCR call: the jobs scale out by process, one core each.
+    threads: int = Field(default=1, ge=1)
+
+
+class CardQualityConfig(BaseModel):
+    """Rejecting photos the OCR cannot be trusted on (blurred, cropped, too small)."""
+
+    min_short_side_px: int = 360
+    # Median per-line var(Laplacian)/var(pixels) at 32 px line height (docs/identity.md):
+    # sharp cards 0.47–1.7 (tilted, noisy, JPEG q25 included), Gaussian blur σ 1.5 px ≤ 0.17.
+    min_sharpness: float = 0.2
+    # Mean recognition score of the key fields below which the photo is treated as unreadable.
+    min_field_score: float = 0.80
+
+
+class FaceConfig(BaseModel):
+    """Face comparison: ID portrait against the live face."""
+
+    engine: Literal["deepface-dlib"] = "deepface-dlib"
+    detector_backend: Literal["dlib", "opencv"] = "dlib"
+    # Cosine distance of deepface's Dlib embeddings; calibrated in docs/identity.md.
+    threshold: float = Field(default=0.075, gt=0.0, lt=1.0)
+    # Frames larger than this (longest side) are scaled down before detection: dlib's HOG detector
+    # upsamples once, so a 12-megapixel phone photo would take seconds for no gain.
+    max_side_px: int = 800
+
+
+class AntiSpoofConfig(BaseModel):
+    """Passive anti-spoofing (MiniFASNet through deepface) and the policy when it is absent."""
+
+    # Folder holding 2.7_80x80_MiniFASNetV2.onnx and 4_0_0_80x80_MiniFASNetV1SE.onnx.
+    weights_dir: Path | None = None
+    # What to do without weights: rely on the active challenges (and say so), or fail closed.
+    policy_without_weights: Literal["rely_on_active", "fail_closed"] = "rely_on_active"
+    # deepface's score is the mean of the two models' softmax for the winning label.
+    min_real_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    frames_to_check: int = Field(default=3, ge=1)
+
+
+class LivenessConfig(BaseModel):
+    """Active liveness: random challenges checked on landmarks (dlib 68-point)."""
+
+    min_challenges: int = Field(default=2, ge=1, le=4)
+    max_challenges: int = Field(default=3, ge=1, le=4)
+    time_limit_s: float = Field(default=6.0, gt=0.0, description="per challenge")
+    # Frames are analysed at this width; 68 landmarks need ~100 px faces, not more.
+    analysis_width_px: int = 480
+    # Eye aspect ratio: closed when below min(absolute, relative * open baseline).
+    blink_closed_ear: float = 0.19
+    blink_relative: float = 0.72
+    # Inner-mouth aspect ratio: open when above max(absolute, baseline + delta).
+    mouth_open_mar: float = 0.45
+    mouth_open_delta: float = 0.15
+    # Yaw proxy in [-1, 1] (nose position between the jaw contour); a turn must move it this far.
+    turn_delta: float = 0.18
+    # Camera frames are not mirrored (the H5 page mirrors only its own preview); set True if the
+    # client sends mirrored frames, otherwise left and right swap.
+    mirrored: bool = False
+    # A face may be lost this long (seconds) before the run is failed.
+    max_face_gap_s: float = 1.5
+    # Same-person check between keyframes of the run (deepface Dlib cosine distance).
+    same_face_threshold: float = 0.075
+    same_face_every_s: float = 1.5
+
+
+class PresenceConfig(BaseModel):
+    """Presence during the call (R-13)."""
+
+    sample_fps: float = Field(default=1.0, gt=0.0)
+    min_in_view_share: float = Field(default=0.8, ge=0.0, le=1.0)
+    # Consecutive samples before a change is marked, so one bad frame does not make a mark.
+    confirm_samples: int = Field(default=2, ge=1)
+    # Compare the face with the reference every n-th sample (embedding costs ~10x detection).
+    identity_every_n_samples: int = Field(default=1, ge=1)
+    face_threshold: float = 0.075
+
+
+class IdentityConfig(BaseModel):
+    """All identity settings; build once from the application's configuration."""
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    ocr: OcrConfig = Field(default_factory=OcrConfig)
+    card_quality: CardQualityConfig = Field(default_factory=CardQualityConfig)
+    face: FaceConfig = Field(default_factory=FaceConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
+    anti_spoof: AntiSpoofConfig = Field(default_factory=AntiSpoofConfig)
+    presence: PresenceConfig = Field(default_factory=PresenceConfig)
