@@ -122,12 +122,85 @@ function render(s) {
   session = s;
   setStatus(message, "");
   if (s.state === "opened") { show("consent"); loadConsents().catch(fail); return; }
-  if (s.state === "consented") { show("identity"); return; }
+  if (s.state === "consented") { show("identity"); loadIdentity().catch(fail); return; }
   if (s.state === "identity_verified") { show("waiting"); return; }
   if (CALL.has(s.state)) { renderCall(s); return; }
   if (DONE.has(s.state)) { show("done"); return; }
   const ended = ENDED[s.state];
   if (ended) { $("#doneTitle").textContent = ended[0]; $("#doneText").textContent = ended[1]; show("done"); }
+}
+
+// ---- identity (R-12): both sides of the ID card, then a clip of the random challenges.
+let identityInfo = null;
+let uploaded = new Set();
+
+async function loadIdentity() {
+  identityInfo = await api("GET", "/customer/identity", { token });
+  uploaded = new Set(identityInfo.uploads);
+  $("#challengeList").textContent = identityInfo.challenges.map((c) => c.prompt).join("，");
+  const box = $("#identityResult");
+  const last = identityInfo.last_check;
+  if (identityInfo.pending) setStatus(box, "正在核验，请稍候……");
+  else if (last && !last.passed) {
+    setStatus(box, `第 ${last.attempt} 次核验未通过：${last.reasons.join("；") || "请重新拍摄"}。` +
+      `还可以尝试 ${identityInfo.attempts_left} 次。`, "error");
+  } else setStatus(box, "");
+  $("#doneFront").textContent = uploaded.has("id_front") ? "✔ 已上传" : "";
+  $("#doneBack").textContent = uploaded.has("id_back") ? "✔ 已上传" : "";
+  $("#doneLiveness").textContent = uploaded.has("liveness") ? "✔" : "";
+  $("#verify").disabled = identityInfo.pending || uploaded.size < 3;
+}
+
+async function upload(kind, blob) {
+  const response = await fetch(`/api/v1/customer/identity/uploads/${kind}`, {
+    method: "POST", body: blob,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": blob.type || "image/jpeg" },
+  });
+  const body = await response.json();
+  if (!response.ok) throw new ApiError(response.status, body);
+  await loadIdentity();
+}
+
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+async function recordLiveness() {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
+  } catch (err) { fail(new Error("无法打开摄像头，请允许使用摄像头后重试")); return; }
+  $("#livenessBox").classList.remove("hidden");
+  $("#livenessVideo").srcObject = stream;
+  const type = MediaRecorder.isTypeSupported("video/webm") ? "video/webm" : "video/mp4";
+  const recorder = new MediaRecorder(stream, { mimeType: type });
+  const chunks = [];
+  recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+  $("#recordLiveness").disabled = true;
+  recorder.start(250);
+  const prompt = $("#challenge");
+  prompt.classList.remove("hidden");
+  prompt.textContent = "请正对摄像头，保持面部在画面中";
+  await sleep(1500);
+  // Each action has its own time limit on the server; the prompts pace the customer within it.
+  const each = Math.min(identityInfo.time_limit_s, 4) * 1000;
+  for (const c of identityInfo.challenges) { prompt.textContent = c.prompt; await sleep(each); }
+  prompt.textContent = "录制完成，正在上传……";
+  recorder.stop();
+  await stopped;
+  stream.getTracks().forEach((t) => t.stop());
+  $("#livenessBox").classList.add("hidden");
+  try {
+    await upload("liveness", new Blob(chunks, { type }));
+    prompt.textContent = "动作视频已上传";
+  } catch (err) { fail(err); } finally { $("#recordLiveness").disabled = false; }
+}
+
+async function submitIdentity() {
+  try {
+    $("#verify").disabled = true;
+    await api("POST", "/customer/identity/submit", { token });
+    setStatus($("#identityResult"), "正在核验，请稍候……");
+  } catch (err) { fail(err); await loadIdentity(); }
 }
 
 async function answer(value) {
@@ -175,6 +248,10 @@ async function init() {
   $("#clearCopy").onclick = () => pads.copy.clear();
   $("#clearSign").onclick = () => pads.sign.clear();
   $("#submitSignature").onclick = submitSignature;
+  $("#idFront").onchange = (e) => e.target.files[0] && upload("id_front", e.target.files[0]).catch(fail);
+  $("#idBack").onchange = (e) => e.target.files[0] && upload("id_back", e.target.files[0]).catch(fail);
+  $("#recordLiveness").onclick = recordLiveness;
+  $("#verify").onclick = submitIdentity;
   if (token) {
     try { render(await api("GET", "/customer/session", { token })); follow(); return; } catch (err) {
       sessionStorage.removeItem(TOKEN_KEY); token = null;

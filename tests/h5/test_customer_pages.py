@@ -130,3 +130,47 @@ async def test_declining_shows_the_end_page_R10(harness: Harness, browser: Any) 
     await page.get_by_role("button", name="我不同意").click()
     await page.get_by_role("heading", name="您已拒绝远程双录").wait_for()
     assert await harness.state(walk) == "declined"
+
+
+async def test_the_identity_page_uploads_records_and_shows_the_engines_verdict_R12(
+    harness: Harness, browser: Any, screenshot_dir: Path, tmp_path: Path
+) -> None:
+    """Chromium's fake camera shows a test pattern, not a face: the real engines must refuse it
+    and the page must say why and how many attempts are left."""
+    import random
+    from datetime import date
+    from uuid import UUID
+
+    from media.identity import IdentityService
+    from media.identity import synthetic as synth
+    from media.identity.imaging import encode_jpeg
+    from media.identity.results import ChallengePlan
+    from workflow.identity import run_identity_check
+
+    walk = await harness.walk_to("consented")
+    card = synth.random_identity(random.Random("page"), today=date.today())
+    (tmp_path / "front.jpg").write_bytes(encode_jpeg(synth.draw_front(card), 92))
+    (tmp_path / "back.jpg").write_bytes(encode_jpeg(synth.draw_back(card), 92))
+    page = await browser.new_page()
+    await page.add_init_script(
+        f"sessionStorage.setItem('shuanglu.customer_token', '{walk.customer_token}')")
+    await page.goto(str(harness.client.make_url("/h5/session")))
+    await page.get_by_role("heading", name="身份核验").wait_for()
+    await page.set_input_files("#idFront", str(tmp_path / "front.jpg"))
+    await page.get_by_text("✔ 已上传").first.wait_for()
+    await page.set_input_files("#idBack", str(tmp_path / "back.jpg"))
+    await page.get_by_text("✔ 已上传").nth(1).wait_for()
+    await page.get_by_role("button", name="开始录制动作视频").click()
+    await page.get_by_text("动作视频已上传").wait_for(timeout=30_000)
+    await page.screenshot(path=screenshot_dir / "customer-identity-uploaded.png", full_page=True)
+    await page.get_by_role("button", name="提交核验").click()
+    await page.get_by_text("正在核验，请稍候").wait_for()
+
+    info = (await harness.request("GET", "/customer/identity", token=walk.customer_token)).body
+    plan = ChallengePlan(challenges=[c["code"] for c in info["challenges"]],
+                         time_limit_s=info["time_limit_s"])
+    await run_identity_check(harness.deps, IdentityService(), UUID(walk.session_id), 1, plan)
+    await harness.redis.delete(f"identity:pending:{walk.session_id}")  # the job handler does this
+    await page.get_by_text("第 1 次核验未通过").wait_for()
+    await page.get_by_text("还可以尝试 2 次").wait_for()
+    await page.screenshot(path=screenshot_dir / "customer-identity-refused.png", full_page=True)

@@ -133,8 +133,9 @@ async def test_uploads_are_checked_and_cleaned_R52(harness: Harness) -> None:
     r = await _upload(harness, walk, "passport", b"x", "image/jpeg")
     assert r.status == 404
     # A photo with EXIF (e.g. GPS) is stored without it.
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     image = Image.new("RGB", (640, 400), (200, 180, 160))
     exif = Image.Exif()
