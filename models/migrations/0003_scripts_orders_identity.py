@@ -2,7 +2,6 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from models.channels import OutboxKind
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 
