@@ -220,6 +220,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.settings.max_body_bytes,
     )
     app[CONFIG] = config
+    app.cleanup_ctx.extend([_redis, _database, _worker])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)
