@@ -3,6 +3,9 @@ complete, abort, review. Every session read is limited to the caller's scope (R-
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
 from aiohttp import web
 
 from api.auth import staff
@@ -23,12 +26,19 @@ from api.schemas import (
 )
 from api.views import order_view, session_summary, session_view
 from models.sales import Order
-from models.sessions import Acknowledgement, IdentityCheck, SessionEvent, SessionState
+from models.sessions import (
+    Acknowledgement,
+    IdentityCheck,
+    RecordingSession,
+    SessionEvent,
+    SessionState,
+)
 from security.roles import Permission
 from workflow import call, invitations, qa
-from workflow.core import event_payload
+from workflow.core import WorkflowDeps, event_payload
 from workflow.gates import Location
 from workflow.orders import NewOrder, create_order
+from workflow.principals import StaffPrincipal
 from workflow.sessions import create_session, get_visible, visible_sessions
 
 api = Api()
@@ -145,94 +155,76 @@ async def post_invitation(request: web.Request) -> web.Response:
                               "channel": issued.channel}, status=201)
 
 
+SessionAction = Callable[[WorkflowDeps, StaffPrincipal, UUID], Awaitable[RecordingSession]]
+
+
+async def _act(request: web.Request, action: SessionAction) -> web.Response:
+    """A call action on a session the caller may see; answers with the session's summary."""
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    return json_response(session_summary(await action(request.app[DEPS], principal, session.id)))
+
+
 @api.endpoint("POST", "/sessions/{session_id}/call/start",
               summary="Start the call (gates re-checked, recording clock starts)",
               tag="call", permission=P.RECORD, body=LocationOnlyBody)
 async def post_call_start(request: web.Request) -> web.Response:
-    body = await read_json(request, LocationOnlyBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.start_call(request.app[DEPS], principal, session.id,
-                                    _location(body.location))
-    return json_response(session_summary(session))
+    location = _location((await read_json(request, LocationOnlyBody)).location)
+    return await _act(request, lambda d, p, sid: call.start_call(d, p, sid, location))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/call/resume",
               summary="Resume an interrupted call within the window (断点续录)", tag="call",
               permission=P.RECORD, body=LocationOnlyBody)
 async def post_call_resume(request: web.Request) -> web.Response:
-    body = await read_json(request, LocationOnlyBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.resume_call(request.app[DEPS], principal, session.id,
-                                     _location(body.location))
-    return json_response(session_summary(session))
+    location = _location((await read_json(request, LocationOnlyBody)).location)
+    return await _act(request, lambda d, p, sid: call.resume_call(d, p, sid, location))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/call/interrupt",
               summary="Mark the call as interrupted", tag="call", permission=P.RECORD,
               body=ReasonBody)
 async def post_call_interrupt(request: web.Request) -> web.Response:
-    body = await read_json(request, ReasonBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    if session.agent_id != principal.agent_id:
-        raise ApiProblem(404, "session_not_found", "找不到该录制会话")
-    session = await call.interrupt(request.app[DEPS], principal.actor, session.id, body.reason)
-    return json_response(session_summary(session))
+    reason = (await read_json(request, ReasonBody)).reason
+    return await _act(request, lambda d, p, sid: call.interrupt_by_agent(d, p, sid, reason))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/script/start", summary="Start the script",
               tag="call", permission=P.RECORD)
 async def post_script_start(request: web.Request) -> web.Response:
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.start_script(request.app[DEPS], principal, session.id)
-    return json_response(session_summary(session))
+    return await _act(request, call.start_script)
 
 
 @api.endpoint("POST", "/sessions/{session_id}/script/advance",
               summary="Move past a step that needs no customer answer", tag="call",
               permission=P.RECORD, body=StepBody)
 async def post_script_advance(request: web.Request) -> web.Response:
-    body = await read_json(request, StepBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.advance(request.app[DEPS], principal, session.id, body.step_id)
-    return json_response(session_summary(session))
+    step_id = (await read_json(request, StepBody)).step_id
+    return await _act(request, lambda d, p, sid: call.advance(d, p, sid, step_id))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/script/resume",
               summary="Continue after explaining a negative answer (the step replays)",
               tag="call", permission=P.RECORD, body=NoteBody)
 async def post_script_resume(request: web.Request) -> web.Response:
-    body = await read_json(request, NoteBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.resume_script(request.app[DEPS], principal, session.id, body.note)
-    return json_response(session_summary(session))
+    note = (await read_json(request, NoteBody)).note
+    return await _act(request, lambda d, p, sid: call.resume_script(d, p, sid, note))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/complete",
               summary="Complete the recording after the signature", tag="call",
               permission=P.RECORD)
 async def post_complete(request: web.Request) -> web.Response:
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.complete(request.app[DEPS], principal, session.id)
-    return json_response(session_summary(session))
+    return await _act(request, call.complete)
 
 
 @api.endpoint("POST", "/sessions/{session_id}/abort", summary="Abort the session",
               tag="sessions", permission=P.VIEW_SESSIONS, body=ReasonBody)
 async def post_abort(request: web.Request) -> web.Response:
-    body = await read_json(request, ReasonBody)
-    principal = staff(request)
-    if not (principal.can(P.RECORD) or principal.can(P.STATISTICS)):
+    reason = (await read_json(request, ReasonBody)).reason
+    if not (staff(request).can(P.RECORD) or staff(request).can(P.STATISTICS)):
         raise ApiProblem(403, "permission_denied", "您没有执行此操作的权限")
-    session = await get_visible(principal, path_uuid(request))
-    session = await call.abort(request.app[DEPS], principal, session.id, body.reason)
-    return json_response(session_summary(session))
+    return await _act(request, lambda d, p, sid: call.abort(d, p, sid, reason))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/qa-reviews",

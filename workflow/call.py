@@ -195,6 +195,17 @@ async def interrupt(
     return result
 
 
+async def interrupt_by_agent(
+    deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUID, reason: str
+) -> RecordingSession:
+    """Only the session's own agent reports an interruption from the console."""
+    session = await RecordingSession.get_or_none(id=session_id)
+    if session is None:
+        raise NotFound("session_not_found", "找不到该录制会话")
+    _own(principal, session)
+    return await interrupt(deps, principal.actor, session_id, reason)
+
+
 async def resume_call(
     deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUID, location: Location | None
 ) -> RecordingSession:
