@@ -11,6 +11,7 @@ from tortoise.context import TortoiseContext
 
 from app.config import Config
 from app.jobs import Jobs
+from media.call import CallHub
 from security.ratelimit import RateLimiter
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
@@ -23,6 +24,7 @@ DEPS = web.AppKey("workflow_deps", WorkflowDeps)
 JOBS = web.AppKey("jobs", Jobs)
 # The identity engines load lazily (seconds of start-up); one instance per app, made on demand.
 IDENTITY: web.AppKey[Callable[[], Any]] = web.AppKey("identity_engines")
+CALL_HUB = web.AppKey("call_hub", CallHub)
 STAFF_TOKENS = web.AppKey("staff_tokens", TokenStore)
 CUSTOMER_TOKENS = web.AppKey("customer_tokens", TokenStore)
 LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)

@@ -22,6 +22,7 @@ from models.audit import AuditEntry
 from models.org import Branch
 from models.people import Agent, Role, User
 from models.sales import Product
+from scripts_library import versions
 from security import audit
 from security.passwords import hash_password
 from security.roles import Permission, permissions_of
@@ -178,14 +179,32 @@ async def verify_audit(request: web.Request) -> web.Response:
                               "reason": result.reason, "details": result.details})
 
 
-@api.endpoint("GET", "/products", summary="Active products", tag="products")
+# Script variables the platform fills itself; anything else the order must supply.
+PLATFORM_VARIABLES = frozenset({
+    "customer_name", "insured_name", "agent_name", "agent_licence_no", "institution_full_name",
+    "payment_mode", "payment_term", "premium", "sum_insured",
+})
+
+
+@api.endpoint("GET", "/products",
+              summary="Active products, with the extra values their published script needs",
+              tag="products")
 async def list_products(request: web.Request) -> web.Response:
-    products = await Product.filter(active=True).order_by("code")
-    return json_response({"items": [
-        {"id": p.id, "code": p.code, "name": p.name, "type": p.product_type.value,
-         "term_years": p.term_years, "grade": p.grade, "channel": p.channel.value,
-         "cooling_off_days": p.cooling_off_days} for p in products
-    ]})
+    items = []
+    for p in await Product.filter(active=True).order_by("code"):
+        script = await versions.published_for(p.id)
+        variables = (script.document.get("variables", {}) if script else {})
+        items.append({
+            "id": p.id, "code": p.code, "name": p.name, "type": p.product_type.value,
+            "term_years": p.term_years, "grade": p.grade, "channel": p.channel.value,
+            "cooling_off_days": p.cooling_off_days, "script_version": script and script.version,
+            "needs_sum_insured": "sum_insured" in variables,
+            "extra_values": [{"name": name, "label": v.get("label", name),
+                              "description": v.get("description", "")}
+                             for name, v in variables.items()
+                             if name not in PLATFORM_VARIABLES],
+        })
+    return json_response({"items": items})
 
 
 @api.endpoint("GET", "/health", summary="Liveness of the service", tag="system", auth="none")

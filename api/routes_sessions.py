@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api.auth import staff
 from api.http import path_int, path_uuid, read_json
-from api.keys import DEPS
+from api.keys import CALL_HUB, DEPS
 from api.problems import ApiProblem, json_response
 from api.registry import Api
 from api.schemas import (
@@ -32,6 +32,7 @@ from models.sessions import (
     RecordingSession,
     SessionEvent,
     SessionState,
+    Signature,
 )
 from security.roles import Permission
 from workflow import call, invitations, qa
@@ -212,9 +213,13 @@ async def post_script_resume(request: web.Request) -> web.Response:
 
 
 @api.endpoint("POST", "/sessions/{session_id}/complete",
-              summary="Complete the recording after the signature", tag="call",
-              permission=P.RECORD)
+              summary="Complete the recording after the signature (the call is closed and "
+              "every recorded segment registered first)", tag="call", permission=P.RECORD)
 async def post_complete(request: web.Request) -> web.Response:
+    session = await get_visible(staff(request), path_uuid(request))
+    if (session.state == SessionState.SIGNING
+            and await Signature.filter(session_id=session.id).exists()):
+        await request.app[CALL_HUB].close(str(session.id))
     return await _act(request, call.complete)
 
 
@@ -224,7 +229,9 @@ async def post_abort(request: web.Request) -> web.Response:
     reason = (await read_json(request, ReasonBody)).reason
     if not (staff(request).can(P.RECORD) or staff(request).can(P.STATISTICS)):
         raise ApiProblem(403, "permission_denied", "您没有执行此操作的权限")
-    return await _act(request, lambda d, p, sid: call.abort(d, p, sid, reason))
+    response = await _act(request, lambda d, p, sid: call.abort(d, p, sid, reason))
+    await request.app[CALL_HUB].close(request.match_info["session_id"])
+    return response
 
 
 @api.endpoint("POST", "/sessions/{session_id}/qa-reviews",

@@ -80,6 +80,7 @@ async def customer_session_view(session: RecordingSession) -> dict[str, Any]:
     signed = await Signature.filter(session_id=session.id).exists()
     return {
         "signed": signed,
+        "speaking": bool(step and session.speaking_step == step["id"]),
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
         "current_step": step, "step_count": len(session.steps),

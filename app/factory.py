@@ -15,6 +15,7 @@ from aiohttp import web
 from api import (
     routes_admin,
     routes_auth,
+    routes_call,
     routes_customer,
     routes_identity,
     routes_live,
@@ -37,10 +38,13 @@ from api.keys import (
 from api.problems import json_response
 from api.registry import PREFIX, Api, openapi_document
 from api.routes_identity import pending_key, plan_key
+from app.call_bridge import call_context
 from app.config import Config
 from app.database import activate, deactivate, open_database
 from app.jobs import Jobs
 from app.redis_server import EmbeddedRedis
+from bot.routes import CHANNEL_APIS
+from bot.runtime import channels_context
 from h5 import routes as h5_routes
 from scripts_library.speech import SpeechSettings, prerender_script_version
 from security.audit import ensure_chain_head
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 API_MODULES: tuple[Api, ...] = (
     routes_auth.api, routes_sessions.api, routes_customer.api, routes_media.api,
     routes_admin.api, routes_live.api, routes_scripts.api, routes_identity.api,
+    routes_call.api, *CHANNEL_APIS,
 )
 API_VERSION = "1.0.0"
 
@@ -220,7 +225,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.settings.max_body_bytes,
     )
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_redis, _database, _worker])
+    app.cleanup_ctx.extend([_redis, _database, _worker, call_context(speech_settings(config)),
+                            channels_context])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)

@@ -9,6 +9,7 @@ MODEL_MODULES = [
     "models.sales",
     "models.sessions",
     "models.audit",
+    "models.channels",
 ]
 
 # The first line of a model docstring becomes a table comment, and Tortoise 1.1 neither escapes

@@ -73,6 +73,8 @@ class RecordingSession(Model):
         SessionState, max_length=20, null=True
     )
     paused = fields.BooleanField(default=False)
+    # The step whose speech is being played into the call; answers wait for it.
+    speaking_step = fields.CharField(max_length=64, default="")
     pause_reason = fields.CharField(max_length=200, default="")
     current_step = fields.IntField(default=0)
     identity_attempts = fields.IntField(default=0)

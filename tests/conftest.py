@@ -28,6 +28,17 @@ PG_URL = os.environ.get("DATABASE_URL", "")
 DB_KINDS = ["sqlite"] + (["postgres"] if PG_URL.startswith("postgres") else [])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `one_database` (browser and engine tests, where the dialect changes nothing)
+    run on SQLite only, to keep the suite's time for what differs between databases."""
+    dropped = [item for item in items if item.get_closest_marker("one_database")
+               and getattr(item, "callspec", None) is not None
+               and item.callspec.params.get("database_url") == "postgres"]  # type: ignore[attr-defined]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server child process for the whole run, as the app starts it itself."""

@@ -126,6 +126,8 @@ async def acknowledge(
             raise Conflict("step_needs_no_answer", "该步骤无需客户确认")
         if step.get("answer") in WRITTEN_ANSWERS:
             raise Conflict("step_needs_writing", "该步骤需要在签名区抄录或签名")
+        if session.speaking_step == step_id:
+            raise Conflict("step_still_speaking", "请先听完本项内容再回答")
         now = deps.clock()
         ack = await Acknowledgement.create(
             session_id=session.id, step_id=step_id, step_index=session.current_step,
@@ -162,6 +164,15 @@ async def advance(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUI
         await _advance(unit, principal.actor, step)
         result: RecordingSession = unit.session
     return result
+
+
+async def advance_after_speech(deps: WorkflowDeps, session_id: UUID, step_id: str) -> None:
+    """A step that needs no answer (e.g. the closing words) moves on once played in full."""
+    async with locked(deps, session_id, "advance") as unit:
+        session = unit.session
+        step = session.steps[session.current_step]
+        if step["id"] == step_id and step.get("answer") == NO_ANSWER and not session.paused:
+            await _advance(unit, Actor.system("media"), step)
 
 
 async def resume_script(
@@ -305,6 +316,8 @@ def _written_step(session: RecordingSession) -> dict[str, Any] | None:
     if session.state == SessionState.DISCLOSING and not session.paused:
         step = session.steps[session.current_step]
         if step.get("answer") in WRITTEN_ANSWERS:
+            if session.speaking_step == step["id"]:
+                raise Conflict("step_still_speaking", "请先听完本项内容再签名")
             return step
     require_state(session, "sign")
     return None

@@ -2,12 +2,24 @@
 // before anything else, create sessions, send invitations, follow the customer live, drive the
 // script (explain and resume after a negative answer, R-24), complete or abort.
 import { $, ApiError, api, live, setStatus, show } from "/static/api.js";
+import { Call } from "/static/call.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
 let token = sessionStorage.getItem(TOKEN_KEY);
 let location_ = null;
 let current = null;
 let stream = null;
+let call = null;
+const IN_CALL = new Set(["in_call", "disclosing", "signing"]);
+
+function joinCall(id) {
+  if (call) return;
+  call = new Call({ offerPath: `/sessions/${id}/call/offer`, token,
+    remoteVideo: $("#remoteVideo"), selfVideo: $("#selfVideo") });
+  call.start().catch((err) => { call = null; fail(err); });
+}
+
+function leaveCall() { if (call) { call.close(); call = null; } }
 const message = $("#message");
 const fail = (err) => setStatus(message, err instanceof ApiError ? err.message : String(err), "error");
 
@@ -52,10 +64,30 @@ async function precheck() {
   } catch (err) { setStatus(box, err.message, "error"); }
 }
 
+let products = [];
+
+// Each product's published script may need values of its own (e.g. the annuity start age).
+function productFields() {
+  const product = products.find((p) => p.code === $("#product").value);
+  if (!product) return;
+  $("#sumBox").classList.toggle("hidden", !product.needs_sum_insured);
+  $("#extraValues").replaceChildren(...product.extra_values.map((v) => {
+    const wrap = document.createElement("div");
+    const label = document.createElement("label");
+    label.textContent = v.label;
+    label.htmlFor = `extra-${v.name}`;
+    const input = document.createElement("input");
+    input.id = `extra-${v.name}`; input.dataset.name = v.name; input.placeholder = v.description;
+    wrap.append(label, input);
+    return wrap;
+  }));
+}
+
 async function home() {
   show("home");
-  const products = await api("GET", "/products", { token });
-  $("#product").replaceChildren(...products.items.map((p) => new Option(`${p.name}（${p.code}）`, p.code)));
+  products = (await api("GET", "/products", { token })).items;
+  $("#product").replaceChildren(...products.map((p) => new Option(`${p.name}（${p.code}）`, p.code)));
+  productFields();
   await listSessions();
 }
 
@@ -79,7 +111,11 @@ async function create() {
       application_no: $("#appNo").value.trim(), product_code: $("#product").value,
       customer: { name: $("#custName").value.trim(), id_number: $("#custId").value.trim(),
                   phone: $("#custPhone").value.trim() || null },
-      premium: $("#premium").value.trim(), payment_years: Number($("#years").value) } });
+      premium: $("#premium").value.trim(), payment_years: Number($("#years").value),
+      payment_mode: $("#mode").value,
+      sum_insured: $("#sumBox").classList.contains("hidden") ? null : ($("#sumInsured").value.trim() || null),
+      extra_values: Object.fromEntries([...document.querySelectorAll("#extraValues input")]
+        .map((i) => [i.dataset.name, i.value.trim()]).filter(([, v]) => v)) } });
     const session = await api("POST", "/sessions", { token, body: { order_id: order.id, location: location_ } });
     await openSession(session.id);
   } catch (err) { fail(err); }
@@ -161,10 +197,17 @@ async function refreshSession() {
   }));
   $("#stepBar").style.width = `${s.step_count ? (100 * s.steps_done) / s.step_count : 0}%`;
   renderActions(s);
+  if (IN_CALL.has(s.state)) joinCall(s.id); else if (!["interrupted"].includes(s.state)) leaveCall();
 }
+
+let poller = null;
 
 async function openSession(id) {
   current = { id };
+  // The live socket pushes changes; a slow poll backs it up (observed: during a call the
+  // console's socket can stop delivering while the server still sends).
+  clearInterval(poller);
+  poller = setInterval(() => { if (current && current.id === id) refreshSession().catch(() => {}); }, 3000);
   $("#invitation").classList.add("hidden");
   show("session");
   if (stream) stream.close();
@@ -179,8 +222,11 @@ async function init() {
   $("#password").addEventListener("keydown", (e) => { if (e.key === "Enter") login(); });
   $("#runPrecheck").onclick = precheck;
   $("#create").onclick = create;
+  $("#product").onchange = productFields;
   $("#refresh").onclick = () => listSessions().catch(fail);
-  $("#back").onclick = () => { if (stream) stream.close(); home().catch(fail); };
+  $("#back").onclick = () => {
+    clearInterval(poller); if (stream) stream.close(); leaveCall(); home().catch(fail);
+  };
   $("#copyLink").onclick = () => navigator.clipboard.writeText($("#inviteLink").textContent)
     .then(() => setStatus(message, "已复制", "ok"), () => setStatus(message, "请手动复制链接", "error"));
   if (token) { try { await enter(); return; } catch (err) { sessionStorage.removeItem(TOKEN_KEY); } }

@@ -4,6 +4,7 @@
 // network puts the customer back exactly where the session is.
 import { $, ApiError, api, live, setStatus, show, uuid } from "/static/api.js";
 import { SignaturePad, combine } from "/static/signature.js";
+import { Call } from "/static/call.js";
 
 const TOKEN_KEY = "shuanglu.customer_token";
 const ENDED = {
@@ -17,6 +18,24 @@ const CALL = new Set(["in_call", "disclosing", "signing", "interrupted"]);
 const WRITTEN = new Set(["handwritten_copy", "signature"]);
 let riskSentence = "";
 let writingFor = null; // the step (or "final") the pads are showing; re-renders keep the ink
+let call = null;
+let speaking = null; // the clip being played into the call, while it plays
+
+// The call starts when the agent starts it; the page joins by itself and stays joined.
+function joinCall() {
+  if (call) return;
+  call = new Call({
+    offerPath: "/customer/call/offer", token,
+    remoteVideo: $("#remoteVideo"), selfVideo: $("#selfVideo"),
+    onMessage: (m) => {
+      if (m.type === "tts_started") speaking = m.clip_id;
+      if (m.type === "tts_finished" && speaking === m.clip_id) speaking = null;
+      if (session) renderCall(session);
+    },
+    onState: (state) => { $("#net").textContent = state === "connected" ? "" : "视频连接中…"; },
+  });
+  call.start().catch((err) => { call = null; fail(err); });
+}
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let session = null;
@@ -80,6 +99,7 @@ async function consent(agreed) {
 
 function renderCall(s) {
   show("call");
+  if (s.state !== "interrupted") joinCall();
   const step = s.current_step;
   $("#stepCounter").textContent = s.step_count ? `第 ${Math.min(s.steps_done + 1, s.step_count)} / ${s.step_count} 项` : "";
   $("#stepBar").style.width = `${s.step_count ? (100 * s.steps_done) / s.step_count : 0}%`;
@@ -115,6 +135,10 @@ function renderCall(s) {
   const answerable = step && s.state === "disclosing" && !s.paused && step.answer !== "none"
     && !WRITTEN.has(step.answer);
   $("#answers").classList.toggle("hidden", !answerable);
+  // While the step is being read out, the customer listens first (R-24).
+  const listening = Boolean(s.speaking || (speaking && step && speaking.startsWith(`${step.id}@`)));
+  $("#yes").disabled = $("#no").disabled = listening;
+  $("#listening").classList.toggle("hidden", !listening);
   $("#yes").textContent = step && step.answer === "show_document" ? "我已看清，确认" : "是的，我已清楚";
 }
 
@@ -125,7 +149,7 @@ function render(s) {
   if (s.state === "consented") { show("identity"); loadIdentity().catch(fail); return; }
   if (s.state === "identity_verified") { show("waiting"); return; }
   if (CALL.has(s.state)) { renderCall(s); return; }
-  if (DONE.has(s.state)) { show("done"); return; }
+  if (DONE.has(s.state)) { if (call) { call.close(); call = null; } show("done"); return; }
   const ended = ENDED[s.state];
   if (ended) { $("#doneTitle").textContent = ended[0]; $("#doneText").textContent = ended[1]; show("done"); }
 }

@@ -6,7 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.harness import HERE, Harness, id_number
+
+pytestmark = pytest.mark.one_database
 
 
 async def test_an_agent_prechecks_creates_and_invites_R03(
@@ -26,10 +30,12 @@ async def test_an_agent_prechecks_creates_and_invites_R03(
     await page.get_by_role("button", name="获取定位并检查").click()
     await page.get_by_role("heading", name="新建录制").wait_for()
     await page.fill("#appNo", "APP-CONSOLE-0001")
+    await page.select_option("#product", "YA-ZSS-001")
     await page.fill("#custName", "李四")
     await page.fill("#custId", id_number("19700202", seq="123"))
     await page.fill("#custPhone", "13900001111")
     await page.fill("#premium", "8000")
+    await page.fill("#sumInsured", "300000")
     await page.screenshot(path=screenshot_dir / "console-02-new-session.png")
     await page.get_by_role("button", name="创建录制会话").click()
     await page.get_by_role("button", name="发送邀请").click()

@@ -7,8 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from models.sessions import Acknowledgement, Consent, Signature
 from tests.harness import HERE, PASSED, Harness
+
+pytestmark = pytest.mark.one_database
 
 
 async def _draw(page: Any, selector: str) -> None:
@@ -60,7 +64,7 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
     await snap("waiting")
     await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start", json={"location": HERE})
     await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
-    yes = page.get_by_role("button", name="是的，我已清楚")
+    yes = page.locator("#yes")  # its label follows the step: 「是的，我已清楚」/「我已看清，确认」
     await yes.wait_for()
     await snap("call-first-step")
     answered = 0
@@ -75,24 +79,27 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
             await page.get_by_text(step["text"][:8]).wait_for(state="detached")
             continue
         await page.get_by_text(step["text"][:12]).wait_for()
-        if answered == 1:
-            await page.get_by_role("button", name="不清楚，需要解释").click()
-            await page.get_by_text("已通知销售人员为您解释").wait_for()
-            await snap("paused-for-explanation")
-            await harness.as_("agent01", "POST", f"/sessions/{sid}/script/resume",
-                              json={"note": "已解释"})
-            await yes.wait_for()
-        await yes.click()
-        answered += 1
+        if step["answer"] in ("signature", "handwritten_copy"):
+            # written on the pad in the page, never with a button
+            await page.get_by_role("heading", name="请在下方亲笔签名").wait_for()
+            assert await yes.is_hidden()
+            await snap("signing")
+            await _draw(page, "#signPad")
+            await snap("signed")
+            await page.get_by_role("button", name="确认提交").click()
+        else:
+            if answered == 1:
+                await page.get_by_role("button", name="不清楚，需要解释").click()
+                await page.get_by_text("已通知销售人员为您解释").wait_for()
+                await snap("paused-for-explanation")
+                await harness.as_("agent01", "POST", f"/sessions/{sid}/script/resume",
+                                  json={"note": "已解释"})
+                await yes.wait_for()
+            await yes.click()
+            answered += 1
         await page.wait_for_function(
             "(t) => !document.querySelector('#caption').textContent.startsWith(t)",
             arg=step["text"][:12])
-    await page.get_by_text("请抄录以下风险提示语句").wait_for()
-    await snap("signing")
-    await _draw(page, "#copyPad")
-    await _draw(page, "#signPad")
-    await snap("signed")
-    await page.get_by_role("button", name="确认提交").click()
     await page.get_by_text("签名已提交，请等待销售人员完成录制").wait_for()
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/complete")
     assert r.status == 200
@@ -101,7 +108,9 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
 
     acks = await Acknowledgement.filter(session_id=sid).order_by("id")
     assert [a.answer.value for a in acks][:3] == ["affirmative", "negative", "affirmative"]
-    assert acks[-1].step_id == "elderly"  # the customer is 76: the 60+ reminder was played
+    ids = [a.step_id for a in acks]
+    assert "elderly-intro" in ids and "elderly-confirm" in ids  # the customer is 76
+    assert acks[-1].step_id == "signature" and acks[-1].answer_kind == "signature"
     signature = await Signature.get(session_id=sid)
     image = harness.deps.storage.read(signature.image_path)
     assert image.startswith(b"\x89PNG") and len(image) > 2000

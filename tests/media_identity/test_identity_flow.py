@@ -13,6 +13,7 @@ from uuid import UUID
 
 import cv2
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
 from media.identity import IdentityService
@@ -23,6 +24,8 @@ from models.sessions import IdentityCheck, IdentityUpload
 from tests.harness import HERE, Harness, Walk
 from workflow.evidence import EvidenceStore
 from workflow.identity import run_identity_check
+
+pytestmark = pytest.mark.one_database
 
 
 def _mp4(frames: list[tuple[float, Frame]], path: Path) -> bytes:

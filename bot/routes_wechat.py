@@ -1,0 +1,220 @@
+"""The official account's endpoints: the message callback (URL verification, messages and
+events, replies within WeChat's 5-second limit, retries answered once) and the customer's
+open of a WeChat invitation after web authorisation (R-20)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from api.auth import client_ip
+from api.http import read_json
+from api.problems import ApiProblem, json_response
+from api.registry import Api
+from api.schemas import Body
+from api.views import customer_session_view
+from bot import conversations, dialogue, outbox
+from bot import invitations as channel_invitations
+from bot.runtime import CHANNELS, Channels
+from bot.wechat_api import WeChatApiError
+from bot.wechat_inbound import Inbound, InboundRejected, dedup_key
+from models.channels import OutboxKind
+
+log = logging.getLogger(__name__)
+api = Api()
+CALLBACK_QUERY = ("signature", "timestamp", "nonce", "echostr", "openid", "encrypt_type",
+                  "msg_signature")
+PENDING = b"pending"
+DONE = b"done:"
+
+
+def channels_of(request: web.Request) -> Channels:
+    channels = request.app[CHANNELS]
+    if not channels.config.wechat.enabled:
+        raise ApiProblem(404, "channel_disabled", "该渠道未开通")
+    return channels
+
+
+async def limit_ip(channels: Channels, request: web.Request) -> None:
+    limiter = channels.limits.ip_messages
+    if await limiter.hit(client_ip(request)) > limiter.limit:
+        raise ApiProblem(429, "too_many_requests", "请求过于频繁，请稍后再试")
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes without reading them all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiProblem(413, "body_too_large", "提交的内容过大")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(8192):
+        size += len(chunk)
+        if size > limit:
+            raise ApiProblem(413, "body_too_large", "提交的内容过大")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@api.endpoint("GET", "/wechat/callback", summary="WeChat server URL verification (echostr)",
+              tag="wechat", auth="none", produces="text/plain", query=CALLBACK_QUERY,
+              responses={403: "signature invalid"})
+async def get_callback(request: web.Request) -> web.Response:
+    channels = channels_of(request)
+    await limit_ip(channels, request)
+    try:
+        echostr = channels.codec.verify_url(dict(request.query))
+    except InboundRejected as exc:
+        raise ApiProblem(exc.status, exc.code, exc.detail) from exc
+    return web.Response(text=echostr, content_type="text/plain")
+
+
+@api.endpoint("POST", "/wechat/callback",
+              summary="WeChat messages and events (plain or AES safe mode); passive XML reply",
+              tag="wechat", auth="none", produces="application/xml", query=CALLBACK_QUERY,
+              responses={400: "malformed or forbidden XML", 403: "signature invalid",
+                         413: "too large", 429: "rate limited"})
+async def post_callback(request: web.Request) -> web.Response:
+    channels = channels_of(request)
+    await limit_ip(channels, request)
+    body = await read_limited(request, channels.config.wechat.max_message_bytes)
+    try:
+        inbound = channels.codec.decode(dict(request.query), body)
+    except InboundRejected as exc:
+        log.info("refused a WeChat callback from %s: %s", client_ip(request), exc.code)
+        raise ApiProblem(exc.status, exc.code, exc.detail) from exc
+    reply_xml = await answer(channels, inbound)
+    text = channels.codec.encode(reply_xml, inbound.encrypted)
+    ctype = "text/plain" if text == "success" else "application/xml"
+    return web.Response(text=text, content_type=ctype)
+
+
+async def answer(channels: Channels, inbound: Inbound) -> str:
+    """The plain reply XML ("" for none) for one message, computed once per message: WeChat's
+    retries of the same message get the first answer instead of a second turn."""
+    message = inbound.message
+    openid = str(message.source)
+    key = f"bot:dedup:{channels.config.app_id}:{dedup_key(message)}"
+    ttl = channels.config.wechat.dedup_ttl_seconds
+    if not await channels.redis.set(key, PENDING, nx=True, ex=ttl):
+        return await _first_answer(channels, key)
+    limiter = channels.limits.openid_messages
+    count = await limiter.hit(f"{channels.config.app_id}:{openid}")
+    try:
+        if count > limiter.limit:
+            # Say it once per window, then stay silent (replying costs us too).
+            reply_xml = (channels.codec.reply_text(message,
+                                                   dialogue.DIALOGUE.texts["rate_limited"])
+                         if count == limiter.limit + 1 else "")
+        else:
+            reply_xml = await _turn_within_deadline(channels, inbound)
+    except Exception:
+        # Let WeChat's retry try again rather than answering it with nothing.
+        await channels.redis.delete(key)
+        raise
+    await channels.redis.set(key, DONE + reply_xml.encode(), ex=ttl)
+    return reply_xml
+
+
+async def _first_answer(channels: Channels, key: str) -> str:
+    """A retry while the first delivery is still being answered waits for that answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + channels.config.wechat.reply_deadline_seconds
+    while True:
+        raw = await channels.redis.get(key)
+        value = raw if isinstance(raw, bytes) else str(raw or "").encode()
+        if not value.startswith(PENDING):
+            break
+        if loop.time() >= deadline:
+            return ""
+        await asyncio.sleep(0.05)
+    if value.startswith(DONE):
+        return value[len(DONE):].decode()
+    return ""
+
+
+async def _turn_within_deadline(channels: Channels, inbound: Inbound) -> str:
+    message = inbound.message
+    task = channels.spawn(dialogue.handle(channels, message))
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(task),
+                                         channels.config.wechat.reply_deadline_seconds)
+    except TimeoutError:
+        # WeChat drops a reply after 5 s: answer "success" now and send the answer as a
+        # customer-service message when the turn is done.
+        channels.spawn(_late_answer(channels, task, str(message.source), dedup_key(message)))
+        return ""
+    stored = list(outcome.pending)
+    if outcome.reply:
+        stored.append(conversations.build(
+            app_id=channels.config.app_id, openid=str(message.source), direction="out",
+            via="passive", msg_type="text", text=outcome.reply, session_id=outcome.session_id,
+            intent=outcome.intent, at=channels.now(),
+        ))
+    await conversations.save_all(stored)
+    return channels.codec.reply_text(message, outcome.reply) if outcome.reply else ""
+
+
+async def _late_answer(channels: Channels, task: asyncio.Task[Any], openid: str,
+                       key: str) -> None:
+    try:
+        outcome: dialogue.Outcome = await task
+    except Exception:
+        log.exception("a late chatbot turn failed")
+        return
+    await conversations.save_all(outcome.pending)
+    if outcome.reply:
+        await outbox.enqueue(
+            channels, OutboxKind.WECHAT_CUSTOM, f"late:{channels.config.app_id}:{key}", openid,
+            {"purpose": outcome.intent, "text": outcome.reply, "audience": "customer",
+             "app_id": channels.config.app_id, "via": "custom"},
+            session_id=outcome.session_id,
+        )
+
+
+class WeChatOpenBody(Body):
+    ref: str = Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    code: str = Field(min_length=1, max_length=128)
+
+
+@api.endpoint("POST", "/wechat/invitations/open",
+              summary="Open a WeChat invitation with the web-authorisation code (bound openid)",
+              tag="wechat", auth="none", body=WeChatOpenBody,
+              responses={401: "authorisation code invalid", 403: "bound to another WeChat user",
+                         410: "used, revoked or expired"})
+async def post_open(request: web.Request) -> web.Response:
+    channels = channels_of(request)
+    body = await read_json(request, WeChatOpenBody)
+    ip = client_ip(request)
+    if await channels.limits.ip_opens.hit(ip) > channels.limits.ip_opens.limit:
+        raise ApiProblem(429, "too_many_requests", "操作过于频繁，请稍后再试")
+    await channel_invitations.find(body.ref)
+    try:
+        identity = await channels.wechat.oauth_identity(body.code)
+    except WeChatApiError as exc:
+        if exc.transient:
+            raise ApiProblem(503, "wechat_unavailable", "微信服务暂时不可用，请稍后重试") from exc
+        raise ApiProblem(401, "wechat_code_invalid", "微信授权已失效，请重新打开链接") from exc
+    person = channel_invitations.Person(channels.config.app_id, identity.openid,
+                                        identity.unionid)
+    redeemed = await channel_invitations.redeem(
+        channels, body.ref, person, ip, request.headers.get("User-Agent", ""),
+        channels.customer_tokens)
+    return json_response({
+        "customer_token": redeemed.customer_token,
+        "expires_in": channels.customer_tokens.ttl_seconds, "reentry": redeemed.reentry,
+        "session": await customer_session_view(redeemed.session),
+    })
+
+
+@api.endpoint("GET", "/wechat/oauth-url",
+              summary="The web-authorisation URL an H5 page opened without a code redirects to",
+              tag="wechat", auth="none", query=("ref",))
+async def get_oauth_url(request: web.Request) -> web.Response:
+    channels = channels_of(request)
+    ref = request.query.get("ref", "")
+    await channel_invitations.find(ref)
+    return json_response({"url": channel_invitations.wechat_link(channels, ref)})

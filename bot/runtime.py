@@ -1,0 +1,192 @@
+"""The channels' runtime: everything the channel handlers share (settings, the WeChat API
+clients, the thread pool, Redis, rate limiters, the webhook HTTP client) hung off the app under
+one typed key, opened and closed in a cleanup context, and the channel worker loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+from tortoise.context import TortoiseContext
+
+from api.keys import CONFIG, CUSTOMER_TOKENS, DATABASE, DEPS, REDIS
+from app.database import activate, deactivate
+from bot.settings import ChannelConfig, describe, load_channel_config
+from bot.wechat_api import WeChatApi
+from bot.wechat_inbound import MessageCodec
+from security.ratelimit import RateLimiter
+from security.tokens import TokenStore
+from workflow.core import WorkflowDeps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    """Fixed-window limits in Redis, shared by every worker process."""
+
+    ip_messages: RateLimiter
+    openid_messages: RateLimiter
+    agent_invitations: RateLimiter
+    ip_opens: RateLimiter
+    bind_attempts: RateLimiter
+    bank_client: RateLimiter
+
+
+@dataclass
+class Channels:
+    config: ChannelConfig
+    redis: Redis
+    deps: WorkflowDeps
+    database: TortoiseContext
+    customer_tokens: TokenStore
+    short_tokens: TokenStore
+    wechat: WeChatApi
+    mp: WeChatApi
+    codec: MessageCodec
+    limits: Limits
+    http: aiohttp.ClientSession
+    executor: ThreadPoolExecutor
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.deps.clock
+
+    def now(self) -> datetime:
+        return self.deps.clock()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Keeps a reference to fire-and-forget work so it is not garbage-collected midway
+        and can be awaited on shutdown."""
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+
+CHANNELS = web.AppKey("channels", Channels)
+
+
+def build_channels(app: web.Application, config: ChannelConfig) -> Channels:
+    redis = app[REDIS]
+    wx = config.wechat
+    executor = ThreadPoolExecutor(max_workers=wx.executor_threads,
+                                  thread_name_prefix="wechatpy")
+
+    def api(app_id: str, secret: str) -> WeChatApi:
+        return WeChatApi(app_id, secret, wx.api_base_url, wx.oauth_base_url, redis, executor,
+                         wx.api_timeout_seconds)
+
+    customer_tokens = app[CUSTOMER_TOKENS]
+    return Channels(
+        config=config, redis=redis, deps=app[DEPS], database=app[DATABASE],
+        customer_tokens=customer_tokens,
+        # Same namespace as the H5 customer tokens, so the same session API accepts it, but
+        # shorter-lived (mini-program logins).
+        short_tokens=TokenStore(redis, customer_tokens.namespace, wx.mp_token_ttl_seconds),
+        wechat=api(config.app_id, config.app_secret),
+        mp=api(config.mp_app_id, config.mp_app_secret),
+        codec=MessageCodec(config.token, config.encoding_aes_key, config.app_id,
+                           wx.message_mode, wx.timestamp_tolerance_seconds),
+        limits=Limits(
+            ip_messages=RateLimiter(redis, "wechat-ip", wx.ip_requests_per_minute, 60),
+            openid_messages=RateLimiter(redis, "wechat-openid", wx.openid_messages_per_minute,
+                                        60),
+            agent_invitations=RateLimiter(redis, "channel-invite",
+                                          wx.invitations_per_agent_per_hour, 3600),
+            ip_opens=RateLimiter(redis, "channel-open", wx.opens_per_ip_per_minute, 60),
+            bind_attempts=RateLimiter(redis, "wechat-bind", wx.bind_attempts_per_openid, 600),
+            bank_client=RateLimiter(redis, "bank-client", config.bank.requests_per_minute, 60),
+        ),
+        http=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+            total=config.bank.webhook_timeout_seconds)),
+        executor=executor,
+    )
+
+
+async def channels_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: builds the channels, runs the channel worker, closes everything."""
+    config = load_channel_config(app[CONFIG])
+    log.info("channels configured: %s", describe(config))
+    channels = build_channels(app, config)
+    app[CHANNELS] = channels
+    worker: asyncio.Task[None] | None = None
+    listener: asyncio.Task[None] | None = None
+    if config.worker.run_worker:
+        worker = asyncio.create_task(worker_loop(channels))
+        listener = asyncio.create_task(wake_on_events(channels))
+    try:
+        yield
+    finally:
+        for task in (worker, listener, *channels.background):
+            if task is not None:
+                task.cancel()
+        for task in (worker, listener, *channels.background):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await channels.http.close()
+        channels.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_once(channels: Channels) -> dict[str, int]:
+    """One pass of the channel worker: session events to notifications and webhooks,
+    invitation reminders, then every due outbox message."""
+    from bot import feed, outbox, reminders
+
+    followed = await feed.process(channels)
+    reminded = await reminders.sweep(channels)
+    delivered = 0
+    while True:
+        batch = await outbox.deliver_due(channels)
+        delivered += batch
+        if batch < channels.config.worker.outbox_batch:
+            break
+    return {"events": followed, "reminders": reminded, "delivered": delivered}
+
+
+async def worker_loop(channels: Channels) -> None:
+    token = activate(channels.database)
+    interval = channels.config.worker.worker_interval_seconds
+    try:
+        while True:
+            try:
+                await run_once(channels)
+            except Exception:
+                log.exception("channel worker pass failed; retrying next interval")
+            channels.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channels.wake.wait(), interval)
+    finally:
+        deactivate(token)
+
+
+async def wake_on_events(channels: Channels) -> None:
+    """Session events published by the workflow wake the worker at once; the periodic pass
+    still catches anything missed (pub/sub is not durable)."""
+    while True:
+        try:
+            pubsub = channels.redis.pubsub()
+            await pubsub.psubscribe("session-events:*")
+            try:
+                async for message in pubsub.listen():
+                    if message.get("type") == "pmessage":
+                        channels.wake.set()
+            finally:
+                await pubsub.aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("session event listener lost Redis; reconnecting", exc_info=True)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,92 @@
+"""What the call hub reports, applied to the session (R-23, R-24, R-30): recorded segments are
+registered, every TTS clip's outcome goes on the timeline (played in full or cut), a step that
+needs no answer moves on once its speech has played in full, and a lost party interrupts the
+call. The hub itself knows nothing of sessions; `app/call_bridge.py` wires it to this module."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from models.sessions import RecordingSession
+from scripts_library.speech import SpeechSettings
+from security.audit import Actor
+from workflow import call
+from workflow.core import WorkflowDeps, locked
+from workflow.errors import WorkflowError
+from workflow.states import CALL_STATES
+
+log = logging.getLogger(__name__)
+MEDIA = Actor.system("media")
+
+
+async def segment_written(
+    deps: WorkflowDeps, session_id: UUID, kind: str, segment: int, path: str, sha256: str,
+    size_bytes: int, duration_ms: int, started_at: datetime, ended_at: datetime | None,
+) -> None:
+    try:
+        await call.register_recording(deps, MEDIA, session_id, call.NewRecording(
+            kind=kind, segment=segment, path=path, sha256=sha256, size_bytes=size_bytes,
+            duration_ms=duration_ms, started_at=started_at, ended_at=ended_at,
+        ))
+    except WorkflowError as exc:
+        # The file stays on disk; sealing would list it as added, so make it loud.
+        log.error("segment %s/%s/%s not registered: %s", session_id, kind, segment, exc)
+
+
+async def speech_started(deps: WorkflowDeps, session_id: UUID, clip_id: str) -> None:
+    step_id = clip_id.split("@", 1)[0]
+    async with locked(deps, session_id, None) as unit:
+        unit.session.speaking_step = step_id
+        await unit.event(MEDIA, "tts_started", {"step_id": step_id, "clip_id": clip_id})
+
+
+async def clip_finished(
+    deps: WorkflowDeps, session_id: UUID, clip_id: str, played_ms: int, duration_ms: int,
+    complete: bool,
+) -> None:
+    step_id = clip_id.split("@", 1)[0]
+    advance_to_next = False
+    async with locked(deps, session_id, None) as unit:
+        await unit.event(MEDIA, "tts_played", {
+            "step_id": step_id, "clip_id": clip_id, "played_ms": played_ms,
+            "duration_ms": duration_ms, "complete": complete,
+        })
+        session = unit.session
+        if session.speaking_step == step_id:
+            session.speaking_step = ""
+        if complete and session.state.value == "disclosing" and not session.paused:
+            step = session.steps[session.current_step]
+            advance_to_next = step["id"] == step_id and step.get("answer") == call.NO_ANSWER
+    if advance_to_next:
+        await call.advance_after_speech(deps, session_id, step_id)
+
+
+async def party_lost(deps: WorkflowDeps, session_id: UUID, role: str, reason: str) -> None:
+    session = await RecordingSession.get_or_none(id=session_id)
+    if session is None or session.state not in CALL_STATES:
+        return
+    try:
+        await call.interrupt(deps, MEDIA, session_id, f"{role} lost: {reason}")
+    except WorkflowError as exc:
+        log.info("session %s not interrupted: %s", session_id, exc)
+
+
+def clip_for(session: RecordingSession, speech: SpeechSettings) -> tuple[str, Path] | None:
+    """The current step's pre-rendered speech (R-23): its clip id and WAV file, if any."""
+    if session.state.value != "disclosing" or session.paused:
+        return None
+    step: dict[str, Any] = session.steps[session.current_step]
+    audio = step.get("audio")
+    if step.get("speaker") != "tts" or not audio:
+        return None
+    from media.tts.cache import SpeechCache
+
+    cached = SpeechCache(speech.cache_dir).get(audio["cache_key"])
+    if cached is None or cached.wav_sha256 != audio["sha256"]:
+        log.error("speech of step %s is missing or changed in the cache", step["id"])
+        return None
+    return f"{step['id']}@{session.event_seq}", cached.wav_path
