@@ -32,5 +32,8 @@ async def console_page(request: web.Request) -> web.FileResponse:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/h5/invite/{token}", customer_page)
     app.router.add_get("/h5/session", customer_page)
+    # Channel entries (bot/): WeChat web authorisation and signed bank-app deep links.
+    app.router.add_get("/h5/wx/{ref}", customer_page)
+    app.router.add_get("/h5/bank/{ref}", customer_page)
     app.router.add_get("/console", console_page)
     app.router.add_static("/static/", STATIC, append_version=True)

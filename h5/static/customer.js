@@ -47,11 +47,34 @@ function fail(err) {
   setStatus(message, err instanceof ApiError ? err.message : String(err), "error");
 }
 
+// The three ways in: a plain link, a WeChat link (the customer's openid must be the one the
+// invitation is bound to; WeChat's web authorisation adds `code`), a signed bank-app deep link.
+async function redeem() {
+  const path = location.pathname;
+  const q = new URLSearchParams(location.search);
+  const plain = path.match(/^\/h5\/invite\/([A-Za-z0-9_-]+)$/);
+  if (plain) return api("POST", "/invitations/open", { body: { token: plain[1] } });
+  const wx = path.match(/^\/h5\/wx\/([A-Za-z0-9_-]+)$/);
+  if (wx && q.get("code")) {
+    return api("POST", "/wechat/invitations/open", { body: { ref: wx[1], code: q.get("code") } });
+  }
+  if (wx) {
+    const target = await api("GET", `/wechat/oauth-url?ref=${encodeURIComponent(wx[1])}`);
+    location.href = target.url;
+    return null;
+  }
+  const bank = path.match(/^\/h5\/bank\/([A-Za-z0-9_-]+)$/);
+  if (bank) {
+    return api("POST", "/bank/invitations/open", { body: {
+      ref: bank[1], cu: q.get("cu"), exp: Number(q.get("exp")), n: q.get("n"), sig: q.get("sig") } });
+  }
+  throw new Error("链接无效，请使用销售人员发送的链接打开。");
+}
+
 async function openInvitation() {
-  const invite = location.pathname.match(/^\/h5\/invite\/([A-Za-z0-9_-]+)$/);
-  if (!invite) { setStatus(message, "链接无效，请使用销售人员发送的链接打开。", "error"); return; }
   try {
-    const result = await api("POST", "/invitations/open", { body: { token: invite[1] } });
+    const result = await redeem();
+    if (!result) return;
     token = result.customer_token;
     sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, "", "/h5/session"); // the link is single-use: drop it from view
@@ -281,7 +304,7 @@ async function init() {
       sessionStorage.removeItem(TOKEN_KEY); token = null;
     }
   }
-  if (location.pathname.startsWith("/h5/invite/")) show("welcome");
+  if (/^\/h5\/(invite|wx|bank)\//.test(location.pathname)) show("welcome");
   else setStatus(message, "页面已失效，请重新打开销售人员发送的链接。", "error");
 }
 
