@@ -14,14 +14,18 @@ from aiohttp import web
 
 from api import (
     routes_admin,
+    routes_archive,
     routes_auth,
     routes_call,
     routes_customer,
     routes_identity,
+    routes_insurer,
     routes_live,
     routes_media,
+    routes_qa,
     routes_scripts,
     routes_sessions,
+    routes_stats,
 )
 from api.http import database_context, problems
 from api.keys import (
@@ -46,6 +50,7 @@ from app.redis_server import EmbeddedRedis
 from bot.routes import CHANNEL_APIS
 from bot.runtime import channels_context
 from h5 import routes as h5_routes
+from qa.runtime import build_after_call, register_after_call_jobs
 from scripts_library.speech import SpeechSettings, prerender_script_version
 from security.audit import ensure_chain_head
 from security.crypto import FieldCipher
@@ -63,6 +68,7 @@ API_MODULES: tuple[Api, ...] = (
     routes_auth.api, routes_sessions.api, routes_customer.api, routes_media.api,
     routes_admin.api, routes_live.api, routes_scripts.api, routes_identity.api,
     routes_call.api, *CHANNEL_APIS,
+    routes_qa.api, routes_archive.api, routes_insurer.api, routes_stats.api,
 )
 API_VERSION = "1.0.0"
 
@@ -133,6 +139,9 @@ def register_jobs(
             await redis.delete(pending_key(sid))
 
     jobs.register("identity_check", identity_check)
+    # QA checks, queue, archive, retention and insurer webhooks (R-40..R-43).
+    register_after_call_jobs(jobs, deps, build_after_call(
+        redis, config.data_dir / "files", config.settings.identity_max_attempts))
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -200,6 +209,8 @@ async def worker_loop(deps: WorkflowDeps, database: object, interval: float) -> 
                 if result.expired or result.sealed:
                     log.info("sweep: expired %d, sealed %d", len(result.expired),
                              len(result.sealed))
+                # Runs wherever the job receiver runs (server or `app worker`), one at a time.
+                await deps.jobs.enqueue("after_call_sweep")
             except Exception:
                 log.exception("background sweep failed; retrying next interval")
             await asyncio.sleep(interval)
@@ -226,7 +237,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.extend([_redis, _database, _worker, call_context(speech_settings(config)),
-                            channels_context])
+                            channels_context, routes_qa.after_call_context])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)

@@ -10,6 +10,8 @@ MODEL_MODULES = [
     "models.sessions",
     "models.audit",
     "models.channels",
+    "models.qa",
+    "models.archive",
 ]
 
 # The first line of a model docstring becomes a table comment, and Tortoise 1.1 neither escapes

@@ -1,0 +1,111 @@
+"""Retention endpoints (R-42) for staff: a session's retention and its basis, disputes (legal
+hold) entered by an administrator, and the tombstones of deleted sessions for auditors.
+
+Disputes are managed by administrators (`manage_users`) and retention is read by auditors
+(`read_audit`) until the role model gets a dedicated retention permission.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from aiohttp import web
+from pydantic import Field
+
+from api.auth import staff
+from api.http import path_int, path_uuid, read_json
+from api.keys import DEPS
+from api.problems import ApiProblem, json_response
+from api.registry import Api
+from api.routes_qa import AFTER_CALL
+from api.schemas import Body
+from archive import policies
+from archive.retention import tombstone_view
+from models.archive import Dispute, PolicyStatus, RetentionRecord, Tombstone
+from models.sales import Order
+from models.sessions import RecordingSession
+from security.roles import Permission
+
+api = Api()
+P = Permission
+
+
+@api.endpoint("GET", "/archive/sessions/{session_id}/retention",
+              summary="When a session may be deleted, and why (R-42)", tag="archive",
+              permission=P.READ_AUDIT)
+async def get_retention(request: web.Request) -> web.Response:
+    principal = staff(request)
+    session = await RecordingSession.get_or_none(id=path_uuid(request),
+                                                 institution_id=principal.institution_id)
+    if session is None:
+        raise ApiProblem(404, "session_not_found", "找不到该录制会话")
+    record = await RetentionRecord.get_or_none(session_id=session.id)
+    status = await PolicyStatus.get_or_none(order_id=session.order_id)
+    disputes = await Dispute.filter(order_id=session.order_id).order_by("id")
+    return json_response({
+        "session_id": str(session.id),
+        "retain_until": record.retain_until.isoformat() if record and record.retain_until
+        else None,
+        "on_hold": bool(record and record.on_hold),
+        "purged_at": record.purged_at.isoformat() if record and record.purged_at else None,
+        "basis": record.basis if record else {"reason": "not computed yet"},
+        "policy": None if status is None else {
+            "state": status.state.value, "policy_no": status.policy_no,
+            "effective_on": status.effective_on.isoformat() if status.effective_on else None,
+            "ended_on": status.ended_on.isoformat() if status.ended_on else None},
+        "disputes": [{"id": d.id, "reference": d.reference, "opened_on": d.opened_on.isoformat(),
+                      "closed_on": d.closed_on.isoformat() if d.closed_on else None,
+                      "note": d.note} for d in disputes],
+    })
+
+
+class DisputeBody(Body):
+    reference: str = Field(pattern=r"^[A-Za-z0-9\-_]{1,64}$")
+    opened_on: date
+    note: str = Field(default="", max_length=500)
+
+
+class CloseBody(Body):
+    closed_on: date
+
+
+async def _order(request: web.Request) -> Order:
+    order = await Order.get_or_none(id=path_int(request, "order_id"),
+                                    institution_id=staff(request).institution_id)
+    if order is None:
+        raise ApiProblem(404, "order_not_found", "找不到该投保单")
+    return order
+
+
+@api.endpoint("POST", "/archive/orders/{order_id}/disputes",
+              summary="Open a dispute: legal hold on the order's sessions (R-42)",
+              tag="archive", permission=P.MANAGE_USERS, body=DisputeBody)
+async def post_dispute(request: web.Request) -> web.Response:
+    body = await read_json(request, DisputeBody)
+    order = await _order(request)
+    dispute = await policies.open_dispute(request.app[DEPS], order, body.reference,
+                                          body.opened_on, body.note, staff(request).actor,
+                                          request.app[AFTER_CALL].archive)
+    return json_response({"id": dispute.id, "reference": dispute.reference}, status=201)
+
+
+@api.endpoint("POST", "/archive/orders/{order_id}/disputes/{reference}/close",
+              summary="Close a dispute: retention runs 2 more years from today (R-42)",
+              tag="archive", permission=P.MANAGE_USERS, body=CloseBody)
+async def post_close_dispute(request: web.Request) -> web.Response:
+    body = await read_json(request, CloseBody)
+    order = await _order(request)
+    dispute = await policies.close_dispute(request.app[DEPS], order,
+                                           request.match_info["reference"], body.closed_on,
+                                           staff(request).actor,
+                                           request.app[AFTER_CALL].archive)
+    return json_response({"id": dispute.id, "closed_on": body.closed_on.isoformat()})
+
+
+@api.endpoint("GET", "/archive/tombstones", summary="Deleted sessions and the hashes kept",
+              tag="archive", permission=P.READ_AUDIT, query=("limit",))
+async def get_tombstones(request: web.Request) -> web.Response:
+    principal = staff(request)
+    orders = Order.filter(institution_id=principal.institution_id).values_list("id", flat=True)
+    rows = await Tombstone.filter(order_id__in=list(await orders)).order_by("-id").limit(200)
+    return json_response({"items": [tombstone_view(t) for t in rows]})

@@ -1,0 +1,151 @@
+"""The insurer's core system (R-43, R-42): the status of an application by its number, policy
+status updates and disputes. Server-to-server calls, each signed with HMAC-SHA256 over a
+timestamped body with a single-use nonce (`bot.bank_signing`, as for the bank app): a stale or
+replayed request is refused. An insurer sees only applications for its own products."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from api.auth import client_ip
+from api.keys import DEPS, REDIS
+from api.problems import ApiProblem, json_response
+from api.registry import Api
+from api.routes_qa import AFTER_CALL
+from api.schemas import Body
+from archive import insurer, policies
+from archive.settings import InsurerClient
+from bot.bank_signing import HEADER_CLIENT, NonceStore, SignatureError, verify_request
+from models.archive import PolicyState
+from models.sales import Order
+from security import audit
+from security.audit import Actor
+
+api = Api()
+APPLICATION = "/insurer/applications/{application_no}"
+
+
+async def _authenticate(request: web.Request) -> tuple[str, InsurerClient, bytes, Actor]:
+    settings = request.app[AFTER_CALL].insurer
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise ApiProblem(413, "body_too_large", "提交的内容过大")
+    body = await request.read()
+    client_id = request.headers.get(HEADER_CLIENT, "")
+    client = settings.clients.get(client_id)
+    actor = Actor("service", client_id[:64], f"insurer:{client_id}"[:100], client_ip(request))
+    nonces = NonceStore(request.app[REDIS], "insurer:nonce", settings.nonce_ttl_seconds)
+    try:
+        if client is None:
+            raise SignatureError("client_unknown")
+        await verify_request(request.headers, request.method, request.path_qs, body,
+                             client.api_secret, nonces, settings.timestamp_tolerance_seconds,
+                             int(request.app[DEPS].clock().timestamp()))
+    except SignatureError as exc:
+        await audit.record_alone(actor, "insurer.request.refused", object_type="insurer_client",
+                                 object_id=client_id, outcome="denied",
+                                 details={"reason": exc.code, "path": request.path})
+        raise ApiProblem(401, exc.code, "请求签名校验失败") from exc
+    return client_id, client, body, actor
+
+
+async def _order(request: web.Request, client: InsurerClient) -> Order:
+    order = await Order.get_or_none(application_no=request.match_info["application_no"])
+    # Another insurer's application does not exist for this client.
+    if order is None or await insurer.insurer_code(order) != client.institution:
+        raise ApiProblem(404, "application_not_found", "找不到该投保单")
+    return order
+
+
+def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
+    try:
+        return model.model_validate(json.loads(body or b"{}"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiProblem(400, "malformed_json", "提交的内容不是有效的 JSON") from exc
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+                  for e in exc.errors(include_url=False, include_input=False)]
+        raise ApiProblem(422, "validation_failed", "提交的内容有误，请检查后重试",
+                         errors=errors) from exc
+
+
+@api.endpoint("GET", APPLICATION + "/status", tag="insurer", auth="none",
+              summary="Recording and QA status of an application (signed request, R-43)",
+              responses={401: "signature, timestamp or nonce refused"})
+async def get_status(request: web.Request) -> web.Response:
+    _client_id, client, _, actor = await _authenticate(request)
+    order = await _order(request, client)
+    body = await insurer.application_status(order)
+    await audit.record_alone(actor, "insurer.status_read", object_type="order",
+                             object_id=str(order.id),
+                             details={"application_no": order.application_no})
+    return json_response(body)
+
+
+class PolicyStatusBody(Body):
+    state: PolicyState
+    policy_no: str = Field(default="", max_length=64)
+    effective_on: date | None = None
+    receipt_on: date | None = None
+    ended_on: date | None = None
+    reason: str = Field(default="", max_length=200)
+
+
+@api.endpoint("POST", APPLICATION + "/policy-status", tag="insurer", auth="none",
+              body=PolicyStatusBody,
+              summary="Policy status from the insurer: in force, cancelled, terminated (R-42)",
+              responses={401: "signature, timestamp or nonce refused"})
+async def post_policy_status(request: web.Request) -> web.Response:
+    _, client, raw, actor = await _authenticate(request)
+    order = await _order(request, client)
+    body = _parse(PolicyStatusBody, raw)
+    assert isinstance(body, PolicyStatusBody)
+    status = await policies.report_status(
+        request.app[DEPS], order, policies.StatusReport(
+            state=body.state, policy_no=body.policy_no, effective_on=body.effective_on,
+            receipt_on=body.receipt_on, ended_on=body.ended_on, reason=body.reason),
+        actor, request.app[AFTER_CALL].archive)
+    return json_response({"application_no": order.application_no, "state": status.state.value})
+
+
+class InsurerDisputeBody(Body):
+    reference: str = Field(pattern=r"^[A-Za-z0-9\-_]{1,64}$")
+    opened_on: date
+    note: str = Field(default="", max_length=500)
+
+
+class InsurerCloseBody(Body):
+    closed_on: date
+
+
+@api.endpoint("POST", APPLICATION + "/disputes", tag="insurer", auth="none",
+              body=InsurerDisputeBody, summary="A dispute opened: legal hold (R-42)",
+              responses={401: "signature, timestamp or nonce refused"})
+async def post_dispute(request: web.Request) -> web.Response:
+    _, client, raw, actor = await _authenticate(request)
+    order = await _order(request, client)
+    body = _parse(InsurerDisputeBody, raw)
+    assert isinstance(body, InsurerDisputeBody)
+    dispute = await policies.open_dispute(request.app[DEPS], order, body.reference,
+                                          body.opened_on, body.note, actor,
+                                          request.app[AFTER_CALL].archive)
+    return json_response({"reference": dispute.reference, "opened_on":
+                          dispute.opened_on.isoformat()}, status=201)
+
+
+@api.endpoint("POST", APPLICATION + "/disputes/{reference}/close", tag="insurer", auth="none",
+              body=InsurerCloseBody, summary="A dispute closed (R-42)",
+              responses={401: "signature, timestamp or nonce refused"})
+async def post_dispute_close(request: web.Request) -> web.Response:
+    _, client, raw, actor = await _authenticate(request)
+    order = await _order(request, client)
+    body = _parse(InsurerCloseBody, raw)
+    assert isinstance(body, InsurerCloseBody)
+    dispute = await policies.close_dispute(request.app[DEPS], order,
+                                           request.match_info["reference"], body.closed_on,
+                                           actor, request.app[AFTER_CALL].archive)
+    return json_response({"reference": dispute.reference,
+                          "closed_on": body.closed_on.isoformat()})

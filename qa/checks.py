@@ -1,0 +1,509 @@
+"""The automated checks of a sealed session (R-40). Each check reads the timeline and what the
+recording really contains, and returns findings with a severity, the requirement it enforces
+and the time in the recording where an inspector should look.
+
+Pure functions over `CheckInput`: no database, no files (the caller loads both), so they are
+cheap to test and to run again with other thresholds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models.sales import Product
+from models.sessions import AnswerValue
+from qa.findings import KINDS, Finding, clock
+from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
+from qa.settings import QaSettings
+from qa.timeline import StepPlay, Timeline
+from scripts_library.model import ProductType as ScriptProductType
+from scripts_library.rules import forbidden_phrasing, mandatory_steps
+from workflow.call import RISK_SENTENCE_PRODUCTS
+from workflow.consent_texts import RISK_SENTENCE
+
+NO_ANSWER = "none"
+WRITTEN = frozenset({"handwritten_copy", "signature"})
+
+
+@dataclass
+class CheckInput:
+    timeline: Timeline
+    media: MediaFacts
+    product: Product
+    settings: QaSettings
+    identity_max_attempts: int = 3
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.timeline.steps
+
+    @property
+    def call_end_ms(self) -> int:
+        """The end of the part of the call that must be recorded: the last step's end."""
+        ends = [p.end_ms for p in self.timeline.plays if p.end_ms is not None]
+        return max(ends) if ends else self.timeline.end_ms
+
+
+Check = Callable[[CheckInput], list[Finding]]
+
+
+def _speech_ms(step: dict[str, Any]) -> int:
+    return int((step.get("audio") or {}).get("duration_ms") or 0)
+
+
+def _label(step: dict[str, Any]) -> str:
+    return str(step.get("title") or step.get("id"))
+
+
+def _final_play(plays: list[StepPlay]) -> StepPlay | None:
+    return plays[-1] if plays else None
+
+
+# --------------------------------------------------------------------------- script content
+
+
+def check_script_content(c: CheckInput) -> list[Finding]:
+    """R-21: every mandatory kind for the product type is in the session's steps; R-22: no
+    forbidden phrasing in the rendered texts (values filled in can differ from the template)."""
+    findings = []
+    kinds = {str(s.get("kind")) for s in c.steps}
+    product_type = ScriptProductType(c.product.product_type.value)
+    for kind in mandatory_steps().kinds_for(product_type):
+        if kind.value not in kinds:
+            findings.append(Finding("mandatory_step_missing",
+                                    f"本次录制的话术缺少必备环节：{kind.label}",
+                                    details={"kind": kind.value}))
+    phrasing = forbidden_phrasing()
+    for index, step in enumerate(c.steps):
+        for entry, match in phrasing.find(str(step.get("text", ""))):
+            plays = c.timeline.plays_of(index)
+            findings.append(Finding(
+                "forbidden_phrasing", f"步骤“{_label(step)}”含禁止性表述“{match.group(0)}”："
+                f"{entry.rationale}", at_ms=plays[0].start_ms if plays else None,
+                step_id=str(step["id"]), details={"pattern": entry.id},
+            ))
+    return findings
+
+
+# --------------------------------------------------------------------------- steps and clips
+
+
+def check_steps_played(c: CheckInput) -> list[Finding]:
+    """R-40, R-23: every step was reached and its speech played to the end — the TTS clip by
+    the call hub's report and by the recorded TTS track; an agent's step by the agent's voice."""
+    findings: list[Finding] = []
+    t = c.timeline
+    clips_reported = bool(t.clips)
+    tts_track = c.media.tracks.get("tts")
+    tts_loud = union(tts_track.loud, slack_ms=600) if tts_track else []
+    agent = c.media.tracks.get("agent_av")
+    tolerance = c.settings.clip_tolerance_ms
+    for index, step in enumerate(c.steps):
+        plays = t.plays_of(index)
+        play = _final_play(plays)
+        step_id = str(step["id"])
+        if play is None:
+            findings.append(Finding("step_not_reached", f"步骤“{_label(step)}”未播报",
+                                    at_ms=c.call_end_ms, step_id=step_id))
+            continue
+        expected = _speech_ms(step)
+        if step.get("speaker") == "tts":
+            complete = [k for k in t.clips_of(step_id)
+                        if k.complete and k.played_ms >= k.duration_ms - tolerance]
+            played = max((k.played_ms for k in t.clips_of(step_id)), default=0)
+            if clips_reported and not complete:
+                duration = max((k.duration_ms for k in t.clips_of(step_id)), default=expected)
+                findings.append(Finding(
+                    "step_not_played_in_full",
+                    f"步骤“{_label(step)}”的语音只播放了 {played / 1000:.1f} 秒"
+                    f"（共 {duration / 1000:.1f} 秒）即进入下一环节",
+                    at_ms=play.start_ms, step_id=step_id,
+                    details={"played_ms": played, "duration_ms": duration},
+                ))
+                continue
+            if not clips_reported and expected and play.end_ms is not None \
+                    and play.end_ms - play.start_ms < expected - tolerance:
+                findings.append(Finding(
+                    "step_not_played_in_full",
+                    f"步骤“{_label(step)}”语音时长 {expected / 1000:.1f} 秒，但 "
+                    f"{(play.end_ms - play.start_ms) / 1000:.1f} 秒后即已应答或跳过",
+                    at_ms=play.start_ms, step_id=step_id,
+                    details={"played_ms": play.end_ms - play.start_ms, "duration_ms": expected},
+                ))
+                continue
+            start = complete[-1].start_ms if complete else play.start_ms
+            if tts_track and expected \
+                    and overlap(tts_track.covered, start, start + expected) >= 0.9 * expected:
+                # The recorded TTS track must hold the clip's sound (R-23: what was heard);
+                # where the track was not recorded at all, the continuity check speaks.
+                heard = overlap(tts_loud, start, start + expected)
+                if heard < 0.7 * expected:
+                    findings.append(Finding(
+                        "step_not_played_in_full",
+                        f"录制的播报音轨中，步骤“{_label(step)}”的语音只有 "
+                        f"{heard / 1000:.1f} 秒（应为 {expected / 1000:.1f} 秒）",
+                        at_ms=start, step_id=step_id,
+                        details={"heard_ms": heard, "duration_ms": expected},
+                    ))
+        elif step.get("speaker") == "agent" and agent is not None and agent.segments \
+                and play.end_ms is not None:
+            spoken = agent.speech_within(play.start_ms, play.end_ms)
+            if spoken < c.settings.min_answer_speech_ms:
+                findings.append(Finding(
+                    "agent_step_silent", f"步骤“{_label(step)}”应由销售人员讲解，但未检测到其语音",
+                    at_ms=play.start_ms, step_id=step_id, details={"speech_ms": spoken},
+                ))
+        if not expected and play.end_ms is not None and step.get("answer") != NO_ANSWER \
+                and play.end_ms - play.start_ms < c.settings.min_step_seconds * 1000:
+            findings.append(Finding(
+                "duration_implausible",
+                f"步骤“{_label(step)}”从开始到应答仅 {(play.end_ms - play.start_ms) / 1000:.1f} 秒",
+                at_ms=play.start_ms, step_id=step_id,
+            ))
+    return findings
+
+
+def check_acknowledgements(c: CheckInput) -> list[Finding]:
+    """R-24: each step that needs an answer has a stored affirmative answer; negative or
+    unclear answers are marked, and must be followed by an explanation before the replay."""
+    findings: list[Finding] = []
+    t = c.timeline
+    affirmative = {a.step_id for a in t.acknowledgements if a.answer == AnswerValue.AFFIRMATIVE}
+    for index, step in enumerate(c.steps):
+        if step.get("answer") == NO_ANSWER:
+            continue
+        step_id = str(step["id"])
+        plays = t.plays_of(index)
+        if step_id not in affirmative:
+            at = plays[-1].end_ms if plays and plays[-1].end_ms is not None else (
+                plays[-1].start_ms if plays else c.call_end_ms)
+            findings.append(Finding("acknowledgement_missing",
+                                    f"步骤“{_label(step)}”没有客户的明确肯定答复记录",
+                                    at_ms=at, step_id=step_id))
+        for play, nxt in zip(plays, [*plays[1:], None], strict=True):
+            if play.ended_by not in (AnswerValue.NEGATIVE.value, AnswerValue.UNCLEAR.value):
+                continue
+            answer = "否定" if play.ended_by == AnswerValue.NEGATIVE.value else "不明确"
+            findings.append(Finding("acknowledgement_not_affirmative",
+                                    f"客户对步骤“{_label(step)}”作出{answer}答复",
+                                    at_ms=play.answer_offset_ms, step_id=step_id))
+            if not _explained(c, play, nxt):
+                findings.append(Finding(
+                    "negative_answer_unexplained",
+                    f"客户对步骤“{_label(step)}”作出{answer}答复后，未见销售人员解释说明",
+                    at_ms=play.answer_offset_ms, step_id=step_id,
+                ))
+    return findings
+
+
+def _explained(c: CheckInput, play: StepPlay, nxt: StepPlay | None) -> bool:
+    if nxt is None:
+        return False
+    for e in c.timeline.events:
+        if e.type == "script_resumed" and c.timeline.offset(e.at) == nxt.start_ms \
+                and str((e.data or {}).get("note", "")).strip():
+            return True
+    agent = c.media.tracks.get("agent_av")
+    if agent is not None and play.end_ms is not None:
+        return agent.speech_within(play.end_ms, nxt.start_ms) >= 1000
+    return False
+
+
+def check_customer_spoke(c: CheckInput) -> list[Finding]:
+    """R-24: when an answer was due the customer's own voice is in the recording (voice
+    activity on the customer's track around the logged answer)."""
+    findings: list[Finding] = []
+    customer = c.media.tracks.get("customer_av")
+    if customer is None or not customer.segments:
+        return findings  # no recording at all: check_continuity reports it
+    s = c.settings
+    affirmative = {a.step_id: a for a in c.timeline.acknowledgements
+                   if a.answer == AnswerValue.AFFIRMATIVE}
+    for index, step in enumerate(c.steps):
+        if step.get("answer") not in s.speech_answers:
+            continue
+        ack = affirmative.get(str(step["id"]))
+        plays = [p for p in c.timeline.plays_of(index) if p.ended_by == "affirmative"]
+        if ack is None or not plays:
+            continue
+        play = plays[-1]
+        clips = [k for k in c.timeline.clips_of(str(step["id"])) if k.complete]
+        speech_end = (clips[-1].end_ms if clips
+                      else play.start_ms + _speech_ms(step) if _speech_ms(step) else None)
+        start = (max(play.start_ms, speech_end - 1000) if speech_end is not None
+                 else max(play.start_ms, ack.offset_ms - round(s.answer_window_before_s * 1000)))
+        end = ack.offset_ms + round(s.answer_window_after_s * 1000)
+        if overlap(customer.covered, start, end) < (end - start) // 2:
+            continue  # not recorded there: a gap finding says so
+        spoken = customer.speech_within(start, end)
+        if spoken < s.min_answer_speech_ms:
+            findings.append(Finding(
+                "customer_silent",
+                f"步骤“{_label(step)}”应答时（{clock(start)}–{clock(end)}）未检测到客户的语音",
+                at_ms=ack.offset_ms, step_id=str(step["id"]),
+                details={"window_ms": [start, end], "speech_ms": spoken},
+            ))
+    return findings
+
+
+# --------------------------------------------------------------------------- presence (R-13)
+
+
+def check_presence(c: CheckInput) -> list[Finding]:
+    """R-13: no second face, the same face throughout, the customer in view long enough."""
+    findings: list[Finding] = []
+    marks = sorted(c.timeline.presence, key=lambda m: m.at_ms)
+    end = c.call_end_ms
+    away_ms = 0
+    left_at: int | None = None
+    pairs = {"second_face_appeared": "second_face_gone", "face_changed": "face_restored"}
+    for i, mark in enumerate(marks):
+        if mark.type in pairs:
+            until = next((m.at_ms for m in marks[i + 1:] if m.type == pairs[mark.type]), None)
+            code = "second_face" if mark.type == "second_face_appeared" else "face_changed"
+            span = f"至 {clock(until)}" if until is not None else "直至通话结束"
+            title = mark.message or KINDS[code].title
+            findings.append(Finding(code, f"{title}（{clock(mark.at_ms)} {span}）",
+                                    at_ms=mark.at_ms,
+                                    details={"until_ms": until, "faces": mark.faces}))
+        elif mark.type == "customer_left":
+            left_at = mark.at_ms
+            until = next((m.at_ms for m in marks[i + 1:] if m.type == "customer_returned"), end)
+            away_ms += max(0, until - mark.at_ms)
+            findings.append(Finding("customer_left",
+                                    f"客户离开画面 {max(0, until - mark.at_ms) / 1000:.1f} 秒",
+                                    at_ms=mark.at_ms, details={"until_ms": until}))
+    if end > 0 and away_ms:
+        share = 1 - away_ms / end
+        if share < c.settings.min_presence_share:
+            findings.append(Finding(
+                "presence_low",
+                f"客户在画面内的时间占通话的 {share:.0%}，低于要求的 "
+                f"{c.settings.min_presence_share:.0%}",
+                at_ms=left_at, details={"share": round(share, 3)},
+            ))
+    return findings
+
+
+# --------------------------------------------------------------------------- recording (R-30)
+
+
+def _covered_by_interruption(c: CheckInput, start: int, end: int) -> bool:
+    slack = c.settings.max_segment_gap_ms + 2000
+    for gap in c.timeline.interruptions:
+        gap_end = gap.end_ms if gap.end_ms is not None else c.timeline.end_ms
+        if start >= gap.start_ms - slack and end <= gap_end + slack:
+            return True
+    return False
+
+
+def check_continuity(c: CheckInput) -> list[Finding]:
+    """R-30, R-31: both parties recorded from the start of the call to the end of the script,
+    every segment present, readable and unaltered; gaps only where the call was interrupted."""
+    findings: list[Finding] = []
+    tolerance = c.settings.max_segment_gap_ms
+    end = c.call_end_ms
+    for kind in AV_KINDS:
+        who = "客户" if kind == "customer_av" else "销售人员"
+        track = c.media.tracks.get(kind)
+        if track is None or not track.segments:
+            findings.append(Finding("recording_missing", f"没有{who}一方的录像",
+                                    at_ms=0, details={"kind": kind}))
+            continue
+        numbers = [f.recording.segment for f in track.segments]
+        for previous, number in itertools.pairwise(numbers):
+            if number != previous + 1:
+                at = next(f.end_ms for f in track.segments if f.recording.segment == previous)
+                findings.append(Finding(
+                    "segment_missing", f"{who}录像缺少第 {previous + 1} 至 {number - 1} 段",
+                    at_ms=at, details={"kind": kind, "after_segment": previous},
+                ))
+        for f in track.segments:
+            r = f.recording
+            if not f.exists:
+                findings.append(Finding("segment_missing",
+                                        f"{who}录像第 {r.segment} 段的文件不存在",
+                                        at_ms=f.start_ms, details={"kind": kind,
+                                                                   "segment": r.segment}))
+            elif not f.hash_ok:
+                findings.append(Finding("segment_altered",
+                                        f"{who}录像第 {r.segment} 段的校验值与登记时不一致",
+                                        at_ms=f.start_ms, details={"kind": kind,
+                                                                   "segment": r.segment}))
+            elif f.error:
+                findings.append(Finding("segment_unreadable",
+                                        f"{who}录像第 {r.segment} 段无法解码",
+                                        at_ms=f.start_ms, details={"kind": kind,
+                                                                   "error": f.error}))
+        for start, stop in holes(track.covered, 0, end):
+            if stop - start <= tolerance or _covered_by_interruption(c, start, stop):
+                continue
+            findings.append(Finding(
+                "recording_gap",
+                f"{who}录像在 {clock(start)}–{clock(stop)} 之间中断 "
+                f"{(stop - start) / 1000:.1f} 秒，且无通话中断记录",
+                at_ms=start, details={"kind": kind, "until_ms": stop, "gap_ms": stop - start},
+            ))
+    return findings
+
+
+def check_quality(c: CheckInput) -> list[Finding]:
+    """R-32: video present at the minimum size and frame rate, audio present, and no silence
+    longer than the limit outside the customer's answers."""
+    findings: list[Finding] = []
+    s = c.settings
+    for kind in AV_KINDS:
+        who = "客户" if kind == "customer_av" else "销售人员"
+        track = c.media.tracks.get(kind)
+        if track is None:
+            continue
+        seen: set[str] = set()
+
+        def once(code: str, message: str, at: int, details: dict[str, Any],
+                 seen: set[str] = seen) -> None:
+            # One finding per problem and track; the segments concerned are in its details.
+            if code not in seen:
+                seen.add(code)
+                findings.append(Finding(code, message, at_ms=at, details=details))
+
+        for f in track.segments:
+            p = f.probe
+            if p is None:
+                continue
+            details = {"kind": kind, "segment": f.recording.segment}
+            if not p.has_video:
+                once("video_missing", f"{who}录像第 {f.recording.segment} 段没有视频画面",
+                     f.start_ms, details)
+                continue
+            if (p.width or 0) < s.min_width or (p.height or 0) < s.min_height:
+                once("resolution_low", f"{who}视频分辨率 {p.width}×{p.height}，低于 "
+                     f"{s.min_width}×{s.min_height}", f.start_ms,
+                     {**details, "width": p.width, "height": p.height})
+            if p.duration_ms >= 2000 and p.frame_rate < s.min_frame_rate - s.frame_rate_tolerance:
+                once("frame_rate_low", f"{who}视频帧率 {p.frame_rate:.1f} 帧/秒，低于 "
+                     f"{s.min_frame_rate:.0f} 帧/秒", f.start_ms,
+                     {**details, "frame_rate": p.frame_rate})
+            if not p.has_audio:
+                once("audio_missing", f"{who}录像第 {f.recording.segment} 段没有声音",
+                     f.start_ms, details)
+    findings += _silence(c)
+    return findings
+
+
+def _silence(c: CheckInput) -> list[Finding]:
+    recorded = [t for t in c.media.tracks.values() if t.segments]
+    if not recorded:
+        return []
+    sound = union([i for t in recorded for i in t.loud], slack_ms=300)
+    allowed = list(c.timeline.answer_windows())
+    for gap in c.timeline.interruptions:
+        allowed.append((gap.start_ms, gap.end_ms if gap.end_ms is not None else c.call_end_ms))
+    # Stretches without any recording are the continuity check's business.
+    covered = union([i for t in recorded for i in t.covered])
+    limit = round(c.settings.max_silence_seconds * 1000)
+    findings = []
+    for start, stop in holes(sound, 0, c.call_end_ms):
+        for a, b in holes(allowed + holes(covered, start, stop), start, stop):
+            if b - a > limit:
+                findings.append(Finding(
+                    "silence_gap",
+                    f"{clock(a)}–{clock(b)} 之间 {(b - a) / 1000:.1f} 秒无任何声音"
+                    "（非客户应答时段）",
+                    at_ms=a, details={"until_ms": b, "silence_ms": b - a},
+                ))
+    return findings
+
+
+# --------------------------------------------------------------------------- documents, identity
+
+
+def check_signature(c: CheckInput) -> list[Finding]:
+    """R-25: a handwritten signature, and the hand-copied risk sentence where it is needed."""
+    sigs = c.timeline.signatures
+    end = c.call_end_ms
+    if not sigs:
+        return [Finding("signature_missing", "没有客户签名记录", at_ms=end)]
+    copy_steps = [s for s in c.steps if s.get("answer") == "handwritten_copy"]
+    needed = [str(s.get("copy_text") or RISK_SENTENCE) for s in copy_steps]
+    if not needed and c.product.product_type in RISK_SENTENCE_PRODUCTS:
+        needed = [RISK_SENTENCE]
+    copied = {_normalised(s.risk_sentence) for s in sigs}
+    return [Finding("risk_sentence_missing", f"没有客户抄录的风险提示语句“{text}”",
+                    at_ms=sigs[-1].offset_ms)
+            for text in needed if _normalised(text) not in copied]
+
+
+def _normalised(text: str) -> str:
+    return "".join(text.split()).rstrip("。")
+
+
+def check_identity(c: CheckInput) -> list[Finding]:
+    """R-12: the last identity attempt passed, within the attempt limit."""
+    checks = c.timeline.identity_checks
+    if not checks:
+        return [Finding("identity_not_passed", "没有身份核验记录", at_ms=0)]
+    last = checks[-1]
+    if not last.passed or last.attempt > c.identity_max_attempts:
+        return [Finding("identity_not_passed",
+                        f"第 {last.attempt} 次身份核验未通过：{'；'.join(last.reasons) or '无'}",
+                        at_ms=0, details={"attempt": last.attempt})]
+    return []
+
+
+def check_durations(c: CheckInput) -> list[Finding]:
+    """R-40: the call's length is plausible against the speech it had to contain."""
+    findings: list[Finding] = []
+    end = c.call_end_ms
+    if end > c.settings.max_call_hours * 3600 * 1000:
+        findings.append(Finding("duration_implausible",
+                                f"通话时长 {end / 60000:.0f} 分钟，超出合理范围", at_ms=0))
+    speech = sum(_speech_ms(s) for s in c.steps if s.get("speaker") == "tts")
+    if speech and end < speech * 0.9:
+        findings.append(Finding(
+            "duration_implausible",
+            f"话术语音共 {speech / 1000:.0f} 秒，但录制时长只有 {end / 1000:.0f} 秒",
+            at_ms=0, details={"speech_ms": speech, "call_ms": end},
+        ))
+    for ack in c.timeline.acknowledgements:
+        if ack.offset_ms < 0 or ack.offset_ms > c.timeline.end_ms + 1000:
+            findings.append(Finding("duration_implausible",
+                                    f"步骤 {ack.step_id} 的应答时间不在录制时间范围内",
+                                    at_ms=max(ack.offset_ms, 0), step_id=ack.step_id))
+    return findings
+
+
+def check_interruptions(c: CheckInput) -> list[Finding]:
+    """R-30: every interruption has a reason and was resumed; each is shown to the inspector."""
+    findings = []
+    for gap in c.timeline.interruptions:
+        if gap.end_ms is None or not gap.reason.strip():
+            findings.append(Finding(
+                "interruption_unexplained",
+                f"{clock(gap.start_ms)} 通话中断" + ("，未续录" if gap.end_ms is None else
+                                                     "，未记录中断原因"),
+                at_ms=gap.start_ms, details={"reason": gap.reason}))
+        else:
+            findings.append(Finding(
+                "recording_interrupted",
+                f"{clock(gap.start_ms)} 通话中断（{gap.reason}），"
+                f"{(gap.end_ms - gap.start_ms) / 1000:.0f} 秒后续录",
+                at_ms=gap.start_ms, details={"until_ms": gap.end_ms, "reason": gap.reason}))
+    return findings
+
+
+CHECKS: tuple[Check, ...] = (
+    check_script_content, check_steps_played, check_acknowledgements, check_customer_spoke,
+    check_presence, check_continuity, check_quality, check_signature, check_identity,
+    check_durations, check_interruptions,
+)
+
+
+def run_checks(c: CheckInput) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in CHECKS:
+        findings += check(c)
+    return findings
+

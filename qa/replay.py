@@ -1,0 +1,144 @@
+"""The replay view of a session (R-41): the recorded segments placed on the session's clock and
+every mark an inspector jumps to — each step and answer, identity results, presence breaches,
+interruptions, signatures and the findings — plus the channel conversation when one is stored.
+
+Media is fetched through short-lived playback tickets (a `<video>` element cannot send an
+Authorization header); each ticket belongs to one user and one session, and the first fetch of
+each segment under a ticket, and every download, is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+from models.qa import QaFinding
+from models.sales import Order, Product
+from qa.findings import KINDS, SEVERITY_LABELS_ZH, Severity, clock
+from qa.timeline import load_timeline
+from workflow.principals import StaffPrincipal
+from workflow.states import STATE_LABELS_ZH
+
+TICKET_TTL_SECONDS = 2 * 3600
+PRESENCE_LABELS = {
+    "customer_left": "客户离开画面", "customer_returned": "客户回到画面",
+    "second_face_appeared": "出现第二张人脸", "second_face_gone": "第二张人脸离开",
+    "face_changed": "人脸与客户不一致", "face_restored": "客户本人回到画面",
+}
+ANSWER_LABELS = {"affirmative": "肯定答复", "negative": "否定答复", "unclear": "答复不明确"}
+
+
+def _ticket_key(ticket: str) -> str:
+    return "replay-ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
+
+
+async def issue_ticket(redis: Redis, principal: StaffPrincipal, session_id: UUID) -> str:
+    ticket = secrets.token_urlsafe(32)
+    await redis.set(_ticket_key(ticket), json.dumps({
+        "user_id": principal.user_id, "label": f"{principal.username}({principal.role.value})",
+        "session_id": str(session_id)}), ex=TICKET_TTL_SECONDS)
+    return ticket
+
+
+async def resolve_ticket(redis: Redis, ticket: str) -> dict[str, Any] | None:
+    raw = await redis.get(_ticket_key(ticket))
+    return json.loads(raw) if raw else None
+
+
+async def first_fetch(redis: Redis, ticket: str, recording_id: int) -> bool:
+    """True the first time this ticket fetches this segment (range requests follow)."""
+    key = f"{_ticket_key(ticket)}:played:{recording_id}"
+    return bool(await redis.set(key, "1", nx=True, ex=TICKET_TTL_SECONDS))
+
+
+async def replay_view(session_id: UUID, ticket: str) -> dict[str, Any]:
+    t = await load_timeline(session_id)
+    s = t.session
+    order = await Order.get(id=s.order_id)
+    product = await Product.get(id=s.product_id)
+    marks: list[dict[str, Any]] = []
+
+    def mark(kind: str, at_ms: int | None, label: str, **extra: Any) -> None:
+        marks.append({"kind": kind, "at_ms": at_ms, "clock": clock(at_ms), "label": label,
+                      **extra})
+
+    steps = []
+    for index, step in enumerate(t.steps):
+        plays = t.plays_of(index)
+        steps.append({"index": index, "id": step["id"], "title": step.get("title", ""),
+                      "kind": step.get("kind"), "speaker": step.get("speaker"),
+                      "answer": step.get("answer"), "text": step.get("text", ""),
+                      "plays": [{"start_ms": p.start_ms, "end_ms": p.end_ms,
+                                 "ended_by": p.ended_by} for p in plays]})
+        for n, p in enumerate(plays):
+            again = "（重播）" if n else ""
+            mark("step", p.start_ms, f"{index + 1}. {step.get('title') or step['id']}{again}",
+                 step_id=step["id"])
+    for a in t.acknowledgements:
+        label = "签名/抄录" if a.answer_kind in ("signature", "handwriting") else \
+            ANSWER_LABELS.get(a.answer.value, a.answer.value)
+        mark("answer", a.offset_ms, f"客户{label}（{a.step_id}）", step_id=a.step_id,
+             answer=a.answer.value)
+    for c in t.identity_checks:
+        at = t.offset(c.at)
+        mark("identity", max(at, 0),
+             f"身份核验第 {c.attempt} 次：{'通过' if c.passed else '未通过'}"
+             + (f"（{'；'.join(c.reasons)}）" if c.reasons else ""),
+             passed=c.passed, before_call=at < 0)
+    for fact in t.presence:
+        mark("presence", fact.at_ms, fact.message or PRESENCE_LABELS.get(fact.type, fact.type),
+             type=fact.type, faces=fact.faces)
+    for gap in t.interruptions:
+        mark("interruption", gap.start_ms, f"通话中断：{gap.reason or '未说明原因'}",
+             until_ms=gap.end_ms)
+    findings = await QaFinding.filter(session_id=session_id).order_by("id")
+    latest = max((f.report_id or 0 for f in findings if f.source == "auto"), default=0)
+    shown = [f for f in findings if f.source != "auto" or f.report_id == latest]
+    for f in shown:
+        title = KINDS[f.code].title if f.code in KINDS else f.code
+        mark("finding", f.at_ms, f"{SEVERITY_LABELS_ZH[Severity(f.severity)]}：{title}",
+             finding_id=f.id, severity=f.severity, requirement=f.requirement,
+             message=f.message)
+    marks.sort(key=lambda m: (m["at_ms"] is None, m["at_ms"] or 0))
+    recordings: dict[str, list[dict[str, Any]]] = {}
+    for r in t.recordings:
+        start = t.offset(r.started_at)
+        recordings.setdefault(r.kind, []).append({
+            "id": r.id, "segment": r.segment, "start_ms": start,
+            "end_ms": t.offset(r.ended_at) if r.ended_at else start + r.duration_ms,
+            "duration_ms": r.duration_ms, "sha256": r.sha256,
+            "url": f"/api/v1/replay/media/{ticket}/{r.id}",
+        })
+    return {
+        "session": {"id": str(s.id), "state": s.state.value,
+                    "state_label": STATE_LABELS_ZH[s.state],
+                    "application_no": order.application_no, "product": product.name,
+                    "customer_age": s.customer_age,
+                    "recording_started_at": s.recording_started_at.isoformat()
+                    if s.recording_started_at else None,
+                    "duration_ms": t.end_ms,
+                    "manifest_chain": (s.manifest or {}).get("chain")},
+        "steps": steps, "marks": marks, "recordings": recordings,
+        "findings": [{"id": f.id, "code": f.code, "severity": f.severity,
+                      "requirement": f.requirement, "at_ms": f.at_ms, "message": f.message,
+                      "step_id": f.step_id, "source": f.source,
+                      "decision": f.decision.value if f.decision else None,
+                      "decision_note": f.decision_note} for f in shown],
+        "conversation": await _conversation(session_id, t.offset),
+    }
+
+
+async def _conversation(session_id: UUID, offset: Any) -> list[dict[str, Any]]:
+    """The customer's chat from the channels (bot/), when that package stores one."""
+    try:
+        from bot.conversations import replay_view as message_view
+        from models.channels import ConversationMessage
+    except ImportError:
+        return []
+    rows = await ConversationMessage.filter(session_id=session_id).order_by("at", "id")
+    return [{**message_view(m), "offset_ms": offset(m.at)} for m in rows]

@@ -1,0 +1,213 @@
+"""The session's timeline as the checks and the replay page need it: every play of every step
+(start, end, how it ended), the answers, TTS clips, presence marks, interruptions, all in
+milliseconds from the start of the recording (`recording_started_at`).
+
+Two facts come from the media side rather than the workflow's own transitions:
+
+* ``tts_played`` — ``{step_id, clip_id, played_ms, duration_ms, complete}``, one per TTS clip,
+  written by `workflow.media_events.clip_finished` from the call hub's ``ClipFinished``.
+* ``presence_mark`` — ``{type, at_s, message, faces, distance}``, a presence breach or its end
+  (``media.identity.results.PresenceMark``; ``at_s`` is seconds into the recording, R-13),
+  written through `record_media_event` by whoever runs the presence monitor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from models.sessions import (
+    Acknowledgement,
+    AnswerValue,
+    IdentityCheck,
+    Recording,
+    RecordingSession,
+    SessionEvent,
+    Signature,
+)
+from security.audit import Actor
+from workflow.core import WorkflowDeps, locked
+
+CLIP_FINISHED = "tts_played"
+PRESENCE_MARK = "presence_mark"
+MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK})
+# Events that start (or restart) the play of a step.
+STEP_STARTS = ("script_started", "step_started", "script_resumed")
+
+
+async def record_media_event(deps: WorkflowDeps, session_id: UUID, type_: str,
+                             data: dict[str, Any], actor: Actor | None = None) -> None:
+    """Appends a presence (or clip) fact to the session's timeline, in any state: a late
+    report after the call ended is still evidence."""
+    if type_ not in MEDIA_EVENT_TYPES:
+        raise ValueError(f"not a media event type: {type_}")
+    async with locked(deps, session_id, None) as unit:
+        await unit.event(actor or Actor.system("media"), type_, data)
+
+
+@dataclass
+class StepPlay:
+    """One play of a step: from its start until an answer, the next step or an interruption."""
+
+    index: int
+    step_id: str
+    start_ms: int
+    end_ms: int | None = None
+    ended_by: str = ""  # affirmative | negative | unclear | advanced | interrupted | finished
+    answer_offset_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: str
+    step_id: str
+    end_ms: int
+    played_ms: int
+    duration_ms: int
+    complete: bool
+
+    @property
+    def start_ms(self) -> int:
+        return self.end_ms - self.played_ms
+
+
+@dataclass(frozen=True)
+class PresenceFact:
+    type: str
+    at_ms: int
+    message: str
+    faces: int
+
+
+@dataclass
+class Interruption:
+    start_ms: int
+    end_ms: int | None
+    reason: str
+
+
+@dataclass
+class Timeline:
+    session: RecordingSession
+    events: list[SessionEvent]
+    acknowledgements: list[Acknowledgement]
+    identity_checks: list[IdentityCheck]
+    signatures: list[Signature]
+    recordings: list[Recording]
+    plays: list[StepPlay] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    presence: list[PresenceFact] = field(default_factory=list)
+    interruptions: list[Interruption] = field(default_factory=list)
+    end_ms: int = 0
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.session.steps
+
+    def offset(self, at: datetime) -> int:
+        start = self.session.recording_started_at
+        if start is None:
+            return 0
+        return int((at - start).total_seconds() * 1000)
+
+    def plays_of(self, index: int) -> list[StepPlay]:
+        return [p for p in self.plays if p.index == index]
+
+    def clips_of(self, step_id: str) -> list[Clip]:
+        return [c for c in self.clips if c.step_id == step_id]
+
+    def answer_windows(self) -> list[tuple[int, int]]:
+        """Where silence is expected: from the end of a step's speech until its answer."""
+        windows = []
+        for play in self.plays:
+            if play.end_ms is None or play.ended_by in ("interrupted", ""):
+                continue
+            step = self.steps[play.index]
+            speech_ms = _expected_speech_ms(step)
+            start = play.start_ms + speech_ms if speech_ms else play.start_ms
+            windows.append((min(start, play.end_ms), play.end_ms))
+        return windows
+
+
+def _expected_speech_ms(step: dict[str, Any]) -> int:
+    audio = step.get("audio") or {}
+    return int(audio.get("duration_ms") or 0)
+
+
+async def load_timeline(session_id: UUID) -> Timeline:
+    session = await RecordingSession.get(id=session_id)
+    timeline = Timeline(
+        session=session,
+        events=await SessionEvent.filter(session_id=session_id).order_by("seq"),
+        acknowledgements=await Acknowledgement.filter(session_id=session_id).order_by("id"),
+        identity_checks=await IdentityCheck.filter(session_id=session_id).order_by("attempt"),
+        signatures=await Signature.filter(session_id=session_id).order_by("id"),
+        recordings=await Recording.filter(session_id=session_id).order_by("kind", "segment"),
+    )
+    _read_events(timeline)
+    return timeline
+
+
+def _read_events(t: Timeline) -> None:
+    current: StepPlay | None = None
+
+    def close(at_ms: int, how: str, answer_ms: int | None = None) -> None:
+        nonlocal current
+        if current is not None and current.end_ms is None:
+            current.end_ms = at_ms
+            current.ended_by = how
+            current.answer_offset_ms = answer_ms
+        current = None
+
+    for e in t.events:
+        at = t.offset(e.at)
+        data = e.data or {}
+        if e.type == "call_resumed":
+            for gap in reversed(t.interruptions):
+                if gap.end_ms is None:
+                    gap.end_ms = at
+                    break
+        if e.type in STEP_STARTS or (e.type == "call_resumed" and "replay_step_id" in data):
+            close(at, "advanced")
+            index = int(data.get("index", 0))
+            step_id = str(data.get("step_id") or data.get("replay_step_id") or "")
+            current = StepPlay(index, step_id, at)
+            t.plays.append(current)
+        elif e.type in ("acknowledged", "signed") and current is not None:
+            answer = str(data.get("answer", AnswerValue.AFFIRMATIVE.value))
+            offset = int(data.get("offset_ms", at))
+            if e.type == "signed" and data.get("step_id") != current.step_id:
+                continue
+            close(at, answer if e.type == "acknowledged" else "affirmative", offset)
+        elif e.type == "script_finished":
+            close(at, "finished")
+        elif e.type == "interrupted":
+            close(at, "interrupted")
+            t.interruptions.append(Interruption(at, None, str(data.get("reason", ""))))
+        elif e.type == CLIP_FINISHED:
+            clip_id = str(data.get("clip_id", ""))
+            t.clips.append(Clip(
+                clip_id=clip_id, step_id=str(data.get("step_id") or clip_id.split("@")[0]),
+                end_ms=at, played_ms=int(data.get("played_ms", 0)),
+                duration_ms=int(data.get("duration_ms", 0)),
+                complete=bool(data.get("complete", False)),
+            ))
+        elif e.type == PRESENCE_MARK:
+            t.presence.append(PresenceFact(
+                type=str(data.get("type", "")), at_ms=round(float(data.get("at_s", 0)) * 1000),
+                message=str(data.get("message", "")), faces=int(data.get("faces", 0)),
+            ))
+        elif e.type in ("completed", "aborted", "expired"):
+            close(at, "")
+    s = t.session
+    end = s.completed_at or s.ended_at
+    t.end_ms = t.offset(end) if end is not None else (t.offset(t.events[-1].at)
+                                                      if t.events else 0)
+    # A "signed" step end is an acknowledgement too; a plain advance leaves ended_by as set.
+    for play in t.plays:
+        step = s.steps[play.index] if play.index < len(s.steps) else {}
+        if play.ended_by == "advanced" and step.get("answer") not in (None, "none"):
+            # Moved on without an answer event: only possible through a replay or a gap.
+            play.ended_by = "advanced_without_answer"
