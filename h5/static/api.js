@@ -48,6 +48,14 @@ export function live(auth, onMessage, onStatus = () => {}) {
   return { close() { closed = true; if (socket) socket.close(); } };
 }
 
+// Staff pages: log in with the form's username and password; the token is kept for the tab.
+export async function staffLogin(tokenKey) {
+  const result = await api("POST", "/auth/login", {
+    body: { username: $("#username").value.trim(), password: $("#password").value } });
+  sessionStorage.setItem(tokenKey, result.token);
+  return result.token;
+}
+
 export function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID().replaceAll("-", "");
   return Array.from(crypto.getRandomValues(new Uint8Array(16)),

@@ -1,7 +1,7 @@
 // The agent console: log in, pass the pre-check (licence, training, position, network: R-03)
 // before anything else, create sessions, send invitations, follow the customer live, drive the
 // script (explain and resume after a negative answer, R-24), complete or abort.
-import { $, ApiError, api, live, setStatus, show } from "/static/api.js";
+import { $, ApiError, api, live, setStatus, show, staffLogin } from "/static/api.js";
 import { Call } from "/static/call.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
@@ -35,10 +35,7 @@ function position() {
 
 async function login() {
   try {
-    const result = await api("POST", "/auth/login", {
-      body: { username: $("#username").value.trim(), password: $("#password").value } });
-    token = result.token;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    token = await staffLogin(TOKEN_KEY);
     await enter();
   } catch (err) { fail(err); }
 }

@@ -1,7 +1,7 @@
 // Statistics dashboard: sessions by outcome, QA and identity pass rates and median call
 // durations by branch, agent, product or period. Charts are inline SVG drawn here: no chart
 // library, no CDN (the system runs on networks without internet access).
-import { $, ApiError, api, setStatus, show } from "/static/api.js";
+import { $, ApiError, api, setStatus, show, staffLogin } from "/static/api.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const SVG = "http://www.w3.org/2000/svg";
@@ -62,10 +62,7 @@ function bars(svg, rows, segments, max, format) {
 
 async function login() {
   try {
-    const result = await api("POST", "/auth/login", {
-      body: { username: $("#username").value.trim(), password: $("#password").value } });
-    token = result.token;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    token = await staffLogin(TOKEN_KEY);
     await enter();
   } catch (err) { fail(err); }
 }

@@ -3,7 +3,7 @@
 // recording. Segments are separate files on the session's clock: seeking loads the segment
 // that holds the time, and playback runs on into the next one. Opening the page and every
 // download are audited by the server.
-import { $, ApiError, api, setStatus, show } from "/static/api.js";
+import { $, ApiError, api, setStatus, show, staffLogin } from "/static/api.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const KIND_LABELS = { step: "话术步骤", answer: "客户答复", identity: "身份核验",
@@ -32,10 +32,7 @@ function sessionId() {
 
 async function login() {
   try {
-    const result = await api("POST", "/auth/login", {
-      body: { username: $("#username").value.trim(), password: $("#password").value } });
-    token = result.token;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    token = await staffLogin(TOKEN_KEY);
     await load();
   } catch (err) { fail(err); }
 }

@@ -8,7 +8,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -25,22 +27,30 @@ FLAGS = [
 ]
 
 
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[object]:
+@asynccontextmanager
+async def chromium_context(**options: Any) -> AsyncIterator[Any]:
+    """A fresh Chromium profile with the flags above; `options` go to Playwright's context."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail("Debian chromium is not installed (apt-get install chromium fonts-noto-cjk)")
     profile = tempfile.mkdtemp(prefix="chromium-")
     async with playwright_api.async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 390, "height": 844}, device_scale_factor=2, locale="zh-CN",
-            has_touch=True,
+            profile, executable_path=CHROMIUM, args=FLAGS, headless=True, locale="zh-CN",
+            **options,
         )
         try:
             yield context
         finally:
             await context.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[object]:
+    """A phone-sized browser (the customer's pages are phone-first)."""
+    async with chromium_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                has_touch=True) as context:
+        yield context
 
 
 @pytest.fixture

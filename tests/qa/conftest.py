@@ -4,7 +4,6 @@ the Silero voice activity detector, and a desktop-sized headless Chromium for th
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,25 +33,12 @@ def vad() -> VoiceActivityDetector:
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[object]:
-    playwright_api = pytest.importorskip("playwright.async_api",
-                                         reason="pip install -e '.[e2e]'")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if shutil.which(chromium) is None:
-        pytest.fail("Debian chromium is not installed (apt-get install chromium fonts-noto-cjk)")
-    profile = tempfile.mkdtemp(prefix="chromium-qa-")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
-    async with playwright_api.async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            profile, executable_path=chromium, args=flags, headless=True,
-            viewport={"width": 1360, "height": 900}, locale="zh-CN",
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    """A desktop-sized browser for the inspectors' pages."""
+    pytest.importorskip("playwright.async_api", reason="pip install -e '.[e2e]'")
+    from tests.h5.conftest import chromium_context
+
+    async with chromium_context(viewport={"width": 1360, "height": 900}) as context:
+        yield context
 
 
 @pytest.fixture
