@@ -179,6 +179,37 @@ async def _verify_audit(config: Config, args: argparse.Namespace) -> int:
     return 1
 
 
+async def _verify_session(config: Config, args: argparse.Namespace) -> int:
+    """Checks a sealed session against its signed manifest without the server (R-31)."""
+    from uuid import UUID
+
+    import redis.asyncio as aioredis
+
+    from workflow.sealing import verify_manifest
+
+    try:
+        session_id = UUID(args.session_id)
+    except ValueError:
+        print(f"not a session id: {args.session_id}", file=sys.stderr)
+        return 2
+    async with open_database(config.database_url):
+        # verify reads the database and the files only; the publisher is never used.
+        deps = workflow_deps(config, aioredis.Redis(), Jobs("redis://127.0.0.1:1", "unused"))
+        from models.sessions import RecordingSession
+
+        if not await RecordingSession.exists(id=session_id):
+            print(f"no session {session_id}", file=sys.stderr)
+            return 2
+        problems = await verify_manifest(deps, session_id)
+    if not problems:
+        print(f"session {session_id}: intact (manifest signature, chain and every file verified)")
+        return 0
+    print(f"session {session_id}: ALTERED")
+    for problem in problems:
+        print(f"  - {problem}")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app", description=DESCRIPTION,
@@ -215,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("verify-audit", help="verify the audit log hash chain (R-51)",
                    description="Recompute every audit entry hash; report the first broken entry "
                    "and exit 1 when the chain is broken.")
+    verify = sub.add_parser("verify", help="verify a sealed session against its manifest (R-31)",
+                            description="Recompute the hash of every recorded segment, the "
+                            "signature and the timeline of a sealed session, check the Ed25519 "
+                            "signature of its manifest, and name what was altered (exit 1).")
+    verify.add_argument("session_id")
     sub.add_parser("seed-demo", help="create demo institution, users, premises and product",
                    description="Idempotent demo data for a local trial; refused in prod.")
     return parser
@@ -222,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "worker": _worker, "migrate": _migrate, "create-user": _create_user,
-    "verify-audit": _verify_audit, "seed-demo": _seed,
+    "verify-audit": _verify_audit, "seed-demo": _seed, "verify": _verify_session,
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from models.sessions import RecordingSession, Signature
 from tests.harness import HERE, Harness
 from workflow.expiry import sweep
@@ -70,6 +72,26 @@ async def test_completed_sessions_are_sealed_and_verify_R31(harness: Harness) ->
     assert r.body == {"ok": True, "problems": []}
     session = await RecordingSession.get(id=walk.session_id)
     assert session.manifest is not None and len(session.manifest["signature"]) > 40
+
+
+async def test_the_verify_command_names_what_was_altered_R31(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from app.cli import main as cli_main
+
+    walk = await harness.walk_to("qa_pending")
+    monkeypatch.setenv("SHUANGLU_PROFILE", "test")
+    monkeypatch.setenv("SHUANGLU_DATA_DIR", str(harness.config.data_dir))
+    monkeypatch.setenv("DATABASE_URL", harness.config.database_url)
+    assert await asyncio.to_thread(cli_main, ["verify", walk.session_id]) == 0
+    signature = await Signature.get(session_id=walk.session_id)
+    path = harness.deps.storage.root / signature.image_path
+    path.chmod(0o640)
+    path.write_bytes(path.read_bytes() + b"x")
+    assert await asyncio.to_thread(cli_main, ["verify", walk.session_id]) == 1
+    assert f"signature:{signature.image_path} was altered" in capsys.readouterr().out
 
 
 async def test_an_altered_signature_file_is_detected_R31(harness: Harness) -> None:
