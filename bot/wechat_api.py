@@ -159,31 +159,36 @@ class WeChatApi:
 
     # -- access token ----------------------------------------------------------------------
     async def access_token(self) -> str:
-        cached = await self.redis.get(self.token_key)
-        if cached:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
+        """The shared token; one worker fetches while the others wait for it (the fetch can take
+        seconds under load, and every extra fetch invalidates the token the others hold)."""
         lock_key = self.token_key + ":lock"
-        lock_id = uuid.uuid4().hex
-        got_lock = await self.redis.set(lock_key, lock_id, nx=True, px=15_000)
-        if not got_lock:
-            # Another worker is fetching: wait for its token rather than invalidating it.
-            for _ in range(100):
-                await asyncio.sleep(0.05)
-                cached = await self.redis.get(self.token_key)
-                if cached:
-                    return cached.decode() if isinstance(cached, bytes) else str(cached)
-        try:
-            result = await self._in_pool(lambda: self._client().fetch_access_token())
-            token = str(result["access_token"])
-            expires_in = int(result.get("expires_in", 7200))
-            # Refresh well before WeChat's expiry; WeChat keeps the old token valid a while.
-            ttl = max(expires_in - 300, 60)
-            await self.redis.set(self.token_key, token, ex=ttl)
-            log.info("fetched a new WeChat access token for %s (ttl %ss)", self.app_id, ttl)
-            return token
-        finally:
-            if got_lock:
-                await self.redis.eval(_DELETE_IF_SAME, 1, lock_key, lock_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20.0
+        while True:
+            cached = await self.redis.get(self.token_key)
+            if cached:
+                return cached.decode() if isinstance(cached, bytes) else str(cached)
+            lock_id = uuid.uuid4().hex
+            if await self.redis.set(lock_key, lock_id, nx=True, px=15_000):
+                try:
+                    return await self._fetch_token()
+                finally:
+                    await self.redis.eval(_DELETE_IF_SAME, 1, lock_key, lock_id)
+            # Another worker holds the lock: wait for its token; if it died, its lock expires
+            # and the next round fetches.
+            if loop.time() > deadline:
+                raise WeChatApiError(None, "timed out waiting for the access token")
+            await asyncio.sleep(0.05)
+
+    async def _fetch_token(self) -> str:
+        result = await self._in_pool(lambda: self._client().fetch_access_token())
+        token = str(result["access_token"])
+        expires_in = int(result.get("expires_in", 7200))
+        # Refresh well before WeChat's expiry; WeChat keeps the old token valid a while.
+        ttl = max(expires_in - 300, 60)
+        await self.redis.set(self.token_key, token, ex=ttl)
+        log.info("fetched a new WeChat access token for %s (ttl %ss)", self.app_id, ttl)
+        return token
 
     async def drop_token(self, token: str) -> None:
         await self.redis.eval(_DELETE_IF_SAME, 1, self.token_key, token)
