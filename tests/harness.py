@@ -10,7 +10,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.keys import DATABASE, DEPS, REDIS
@@ -244,15 +243,10 @@ class Harness:
 
 
 async def start_harness(config: Config) -> Harness:
-    # A clean Redis before the app starts: its background workers (jobs, channel outbox) may
-    # already write there during start-up, and wiping that afterwards makes tests flaky.
-    if config.redis_url:
-        redis = aioredis.from_url(config.redis_url)
-        await redis.flushdb()
-        await redis.aclose()
     app = create_app(config)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     # Make the app's database the current Tortoise context for the test itself as well.
     activate(app[DATABASE])
+    await app[REDIS].flushdb()
     return Harness(config, client)
