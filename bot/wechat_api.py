@@ -165,13 +165,15 @@ class WeChatApi:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20.0
         while True:
-            cached = await self.redis.get(self.token_key)
+            cached = await self._cached_token()
             if cached:
-                return cached.decode() if isinstance(cached, bytes) else str(cached)
+                return cached
             lock_id = uuid.uuid4().hex
             if await self.redis.set(lock_key, lock_id, nx=True, px=15_000):
                 try:
-                    return await self._fetch_token()
+                    # Another worker may have fetched and released the lock between our read
+                    # of the cache and taking the lock: look again before fetching.
+                    return await self._cached_token() or await self._fetch_token()
                 finally:
                     await self.redis.eval(_DELETE_IF_SAME, 1, lock_key, lock_id)
             # Another worker holds the lock: wait for its token; if it died, its lock expires
@@ -179,6 +181,12 @@ class WeChatApi:
             if loop.time() > deadline:
                 raise WeChatApiError(None, "timed out waiting for the access token")
             await asyncio.sleep(0.05)
+
+    async def _cached_token(self) -> str | None:
+        cached = await self.redis.get(self.token_key)
+        if not cached:
+            return None
+        return cached.decode() if isinstance(cached, bytes) else str(cached)
 
     async def _fetch_token(self) -> str:
         result = await self._in_pool(lambda: self._client().fetch_access_token())
