@@ -132,7 +132,7 @@ const ABORTABLE = new Set(["created", "invited", "opened", "consented", "identit
   "in_call", "disclosing", "signing", "interrupted"]);
 
 async function act(path, body) {
-  try { await api("POST", `/sessions/${current.id}${path}`, { token, body }); await refreshSession(); }
+  try { await api("POST", `/sessions/${current.id}${path}`, { token, body }); await refresh(); }
   catch (err) { fail(err); }
 }
 
@@ -141,7 +141,7 @@ async function invite() {
     const result = await api("POST", `/sessions/${current.id}/invitation`, { token, body: { channel: "link" } });
     $("#inviteLink").textContent = result.url;
     $("#invitation").classList.remove("hidden");
-    await refreshSession();
+    await refresh();
   } catch (err) { fail(err); }
 }
 
@@ -176,8 +176,10 @@ function renderActions(s) {
 }
 
 async function refreshSession() {
-  const s = await api("GET", `/sessions/${current.id}`, { token });
-  const timeline = await api("GET", `/sessions/${current.id}/events`, { token });
+  const id = current.id;
+  const s = await api("GET", `/sessions/${id}`, { token });
+  const timeline = await api("GET", `/sessions/${id}/events`, { token });
+  if (!current || current.id !== id) return; // another session was opened meanwhile
   current = s;
   $("#sessionState").textContent = s.state_label + (s.paused ? "（客户需要解释）" : "");
   const c = s.order.customer;
@@ -197,21 +199,30 @@ async function refreshSession() {
   if (IN_CALL.has(s.state)) joinCall(s.id); else if (!["interrupted"].includes(s.state)) leaveCall();
 }
 
-let poller = null;
+// One refresh at a time, and one more after it when something changed meanwhile: the live
+// socket pushes a snapshot per event, and overlapping refreshes could finish out of order and
+// leave an older state on screen (this looked like a stalled socket during calls).
+let refreshing = null;
+let refreshAgain = false;
+function refresh() {
+  if (refreshing) { refreshAgain = true; return refreshing; }
+  refreshing = (async () => {
+    try {
+      do { refreshAgain = false; await refreshSession(); } while (refreshAgain);
+    } finally { refreshing = null; }
+  })();
+  return refreshing;
+}
 
 async function openSession(id) {
   current = { id };
-  // The live socket pushes changes; a slow poll backs it up (observed: during a call the
-  // console's socket can stop delivering while the server still sends).
-  clearInterval(poller);
-  poller = setInterval(() => { if (current && current.id === id) refreshSession().catch(() => {}); }, 3000);
   $("#invitation").classList.add("hidden");
   show("session");
   if (stream) stream.close();
   stream = live(() => ({ role: "staff", token, session_id: id }), (msg) => {
-    if (msg.type === "snapshot") refreshSession().catch(fail);
+    if (msg.type === "snapshot" && current && current.id === id) refresh().catch(fail);
   });
-  await refreshSession();
+  await refresh();
 }
 
 async function init() {
@@ -222,7 +233,7 @@ async function init() {
   $("#product").onchange = productFields;
   $("#refresh").onclick = () => listSessions().catch(fail);
   $("#back").onclick = () => {
-    clearInterval(poller); if (stream) stream.close(); leaveCall(); home().catch(fail);
+    if (stream) stream.close(); stream = null; leaveCall(); home().catch(fail);
   };
   $("#copyLink").onclick = () => navigator.clipboard.writeText($("#inviteLink").textContent)
     .then(() => setStatus(message, "已复制", "ok"), () => setStatus(message, "请手动复制链接", "error"));
