@@ -17,9 +17,9 @@ from app.config import Config
 from app.database import activate
 from app.factory import create_app
 from app.seed import DEMO_PRODUCT_CODE, DEMO_USERS
+from media.identity.idnumber import check_digit
 from workflow.consent_texts import CONSENT_TEXTS, RISK_SENTENCE
 from workflow.core import WorkflowDeps
-from workflow.idnumber import check_digit
 
 PASSWORDS = {username: password for username, password, _, _ in DEMO_USERS}
 HERE = {"lat": 29.8685, "lng": 121.5442, "accuracy_m": 20}  # inside the demo premises

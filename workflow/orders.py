@@ -7,10 +7,10 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
+from media.identity import idnumber
 from models.people import Agent, Customer
 from models.sales import Order, Product
 from security import audit
-from workflow import idnumber
 from workflow.core import WorkflowDeps
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from workflow.principals import StaffPrincipal
@@ -35,7 +35,7 @@ async def create_order(deps: WorkflowDeps, principal: StaffPrincipal, data: NewO
     if principal.agent_id is None or principal.branch_id is None:
         raise Forbidden("not_an_agent", "只有销售人员可以创建投保单")
     id_number = data.customer_id_number.strip().upper()
-    if not idnumber.is_valid(id_number):
+    if not idnumber.is_valid(id_number, deps.clock().date()):
         raise InvalidInput("id_number_invalid", "客户身份证号码无效，请核对后重新输入")
     product = await Product.get_or_none(code=data.product_code, active=True)
     if product is None:

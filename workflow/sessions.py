@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from media.identity import idnumber
 from models.org import Institution, Premises
 from models.people import Agent
 from models.sales import Order, Product, ScriptVersion
@@ -19,7 +20,6 @@ from scripts_library import versions
 from scripts_library.render import RenderContext, RenderError, render
 from security import audit
 from security.roles import Scope
-from workflow import idnumber
 from workflow.core import WorkflowDeps, event_payload
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from workflow.gates import GateFailure, Location, check_agent, check_gates, check_location
@@ -118,7 +118,7 @@ async def create_session(
                                f"order:{order.id}")
 
     customer = decrypt_customer(deps, order.customer, order)
-    age = idnumber.age_on(customer.id_number, deps.clock().date())
+    age = idnumber.age_of(customer.id_number, deps.clock().date())
     steps = render_session_steps(script, order, customer, agent, institution.full_name, age)
     session_id = uuid4()
     async with in_transaction() as conn:

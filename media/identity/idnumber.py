@@ -106,3 +106,19 @@ def make_id_number(region: str, birth: date, sequence: int, *, valid: bool = Tru
         return first17 + good
     wrong = next(c for c in _CHECK_CHARS if c != good)
     return first17 + wrong
+
+
+def is_valid(number: str, today: date) -> bool:
+    """A number that can be someone's: format, region code, a real birth date not after
+    ``today``, and the check character (orders refuse anything else, R-12)."""
+    facts = IdNumberFacts.of(number)
+    return (facts.format_ok and facts.region_code_ok and facts.check_digit_ok
+            and facts.birth_date is not None and facts.birth_date <= today)
+
+
+def age_of(number: str, today: date) -> int:
+    """Age in completed years of the holder of a valid number."""
+    born = birth_date_of(number)
+    if born is None:
+        raise ValueError("the number holds no birth date")
+    return age_on(born, today)
