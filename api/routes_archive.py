@@ -3,10 +3,16 @@ hold) entered by an administrator, and the tombstones of deleted sessions for au
 
 Disputes are managed by administrators (`manage_users`) and retention is read by auditors
 (`read_audit`) until the role model gets a dedicated retention permission.
+
+Sealed evidence (R-31): the public seal keys of an institution are published without login (for
+auditors and insurers checking exported archives offline), and a sealed session can be
+downloaded as a verifiable archive by QA inspectors and auditors (audited: it holds recordings).
 """
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from datetime import date
 
 from aiohttp import web
@@ -20,11 +26,16 @@ from api.registry import Api
 from api.routes_qa import AFTER_CALL
 from api.schemas import Body
 from archive import policies
+from archive.export import plan_export, write_zip
 from archive.retention import tombstone_view
 from models.archive import Dispute, PolicyStatus, RetentionRecord, Tombstone
+from models.org import Institution
 from models.sales import Order
 from models.sessions import RecordingSession
+from security import audit
 from security.roles import Permission
+from security.seal_keys import published_keyring
+from workflow.sessions import visible_sessions
 
 api = Api()
 P = Permission
@@ -109,3 +120,54 @@ async def get_tombstones(request: web.Request) -> web.Response:
     orders = Order.filter(institution_id=principal.institution_id).values_list("id", flat=True)
     rows = await Tombstone.filter(order_id__in=list(await orders)).order_by("-id").limit(200)
     return json_response({"items": [tombstone_view(t) for t in rows]})
+
+
+@api.endpoint("GET", "/institutions/{code}/seal-keys", auth="none", tag="archive",
+              summary="Public Ed25519 seal keys of an institution, active and retired (R-31)")
+async def get_seal_keys(request: web.Request) -> web.Response:
+    institution = await Institution.get_or_none(code=request.match_info["code"])
+    if institution is None:
+        raise ApiProblem(404, "institution_not_found", "找不到该机构")
+    # Public halves only (security.seal_keys.key_view): the document verify-archive reads.
+    return json_response(await published_keyring(institution))
+
+
+CHUNK = 1 << 20
+
+
+@api.endpoint("GET", "/archive/sessions/{session_id}/export", tag="archive",
+              summary="Download a sealed session as a verifiable archive (.zip; QA inspectors "
+              "with inspect, auditors with read_audit; R-31)",
+              produces="application/zip", responses={403: "neither inspect nor read_audit"})
+async def get_export(request: web.Request) -> web.StreamResponse:
+    principal = staff(request)
+    if principal.can(P.INSPECT):
+        query = visible_sessions(principal)
+    elif principal.can(P.READ_AUDIT):
+        query = RecordingSession.filter(institution_id=principal.institution_id)
+    else:
+        raise ApiProblem(403, "permission_denied", "您没有执行此操作的权限",
+                         permission=f"{P.INSPECT.value}|{P.READ_AUDIT.value}")
+    session = await query.get_or_none(id=path_uuid(request))
+    if session is None:
+        raise ApiProblem(404, "session_not_found", "找不到该录制会话")
+    if not session.manifest:
+        raise ApiProblem(409, "session_not_sealed", "该会话尚未封存，不能导出")
+    deps = request.app[DEPS]
+    plan = await plan_export(deps, session.id, deps.clock())
+    # An export copies the recordings: an access to personal data, audited before it is sent.
+    await audit.record_alone(principal.actor, "archive.export", object_type="session",
+                             object_id=str(session.id),
+                             details={"files": len(plan.members), "to": "download"})
+    with tempfile.TemporaryFile() as spool:
+        await asyncio.to_thread(write_zip, plan, spool)
+        size = spool.tell()
+        spool.seek(0)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/zip", "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="session-{session.id}.zip"'})
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(spool.read, CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+    return response

@@ -1,5 +1,5 @@
 """Command line: `python -m app serve | worker | migrate | create-user | verify-audit |
-seed-demo`."""
+seed-demo | verify | seal-keys | export | verify-archive`."""
 
 from __future__ import annotations
 
@@ -210,6 +210,125 @@ async def _verify_session(config: Config, args: argparse.Namespace) -> int:
     return 1
 
 
+async def _seal_keys(config: Config, args: argparse.Namespace) -> int:
+    """Lists an institution's seal keys (public halves only) or rotates its active key."""
+    from tortoise.transactions import in_transaction
+
+    from models.org import Institution
+    from security.audit import Actor
+    from security.crypto import FieldCipher
+    from security.seal_keys import DatabaseKeyring, published_keyring
+
+    async with open_database(config.database_url):
+        if args.code:
+            institution = await Institution.get_or_none(code=args.code)
+            if institution is None:
+                print(f"no institution with code {args.code}", file=sys.stderr)
+                return 2
+            institutions = [institution]
+        elif args.action == "rotate":
+            print("rotate needs an institution code", file=sys.stderr)
+            return 2
+        else:
+            institutions = await Institution.all().order_by("code")
+        if args.action == "rotate":
+            keyring = DatabaseKeyring(FieldCipher(config.field_encryption_key))
+            async with in_transaction() as conn:
+                key = await keyring.rotate(conn, institutions[0].id, Actor.system("cli"))
+            print(f"{institutions[0].code}: new active key {key.key_id} {key.public_key}")
+        for institution in institutions:
+            document = await published_keyring(institution)
+            print(f"{institution.code} ({institution.name})")
+            if not document["keys"]:
+                print("  (no key yet: one is created when its first session is sealed)")
+            for key in document["keys"]:
+                retired = f", retired {key['retired_at']}" if key["retired_at"] else ""
+                print(f"  {key['key_id']}  {key['status']:<7}  {key['public_key']}  "
+                      f"created {key['created_at']}{retired}")
+    return 0
+
+
+async def _export(config: Config, args: argparse.Namespace) -> int:
+    """Writes a sealed session as a self-contained archive, then verifies what it wrote."""
+    from pathlib import Path
+    from uuid import UUID
+
+    import redis.asyncio as aioredis
+
+    from archive.export import NotSealed, plan_export, write_archive
+    from archive.offline import verify_archive
+    from security import audit
+    from security.audit import Actor
+    from workflow.core import utcnow
+
+    try:
+        session_id = UUID(args.session_id)
+    except ValueError:
+        print(f"not a session id: {args.session_id}", file=sys.stderr)
+        return 2
+    dest = Path(args.dest)
+    async with open_database(config.database_url):
+        deps = workflow_deps(config, aioredis.Redis(), Jobs("redis://127.0.0.1:1", "unused"))
+        try:
+            plan = await plan_export(deps, session_id, utcnow())
+        except NotSealed as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        try:
+            await asyncio.to_thread(write_archive, plan, dest)
+        except FileExistsError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        # An export copies recordings: it is an access to personal data (R-51).
+        await audit.record_alone(Actor.system("cli"), "archive.export", object_type="session",
+                                 object_id=str(session_id),
+                                 details={"files": len(plan.members), "to": "file"})
+    report = await asyncio.to_thread(verify_archive, dest)
+    print(f"exported session {session_id} to {dest} ({len(plan.members)} files)")
+    if report.problems:
+        print("WARNING: the sealed evidence no longer matches its manifest:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    print("the archive verifies against its manifest; check it offline with "
+          f"python -m app verify-archive {dest} --keyring <published keys>")
+    return 0
+
+
+def _verify_archive(args: argparse.Namespace) -> int:
+    """Offline: no configuration, database, server or secret is read (R-31)."""
+    import json
+    from pathlib import Path
+
+    from archive.offline import ArchiveError, load_keyring_file, verify_archive
+    from security.seal_manifest import TrustedKey
+
+    trusted: list[TrustedKey] | None = None
+    try:
+        if args.public_key:
+            trusted = [TrustedKey(public_key=args.public_key.strip())]
+        elif args.keyring:
+            trusted = load_keyring_file(Path(args.keyring))
+        report = verify_archive(Path(args.path), trusted)
+    except (ArchiveError, OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return 2
+    what = f"session {report.session_id or '?'}"
+    if report.version == 2:
+        what += f", institution {report.institution}, key {report.key_id}"
+    elif report.version == 1:
+        what += ", manifest version 1 (platform key)"
+    if report.ok:
+        print(f"{what}: INTACT (signature, chain and {report.items_checked} items verified)")
+    else:
+        print(f"{what}: ALTERED")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app", description=DESCRIPTION,
@@ -251,6 +370,32 @@ def build_parser() -> argparse.ArgumentParser:
                             "signature and the timeline of a sealed session, check the Ed25519 "
                             "signature of its manifest, and name what was altered (exit 1).")
     verify.add_argument("session_id")
+    keys = sub.add_parser("seal-keys", help="list or rotate an institution's seal keys (R-31)",
+                          description="list: the public keys of one (or every) institution. "
+                          "rotate: retire the active key (older manifests still verify with "
+                          "it) and create a new one. Both are audited; private keys are never "
+                          "printed.")
+    keys.add_argument("action", choices=("list", "rotate"))
+    keys.add_argument("code", nargs="?", help="institution code (required for rotate)")
+    export = sub.add_parser("export", help="export a sealed session as a verifiable archive",
+                            description="Write the manifest, timeline, acknowledgements, "
+                            "signature images, recording segments, the institution's public "
+                            "keys and a README to DEST (a folder, or a .zip when DEST ends in "
+                            ".zip). Contains personal data (recordings): audited.")
+    export.add_argument("session_id")
+    export.add_argument("dest")
+    offline = sub.add_parser("verify-archive",
+                             help="verify an exported archive offline (no database, R-31)",
+                             description="Check the manifest signature, the chain and every "
+                             "file of an exported archive; name what was altered, missing or "
+                             "added (exit 1). Without --public-key/--keyring the key embedded "
+                             "in the archive is used, which is only self-asserted.")
+    offline.add_argument("path", help="the archive folder or .zip")
+    trust = offline.add_mutually_exclusive_group()
+    trust.add_argument("--public-key", metavar="KEY_B64",
+                       help="the trusted Ed25519 public key (base64)")
+    trust.add_argument("--keyring", metavar="FILE", help="a keyring JSON as published at "
+                       "/api/v1/institutions/{code}/seal-keys")
     sub.add_parser("seed-demo", help="create demo institution, users, premises and product",
                    description="Idempotent demo data for a local trial; refused in prod.")
     return parser
@@ -259,11 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "worker": _worker, "migrate": _migrate, "create-user": _create_user,
     "verify-audit": _verify_audit, "seed-demo": _seed, "verify": _verify_session,
+    "seal-keys": _seal_keys, "export": _export,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify-archive":
+        # Offline by design: no profile, secrets or database are loaded.
+        return _verify_archive(args)
     try:
         config = load_config()
     except (ConfigurationError, ValueError) as exc:

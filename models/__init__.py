@@ -12,6 +12,7 @@ MODEL_MODULES = [
     "models.channels",
     "models.qa",
     "models.archive",
+    "models.seal_keys",
 ]
 
 # The first line of a model docstring becomes a table comment, and Tortoise 1.1 neither escapes
