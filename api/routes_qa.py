@@ -7,6 +7,7 @@ detector) that the archive, insurer and statistics endpoints share.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 from uuid import UUID
@@ -31,7 +32,7 @@ from models.qa import (
     TaskStatus,
 )
 from models.sessions import Recording, RecordingSession, Verdict
-from qa import queue, replay, verdicts
+from qa import playback, queue, replay, verdicts
 from qa.findings import Severity
 from qa.runner import latest_report
 from qa.runtime import AfterCall, build_after_call
@@ -252,7 +253,7 @@ async def get_replay(request: web.Request) -> web.Response:
     session = await _reviewable(principal, path_uuid(request))
     redis = request.app[REDIS]
     ticket = await replay.issue_ticket(redis, principal, session.id)
-    view = await replay.replay_view(session.id, ticket)
+    view = await replay.replay_view(session.id, ticket, request.app[DEPS].storage.root)
     await audit.record_alone(principal.actor, "replay.view", object_type="session",
                              object_id=str(session.id),
                              details={"segments": sum(len(v) for v in
@@ -292,6 +293,39 @@ async def get_replay_media(request: web.Request) -> web.StreamResponse:
     if download:
         headers["Content-Disposition"] = (
             f'attachment; filename="{recording.kind}-{recording.segment:05d}.webm"')
+    return web.FileResponse(path, headers=headers)
+
+
+@api.endpoint("GET", "/replay/playback/{ticket}",
+              summary="The session's playback copy (both parties, TTS mixed in, time burned in) "
+              "under a playback ticket; first play and every download audited", tag="qa",
+              auth="none", query=("download",), produces="video/mp4",
+              responses={404: "the copy is still being made"})
+async def get_replay_playback(request: web.Request) -> web.StreamResponse:
+    ticket = request.match_info["ticket"]
+    redis = request.app[REDIS]
+    claims = await replay.resolve_ticket(redis, ticket)
+    if claims is None:
+        raise ApiProblem(401, "ticket_invalid", "回放链接已失效，请重新打开回放页面")
+    session_id = claims["session_id"]
+    found = await asyncio.to_thread(playback.ready_copy, request.app[DEPS].storage.root,
+                                    session_id)
+    if found is None:
+        raise ApiProblem(404, "playback_not_ready", "回放副本生成中，请稍后再试")
+    path, sidecar = found
+    actor = Actor("user", str(claims["user_id"]), claims["label"], request.remote or "")
+    details = {"session": session_id, "copy": "playback", "sha256": sidecar["sha256"]}
+    download = request.query.get("download") == "1"
+    # Audited like a segment (R-41): the copy shows the same recordings.
+    if download:
+        await audit.record_alone(actor, "recording.download", object_type="playback",
+                                 object_id=session_id, details=details)
+    elif await replay.first_fetch(redis, ticket, "playback"):
+        await audit.record_alone(actor, "recording.play", object_type="playback",
+                                 object_id=session_id, details=details)
+    headers = {"X-Content-SHA256": sidecar["sha256"], "Cache-Control": "private, no-store"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="playback-{session_id}.mp4"'
     return web.FileResponse(path, headers=headers)
 
 

@@ -50,6 +50,7 @@ from app.redis_server import EmbeddedRedis
 from bot.routes import CHANNEL_APIS
 from bot.runtime import channels_context
 from h5 import routes as h5_routes
+from qa.playback import register_playback_jobs
 from qa.runtime import build_after_call, register_after_call_jobs
 from scripts_library.speech import SpeechSettings, prerender_script_version
 from security.audit import ensure_chain_head
@@ -142,6 +143,8 @@ def register_jobs(
     # QA checks, queue, archive, retention and insurer webhooks (R-40..R-43).
     register_after_call_jobs(jobs, deps, build_after_call(
         redis, config.data_dir / "files", config.settings.identity_max_attempts))
+    # The playback copy of each sealed session for QA.
+    register_playback_jobs(jobs, deps, redis)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -211,6 +214,9 @@ async def worker_loop(deps: WorkflowDeps, database: object, interval: float) -> 
                              len(result.sealed))
                 # Runs wherever the job receiver runs (server or `app worker`), one at a time.
                 await deps.jobs.enqueue("after_call_sweep")
+                for session_id in result.sealed:
+                    await deps.jobs.enqueue("playback_copy", session_id=str(session_id))
+                await deps.jobs.enqueue("playback_catch_up")
             except Exception:
                 log.exception("background sweep failed; retrying next interval")
             await asyncio.sleep(interval)

@@ -4,14 +4,18 @@ interruptions, signatures and the findings — plus the channel conversation whe
 
 Media is fetched through short-lived playback tickets (a `<video>` element cannot send an
 Authorization header); each ticket belongs to one user and one session, and the first fetch of
-each segment under a ticket, and every download, is audited.
+each segment under a ticket, and every download, is audited. The playback copy
+(`qa.playback`: both parties side by side with the TTS mixed in) goes through the same
+tickets and the same audit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +24,7 @@ from redis.asyncio import Redis
 from models.qa import QaFinding
 from models.sales import Order, Product
 from qa.findings import KINDS, SEVERITY_LABELS_ZH, Severity, clock
+from qa.playback import playback_view
 from qa.timeline import load_timeline
 from workflow.principals import StaffPrincipal
 from workflow.states import STATE_LABELS_ZH
@@ -50,13 +55,16 @@ async def resolve_ticket(redis: Redis, ticket: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-async def first_fetch(redis: Redis, ticket: str, recording_id: int) -> bool:
-    """True the first time this ticket fetches this segment (range requests follow)."""
+async def first_fetch(redis: Redis, ticket: str, recording_id: int | str) -> bool:
+    """True the first time this ticket fetches this segment (or ``"playback"``, the playback
+    copy; range requests follow)."""
     key = f"{_ticket_key(ticket)}:played:{recording_id}"
     return bool(await redis.set(key, "1", nx=True, ex=TICKET_TTL_SECONDS))
 
 
-async def replay_view(session_id: UUID, ticket: str) -> dict[str, Any]:
+async def replay_view(session_id: UUID, ticket: str,
+                      files_root: Path | None = None) -> dict[str, Any]:
+    """The page's data; with ``files_root``, also the playback copy (ready, or being made)."""
     t = await load_timeline(session_id)
     s = t.session
     order = await Order.get(id=s.order_id)
@@ -130,6 +138,8 @@ async def replay_view(session_id: UUID, ticket: str) -> dict[str, Any]:
                       "decision": f.decision.value if f.decision else None,
                       "decision_note": f.decision_note} for f in shown],
         "conversation": await _conversation(session_id, t.offset),
+        "playback": None if files_root is None else await asyncio.to_thread(
+            playback_view, files_root, session_id, ticket),
     }
 
 

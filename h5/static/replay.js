@@ -1,8 +1,9 @@
 // QA replay (R-41): the recording with its timeline beside it. Every mark (step, answer,
 // identity result, presence mark, interruption, finding) seeks the video to its time in the
 // recording. Segments are separate files on the session's clock: seeking loads the segment
-// that holds the time, and playback runs on into the next one. Opening the page and every
-// download are audited by the server.
+// that holds the time, and playback runs on into the next one. The playback copy (both parties
+// side by side, TTS mixed in) is offered beside them once the background job has made it.
+// Opening the page, playing and every download are audited by the server.
 import { $, ApiError, api, setStatus, show, staffLogin } from "/static/api.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
@@ -70,6 +71,31 @@ function render(view) {
   renderFindings(view);
   renderSegments(view);
   renderChat(view);
+  renderPlayback(view.playback);
+}
+
+// The playback copy: one file with both parties, on the same clock as the marks. It loads only
+// when played (preload="none"), so opening the page does not count as playing it.
+function renderPlayback(copy) {
+  const status = $("#playbackStatus"), player = $("#playback"), link = $("#playbackDownload");
+  const problems = $("#playbackProblems");
+  const ready = copy && (copy.status === "ok" || copy.status === "partial");
+  status.textContent = copy ? copy.label : "回放副本生成中";
+  if (ready) status.textContent += `（时长 ${clock(copy.duration_ms)}，SHA-256 ${copy.sha256.slice(0, 16)}…）`;
+  player.classList.toggle("hidden", !ready);
+  link.classList.toggle("hidden", !ready);
+  if (ready && player.dataset.url !== copy.url) {
+    player.dataset.url = copy.url;
+    player.src = copy.url;
+    link.href = `${copy.url}?download=1`;
+  }
+  const items = (copy && copy.problems) || [];
+  problems.replaceChildren(...items.map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
+  problems.classList.toggle("hidden", items.length === 0);
 }
 
 function renderFilters(view) {
@@ -217,6 +243,9 @@ async function seek(ms, play) {
       });
     }
     update();
+    // The copy runs 1:1 on the session clock: once it is loaded, marks seek it too.
+    const copy = $("#playback");
+    if (copy.readyState >= 1) copy.currentTime = ms / 1000;
     if (play) { video.play().catch(() => {}); agentVideo.play().catch(() => {}); }
   } catch (err) { fail(err); } finally { state.seeking = false; }
 }
