@@ -1,22 +1,26 @@
 """What the call hub reports, applied to the session (R-23, R-24, R-30): recorded segments are
 registered, every TTS clip's outcome goes on the timeline (played in full or cut), a step that
 needs no answer moves on once its speech has played in full, and a lost party interrupts the
-call. The hub itself knows nothing of sessions; `app/call_bridge.py` wires it to this module."""
+call; the presence monitor's reference (R-13) is the verified live face. The hub itself knows
+nothing of sessions; `app/call_bridge.py` wires it to this module."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from models.sessions import RecordingSession
+from models.sessions import IdentityCheck, RecordingSession
 from scripts_library.speech import SpeechSettings
 from security.audit import Actor
 from workflow import call
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import WorkflowError
+from workflow.evidence import EvidenceStore
 from workflow.states import CALL_STATES
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,43 @@ async def party_lost(deps: WorkflowDeps, session_id: UUID, role: str, reason: st
         await call.interrupt(deps, MEDIA, session_id, f"{role} lost: {reason}")
     except WorkflowError as exc:
         log.info("session %s not interrupted: %s", session_id, exc)
+
+
+@dataclass(frozen=True)
+class PresenceReference:
+    """What the presence monitor of a call needs (R-13): the verified live face and the zero of
+    the session's timeline."""
+
+    image: bytes  # JPEG of the live face the identity check matched (decrypted evidence)
+    attempt: int
+    origin: float  # recording_started_at as POSIX seconds: presence times count from here
+
+
+class NoPresenceReference(LookupError):
+    """The session has no verified live face to compare the call's video with."""
+
+
+def live_face_path(session_id: UUID, attempt: int) -> str:
+    """Where `workflow.identity.run_identity_check` stores the matched live face."""
+    return f"sessions/{session_id}/identity/attempt-{attempt}/live-face.jpg.enc"
+
+
+async def presence_reference(deps: WorkflowDeps, session_id: UUID) -> PresenceReference:
+    """The reference for R-13: the live face of the passed identity check. Raises
+    `NoPresenceReference` (with the reason) when there is none, e.g. a check reported by an
+    external engine without the evidence file, or a call without a verified identity."""
+    session = await RecordingSession.get_or_none(id=session_id)
+    if session is None or session.recording_started_at is None:
+        raise NoPresenceReference("the call has not started")
+    check = await IdentityCheck.filter(session_id=session_id, passed=True) \
+        .order_by("-attempt").first()
+    if check is None:
+        raise NoPresenceReference("no passed identity check")
+    path = live_face_path(session_id, check.attempt)
+    if not deps.storage.exists(path):
+        raise NoPresenceReference(f"no live face stored for attempt {check.attempt}")
+    image = await asyncio.to_thread(EvidenceStore(deps.storage, deps.cipher).get, path)
+    return PresenceReference(image, check.attempt, session.recording_started_at.timestamp())
 
 
 def clip_for(session: RecordingSession, speech: SpeechSettings) -> tuple[str, Path] | None:

@@ -19,6 +19,10 @@ What a client offers (browser or Python), in this order::
 Video is VP8, audio Opus (the recording stores them as received). On the control channel the
 client answers ``{"type":"ping","seq":n}`` with ``{"type":"pong","seq":n}`` (and may ping the
 server to detect a dead server).
+
+The hub decodes nothing for the relay or the recording; :meth:`CallHub.watch_video` samples a
+party's video at a low rate (one key frame a second, decoded in a worker thread) for whoever
+needs to look at it: the presence monitor (R-13, :mod:`media.call.presence`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiortc import (
     RTCDataChannel,
@@ -61,6 +65,7 @@ from media.call.ice import (
     rtc_configuration,
 )
 from media.call.passthrough import forward_keyframe_requests, request_keyframe, tap_receiver
+from media.call.presence import Frame, SamplingPool, VideoSampler
 from media.call.relay import PacketFanout, RelayTrack
 from media.call.tts import TtsPlayer
 from media.recording import (
@@ -75,6 +80,7 @@ from media.recording import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 CONTROL_CHANNEL = "control"
 
 
@@ -106,6 +112,17 @@ class CallHubConfig:
     announce_clips: bool = True
     max_pending_messages: int = 100
     socket_receive_buffer: int = 1 << 20  # bytes per UDP socket; 0 keeps the OS default
+    # Worker threads shared by all rooms' video samplers (decode + analysis, R-13); a sample
+    # that finds them all busy is dropped, never queued.
+    sample_workers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClosed:
+    """A room was closed: both connections, the recording and the video samplers are finished
+    (reported after every segment and every sampler result)."""
+
+    session_id: str
 
 
 @dataclass(eq=False)
@@ -135,6 +152,7 @@ class _Room:
     recorder: SessionRecorder | None = None
     parties: dict[Role, _Party] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    samplers: list[VideoSampler[Any]] = field(default_factory=list)
 
 
 def _other(role: Role) -> Role:
@@ -165,6 +183,7 @@ class CallHub:
         on_party_lost: Callable[[PartyLost], Awaitable[None] | None] | None = None,
         on_party_connected: Callable[[PartyConnected], Awaitable[None] | None] | None = None,
         on_message: Callable[[PartyMessage], Awaitable[None] | None] | None = None,
+        on_room_closed: Callable[[RoomClosed], Awaitable[None] | None] | None = None,
     ) -> None:
         self.config = config
         self._on_segment = on_segment
@@ -172,6 +191,8 @@ class CallHub:
         self._on_party_lost = on_party_lost
         self._on_party_connected = on_party_connected
         self._on_message = on_message
+        self._on_room_closed = on_room_closed
+        self._sampling_pool = SamplingPool(config.sample_workers)
         self._rooms: dict[str, _Room] = {}
         self._epochs = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -202,6 +223,9 @@ class CallHub:
                 await self._drop(room, old, reason=None)
             party = await self._connect(room, role, sdp)
             room.parties[role] = party
+            for sampler in room.samplers:
+                if sampler.role == role:
+                    sampler.attach(room.sources[(role, "video")], party.epoch)
             party.watchdog = asyncio.get_running_loop().create_task(self._watch(room, party))
             party.watchdog.add_done_callback(self._log_failure)
         description = party.pc.localDescription
@@ -240,6 +264,35 @@ class CallHub:
                 sent += 1
         return sent
 
+    def watch_video(
+        self,
+        session_id: str,
+        role: Literal["customer", "agent"],
+        analyse: Callable[[float, Frame], T],
+        *,
+        sample_fps: float,
+        origin: float,
+        on_result: Callable[[T], Awaitable[None] | None] | None = None,
+    ) -> VideoSampler[T]:
+        """Sample ``role``'s video about ``sample_fps`` times a second for the rest of the room
+        (R-13): each sample is a key frame asked for and decoded alone, ``analyse(t, bgr)`` runs
+        in a worker thread with ``t`` in seconds from ``origin`` (POSIX time), and its result
+        goes to ``on_result`` in the loop. Follows the party across rejoins; closed with the
+        room. See :mod:`media.call.presence`."""
+        room = self._room(session_id)
+        sampler = VideoSampler(role, analyse, pool=self._sampling_pool, sample_fps=sample_fps,
+                               origin=origin, on_result=on_result,
+                               name=f"{session_id}/{role}/video sampler")
+        room.samplers.append(sampler)
+        party = room.parties.get(role)
+        if party is not None and not party.closing:
+            sampler.attach(room.sources[(role, "video")], party.epoch)
+        return sampler
+
+    def video_samplers(self, session_id: str) -> list[VideoSampler[Any]]:
+        """The samplers watching the room's video (for monitoring and tests)."""
+        return list(self._room(session_id).samplers)
+
     async def leave(self, session_id: str, role: Literal["customer", "agent"]) -> None:
         """A party hung up on purpose: close its connection and its open segment."""
         room = self._rooms.get(session_id)
@@ -262,6 +315,9 @@ class CallHub:
                 await self._drop(room, party, reason=None)
             if room.recorder is not None:
                 await room.recorder.finish()
+            for sampler in room.samplers:
+                await sampler.close()
+        self._emit(self._on_room_closed, RoomClosed(session_id))
         await self._settle()
 
     async def shutdown(self) -> None:
@@ -269,6 +325,7 @@ class CallHub:
         for session_id in list(self._rooms):
             await self.close(session_id)
         await self._settle()
+        await asyncio.to_thread(self._sampling_pool.shutdown)
 
     def connected_roles(self, session_id: str) -> set[Role]:
         """Roles whose media connection is up right now."""
@@ -514,6 +571,9 @@ class CallHub:
             watchdog.cancel()
         for track in party.tracks:
             track.stop()
+        for sampler in room.samplers:
+            if sampler.role == party.role:
+                sampler.detach(party.epoch)
         for kind in ("audio", "video"):
             room.sources[(party.role, kind)].clear_keyframe_source(party.epoch)  # type: ignore[index]
         try:
