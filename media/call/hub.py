@@ -82,6 +82,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONTROL_CHANNEL = "control"
+PC_CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class SignallingError(ValueError):
@@ -577,7 +578,12 @@ class CallHub:
         for kind in ("audio", "video"):
             room.sources[(party.role, kind)].clear_keyframe_source(party.epoch)  # type: ignore[index]
         try:
-            await party.pc.close()
+            # aiortc's close() has been seen not to return when tracks were stopped first
+            # (aiortc#283); a hung close must not hold the room, the recording or shutdown.
+            await asyncio.wait_for(party.pc.close(), PC_CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.warning("%s/%s: closing the connection took over %s s; left behind",
+                           room.session_id, party.role, PC_CLOSE_TIMEOUT_SECONDS)
         except Exception:  # the recording must still be finished below
             logger.exception("%s/%s: closing the connection failed", room.session_id, party.role)
         if room.recorder is not None:
