@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # the identity engines load in the presence process, not with
 log = logging.getLogger(__name__)
 # Timeline events after which the current step's speech is (re)played.
 PLAY_ON = frozenset({"script_started", "step_started", "script_resumed", "call_resumed"})
+# States a session reaches without the API closing its call room (the expiry sweep): the room,
+# its recorder and presence state are freed when the follower sees them.
+CLOSE_ON = frozenset({"expired"})
 
 
 def _in_database(database: Any, handler: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
@@ -220,13 +223,15 @@ async def _follow_steps(app: web.Application, hub: CallHub, speech: SpeechSettin
             if message.get("type") != "pmessage":
                 continue
             event = json.loads(message["data"])
-            if event.get("type") not in PLAY_ON:
-                continue
             session_id = UUID(message["channel"].decode().split(":", 1)[1])
             try:
-                await play_current_step(hub, app[DEPS], speech, session_id)
+                if event.get("to_state") in CLOSE_ON:
+                    # Moved on by a sweep (possibly in another process): free the room.
+                    await hub.close(str(session_id))
+                elif event.get("type") in PLAY_ON:
+                    await play_current_step(hub, app[DEPS], speech, session_id)
             except Exception:
-                log.exception("could not play the step of %s", session_id)
+                log.exception("could not follow %s of %s", event.get("type"), session_id)
     finally:
         deactivate(token)
         await pubsub.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -13,7 +14,9 @@ from uuid import UUID
 import av
 import pytest
 
+from api.keys import CALL_HUB
 from app.factory import speech_settings
+from media.call import UnknownSession
 from media.call.client import CallClient
 from media.call.synthetic import EncodedMedia, PrerecordedTrack, write_test_media
 from models.sessions import Acknowledgement, Recording, SessionEvent
@@ -160,3 +163,34 @@ async def _spoken(sid: str, step_id: str) -> bool:
 async def _moved_past(harness: Harness, walk: Walk, index: int) -> bool:
     step = await harness.current_step(walk)
     return step is None or step["index"] != index
+
+
+async def test_the_room_of_a_call_that_expires_unresumed_is_freed_R30(
+    harness: Harness, media: EncodedMedia
+) -> None:
+    walk = await harness.walk_to("identity_verified")
+    sid = walk.session_id
+    await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start", json={"location": HERE})
+    customer = await _join(harness, media, "/customer/call/offer", walk.customer_token)
+    hub = harness.client.app[CALL_HUB]
+    assert hub.recorder(sid) is not None  # the room is open
+    customer.answer_pings = False
+    await customer.close()
+    await _until(lambda: _is(harness, walk, "interrupted"), "the interruption", 30)
+
+    real = harness.deps.clock
+    harness.deps.clock = lambda: real() + timedelta(minutes=31)  # past the resume window
+    result = await sweep(harness.deps)
+    assert sid in {str(s) for s in result.expired}
+
+    def room_gone() -> Awaitable[bool]:
+        async def check() -> bool:
+            try:
+                hub.recorder(sid)
+            except UnknownSession:
+                return True
+            return False
+        return check()
+
+    await _until(room_gone, "the expired session's room to be closed", 15)
+    assert await Recording.filter(session_id=sid, kind="customer_av").exists()
