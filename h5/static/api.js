@@ -48,12 +48,25 @@ export function live(auth, onMessage, onStatus = () => {}) {
   return { close() { closed = true; if (socket) socket.close(); } };
 }
 
-// Staff pages: log in with the form's username and password; the token is kept for the tab.
-export async function staffLogin(tokenKey) {
-  const result = await api("POST", "/auth/login", {
-    body: { username: $("#username").value.trim(), password: $("#password").value } });
-  sessionStorage.setItem(tokenKey, result.token);
-  return result.token;
+// Staff pages: the login form, drawn into the page's empty login section. After a successful
+// login `then(token)` runs (the token is kept for the tab); errors go to `fail`.
+export function staffLoginForm(tokenKey, then, fail) {
+  const section = document.querySelector('[data-stage="login"]');
+  section.innerHTML = `<h1>登录</h1>
+    <label for="username">用户名</label><input id="username" autocomplete="username">
+    <label for="password">密码</label>
+    <input id="password" type="password" autocomplete="current-password">
+    <button id="login">登录</button>`;
+  const submit = async () => {
+    try {
+      const result = await api("POST", "/auth/login", { body: {
+        username: $("#username").value.trim(), password: $("#password").value } });
+      sessionStorage.setItem(tokenKey, result.token);
+      await then(result.token);
+    } catch (err) { fail(err); }
+  };
+  $("#login").onclick = submit;
+  $("#password").addEventListener("keydown", (e) => { if (e.key === "Enter") submit(); });
 }
 
 export function uuid() {

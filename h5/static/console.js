@@ -1,7 +1,7 @@
 // The agent console: log in, pass the pre-check (licence, training, position, network: R-03)
 // before anything else, create sessions, send invitations, follow the customer live, drive the
 // script (explain and resume after a negative answer, R-24), complete or abort.
-import { $, ApiError, api, live, setStatus, show, staffLogin } from "/static/api.js";
+import { $, ApiError, api, live, setStatus, show, staffLoginForm } from "/static/api.js";
 import { Call } from "/static/call.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
@@ -31,13 +31,6 @@ function position() {
       () => reject(new Error("无法获取定位，请允许浏览器使用位置信息")),
       { enableHighAccuracy: true, timeout: 15000 });
   });
-}
-
-async function login() {
-  try {
-    token = await staffLogin(TOKEN_KEY);
-    await enter();
-  } catch (err) { fail(err); }
 }
 
 async function enter() {
@@ -226,8 +219,7 @@ async function openSession(id) {
 }
 
 async function init() {
-  $("#login").onclick = login;
-  $("#password").addEventListener("keydown", (e) => { if (e.key === "Enter") login(); });
+  staffLoginForm(TOKEN_KEY, async (t) => { token = t; await enter(); }, fail);
   $("#runPrecheck").onclick = precheck;
   $("#create").onclick = create;
   $("#product").onchange = productFields;

@@ -1,7 +1,7 @@
 // Statistics dashboard: sessions by outcome, QA and identity pass rates and median call
 // durations by branch, agent, product or period. Charts are inline SVG drawn here: no chart
 // library, no CDN (the system runs on networks without internet access).
-import { $, ApiError, api, setStatus, show, staffLogin } from "/static/api.js";
+import { $, ApiError, api, setStatus, show, staffLoginForm } from "/static/api.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const SVG = "http://www.w3.org/2000/svg";
@@ -60,13 +60,6 @@ function bars(svg, rows, segments, max, format) {
   svg.replaceChildren(...parts);
 }
 
-async function login() {
-  try {
-    token = await staffLogin(TOKEN_KEY);
-    await enter();
-  } catch (err) { fail(err); }
-}
-
 async function enter() {
   try {
     const me = await api("GET", "/auth/me", { token });
@@ -118,8 +111,7 @@ function render(data) {
   }));
 }
 
-$("#login").onclick = login;
+staffLoginForm(TOKEN_KEY, async (t) => { token = t; await enter(); }, fail);
 $("#refresh").onclick = refresh;
 $("#groupBy").onchange = refresh;
-$("#password").addEventListener("keydown", (e) => { if (e.key === "Enter") login(); });
 if (token) enter(); else show("login");

@@ -4,7 +4,7 @@
 // that holds the time, and playback runs on into the next one. The playback copy (both parties
 // side by side, TTS mixed in) is offered beside them once the background job has made it.
 // Opening the page, playing and every download are audited by the server.
-import { $, ApiError, api, setStatus, show, staffLogin } from "/static/api.js";
+import { $, ApiError, api, setStatus, show, staffLoginForm } from "/static/api.js";
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const KIND_LABELS = { step: "话术步骤", answer: "客户答复", identity: "身份核验",
@@ -29,13 +29,6 @@ const clock = (ms) => {
 
 function sessionId() {
   return new URLSearchParams(location.search).get("session");
-}
-
-async function login() {
-  try {
-    token = await staffLogin(TOKEN_KEY);
-    await load();
-  } catch (err) { fail(err); }
 }
 
 async function load() {
@@ -275,7 +268,6 @@ video.addEventListener("ended", async () => {
   const next = list[list.indexOf(state.segment) + 1];
   if (next) await seek(next.start_ms, true);
 });
-$("#login").onclick = login;
-$("#password").addEventListener("keydown", (e) => { if (e.key === "Enter") login(); });
+staffLoginForm(TOKEN_KEY, async (t) => { token = t; await load(); }, fail);
 
 if (token) load(); else show("login");
