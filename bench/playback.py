@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from uuid import UUID
@@ -24,12 +22,9 @@ from uuid import UUID
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import Settings, load_config
-from app.database import migrate, open_database
-from app.redis_server import EmbeddedRedis
+from bench.recorded import recording_app
 from media.playback import RenderSettings
 from qa.playback import build_plan, run_composer
-from tests.harness import start_harness
 from tests.qa.simulate import MediaKit, Scenario, record_session
 
 
@@ -42,56 +37,37 @@ async def _loop_lag(stop: asyncio.Event, worst: list[float]) -> None:
 
 
 async def main(tts_seconds: float, repeat: int, preset: str, threads: int) -> None:
-    logging.getLogger("workflow.media_events").setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="bench-playback-") as tmp:
-        folder = Path(tmp)
-        redis = EmbeddedRedis(folder / "redis")
-        url = await redis.start()
-        database = f"sqlite://{folder / 'bench.sqlite3'}"
-        await migrate(database)
-        from app.seed import seed_demo
-
-        async with open_database(database):
-            await seed_demo()
-        config = load_config(Settings(profile="test", data_dir=folder / "data",
-                                      database_url=database, redis_url=url,
-                                      run_worker_in_process=False, run_jobs_in_process=False,
-                                      tts_engines="espeak"))
-        h = await start_harness(config)
-        try:
-            kit = MediaKit.build(folder / "media")
-            rec = await record_session(h, kit, Scenario(
-                tts_ms=round(tts_seconds * 1000), segment_ms=60_000, interrupt_after="product",
-                interruption_ms=20_000))
-            render = RenderSettings(preset=preset, threads=threads)
-            plan = await build_plan(h.deps.storage.root, UUID(rec.session_id), render)
-            assert plan is not None
-            minutes = plan.duration_ms / 60000
-            print(f"session: {minutes:.2f} min on the recording clock, "
-                  f"{len(plan.segments)} segments; output {render.width}x{render.height} "
-                  f"{render.fps} fps, libx264 {preset}, {threads} thread(s)")
-            print(f"{'run':<5}{'wall s':>8}{'CPU s':>8}{'CPU s/min':>11}{'realtime x':>12}"
-                  f"{'MB/min':>8}{'loop lag ms':>13}")
-            cpu_per_min, rtf = [], []
-            for n in range(1, repeat + 1):
-                out = folder / f"copy-{n}.mp4"
-                stop, worst = asyncio.Event(), [0.0]
-                ticker = asyncio.create_task(_loop_lag(stop, worst))
-                started = time.perf_counter()
-                result = await run_composer(plan, out, 3600)
-                wall = time.perf_counter() - started
-                stop.set()
-                await ticker
-                cpu_per_min.append(result.cpu_seconds / minutes)
-                rtf.append(wall / (plan.duration_ms / 1000))
-                print(f"{n:<5}{wall:>8.1f}{result.cpu_seconds:>8.1f}{cpu_per_min[-1]:>11.2f}"
-                      f"{rtf[-1]:>12.3f}{result.size_bytes / 1e6 / minutes:>8.2f}"
-                      f"{worst[0] * 1000:>13.1f}")
-            print(f"median: {statistics.median(cpu_per_min):.2f} CPU s per minute of playback, "
-                  f"realtime factor {statistics.median(rtf):.3f} (wall / duration)")
-        finally:
-            await h.close()
-            redis.stop()
+    async with recording_app("bench-playback-") as (h, folder):
+        kit = MediaKit.build(folder / "media")
+        rec = await record_session(h, kit, Scenario(
+            tts_ms=round(tts_seconds * 1000), segment_ms=60_000, interrupt_after="product",
+            interruption_ms=20_000))
+        render = RenderSettings(preset=preset, threads=threads)
+        plan = await build_plan(h.deps.storage.root, UUID(rec.session_id), render)
+        assert plan is not None
+        minutes = plan.duration_ms / 60000
+        print(f"session: {minutes:.2f} min on the recording clock, "
+              f"{len(plan.segments)} segments; output {render.width}x{render.height} "
+              f"{render.fps} fps, libx264 {preset}, {threads} thread(s)")
+        print(f"{'run':<5}{'wall s':>8}{'CPU s':>8}{'CPU s/min':>11}{'realtime x':>12}"
+              f"{'MB/min':>8}{'loop lag ms':>13}")
+        cpu_per_min, rtf = [], []
+        for n in range(1, repeat + 1):
+            out = folder / f"copy-{n}.mp4"
+            stop, worst = asyncio.Event(), [0.0]
+            ticker = asyncio.create_task(_loop_lag(stop, worst))
+            started = time.perf_counter()
+            result = await run_composer(plan, out, 3600)
+            wall = time.perf_counter() - started
+            stop.set()
+            await ticker
+            cpu_per_min.append(result.cpu_seconds / minutes)
+            rtf.append(wall / (plan.duration_ms / 1000))
+            print(f"{n:<5}{wall:>8.1f}{result.cpu_seconds:>8.1f}{cpu_per_min[-1]:>11.2f}"
+                  f"{rtf[-1]:>12.3f}{result.size_bytes / 1e6 / minutes:>8.2f}"
+                  f"{worst[0] * 1000:>13.1f}")
+        print(f"median: {statistics.median(cpu_per_min):.2f} CPU s per minute of playback, "
+              f"realtime factor {statistics.median(rtf):.3f} (wall / duration)")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from uuid import UUID
@@ -24,16 +22,13 @@ from uuid import UUID
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import Settings, load_config
-from app.database import migrate, open_database
-from app.redis_server import EmbeddedRedis
+from bench.recorded import recording_app
 from models.sales import Product
 from qa.checks import CheckInput, run_checks
 from qa.media import analyse_recordings
 from qa.settings import QaSettings
 from qa.timeline import load_timeline
 from qa.vad import EnergyVad, SileroVad, VoiceActivityDetector, silero_model_path
-from tests.harness import start_harness
 from tests.qa.simulate import MediaKit, Scenario, record_session
 
 
@@ -60,45 +55,25 @@ async def _measure(h: object, session_id: UUID, vad: VoiceActivityDetector,
 
 
 async def main(tts_seconds: float, repeat: int) -> None:
-    # The simulated steps carry audio facts but no rendered speech: the call bridge says so.
-    logging.getLogger("workflow.media_events").setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="bench-qa-") as tmp:
-        folder = Path(tmp)
-        redis = EmbeddedRedis(folder / "redis")
-        url = await redis.start()
-        database = f"sqlite://{folder / 'bench.sqlite3'}"
-        await migrate(database)
-        from app.seed import seed_demo
-
-        async with open_database(database):
-            await seed_demo()
-        config = load_config(Settings(profile="test", data_dir=folder / "data",
-                                      database_url=database, redis_url=url,
-                                      run_worker_in_process=False, run_jobs_in_process=False,
-                                      tts_engines="espeak"))
-        h = await start_harness(config)
-        try:
-            started = time.perf_counter()
-            kit = MediaKit.build(folder / "media")
-            rec = await record_session(h, kit, Scenario(tts_ms=round(tts_seconds * 1000),
-                                                        segment_ms=60_000))
-            print(f"recorded session: {rec.end_ms / 60000:.2f} min, 3 tracks "
-                  f"(made in {time.perf_counter() - started:.1f} s)")
-            engines: list[VoiceActivityDetector] = [EnergyVad()]
-            model = silero_model_path()
-            if model is not None:
-                engines.insert(0, SileroVad(model))
-            print(f"{'VAD engine':<18}{'wall s/min':>11}{'CPU s/min':>11}"
-                  f"{'checks only':>13}{'findings':>10}")
-            for vad in engines:
-                wall, cpu, checks, recorded, findings = await _measure(
-                    h, UUID(rec.session_id), vad, repeat)
-                minutes = recorded / 60000
-                print(f"{vad.name:<18}{wall / minutes:>11.3f}{cpu / minutes:>11.3f}"
-                      f"{checks * 1000:>10.1f} ms{findings:>10}")
-        finally:
-            await h.close()
-            redis.stop()
+    async with recording_app("bench-qa-") as (h, folder):
+        started = time.perf_counter()
+        kit = MediaKit.build(folder / "media")
+        rec = await record_session(h, kit, Scenario(tts_ms=round(tts_seconds * 1000),
+                                                    segment_ms=60_000))
+        print(f"recorded session: {rec.end_ms / 60000:.2f} min, 3 tracks "
+              f"(made in {time.perf_counter() - started:.1f} s)")
+        engines: list[VoiceActivityDetector] = [EnergyVad()]
+        model = silero_model_path()
+        if model is not None:
+            engines.insert(0, SileroVad(model))
+        print(f"{'VAD engine':<18}{'wall s/min':>11}{'CPU s/min':>11}"
+              f"{'checks only':>13}{'findings':>10}")
+        for vad in engines:
+            wall, cpu, checks, recorded, findings = await _measure(
+                h, UUID(rec.session_id), vad, repeat)
+            minutes = recorded / 60000
+            print(f"{vad.name:<18}{wall / minutes:>11.3f}{cpu / minutes:>11.3f}"
+                  f"{checks * 1000:>10.1f} ms{findings:>10}")
 
 
 if __name__ == "__main__":
