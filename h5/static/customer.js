@@ -20,6 +20,7 @@ let riskSentence = "";
 let writingFor = null; // the step (or "final") the pads are showing; re-renders keep the ink
 let call = null;
 let speaking = null; // the clip being played into the call, while it plays
+let shownStep = null; // the step the call page last brought into view
 
 // The call starts when the agent starts it; the page joins by itself and stays joined.
 function joinCall() {
@@ -45,6 +46,7 @@ const message = $("#message");
 
 function fail(err) {
   setStatus(message, err instanceof ApiError ? err.message : String(err), "error");
+  message.scrollIntoView({ block: "nearest" }); // seen wherever the customer has scrolled to
 }
 
 // The three ways in: a plain link, a WeChat link (the customer's openid must be the one the
@@ -158,6 +160,14 @@ function renderCall(s) {
   const answerable = step && s.state === "disclosing" && !s.paused && step.answer !== "none"
     && !WRITTEN.has(step.answer);
   $("#answers").classList.toggle("hidden", !answerable);
+  // A new step: bring its answers (or the pads, below the video) into view, once per step so
+  // the page never fights the customer's own scrolling.
+  const shown = step ? `${s.state}:${step.id}` : s.state;
+  if (shown !== shownStep) {
+    shownStep = shown;
+    if (writing) $("#signing").scrollIntoView({ block: "start" });
+    else $("#caption").closest(".card").scrollIntoView({ block: "nearest" });
+  }
   // While the step is being read out, the customer listens first (R-24).
   const listening = Boolean(s.speaking || (speaking && step && speaking.startsWith(`${step.id}@`)));
   $("#yes").disabled = $("#no").disabled = listening;
@@ -180,22 +190,43 @@ function render(s) {
 // ---- identity (R-12): both sides of the ID card, then a clip of the random challenges.
 let identityInfo = null;
 let uploaded = new Set();
+let recording = false;
+
+function identityStatus(text, kind = "") {
+  const box = $("#identityResult");
+  setStatus(box, text, kind);
+  if (text) box.scrollIntoView({ block: "center" }); // the customer is at the bottom of the page
+}
+
+function showUploaded(id, done) {
+  const state = $(id);
+  state.textContent = done ? "✔ 已上传，点这里可重拍" : "点这里拍照或选择照片";
+  state.classList.toggle("done", done);
+}
+
+function lockIdentity(locked) {
+  for (const id of ["#idFront", "#idBack", "#recordLiveness"]) $(id).disabled = locked;
+  $("#verify").disabled = locked || uploaded.size < 3;
+}
 
 async function loadIdentity() {
   identityInfo = await api("GET", "/customer/identity", { token });
   uploaded = new Set(identityInfo.uploads);
   $("#challengeList").textContent = identityInfo.challenges.map((c) => c.prompt).join("，");
-  const box = $("#identityResult");
   const last = identityInfo.last_check;
-  if (identityInfo.pending) setStatus(box, "正在核验，请稍候……");
+  if (identityInfo.pending) identityStatus("正在核验，请稍候……");
   else if (last && !last.passed) {
-    setStatus(box, `第 ${last.attempt} 次核验未通过：${last.reasons.join("；") || "请重新拍摄"}。` +
+    identityStatus(`第 ${last.attempt} 次核验未通过：${last.reasons.join("；") || "请重新拍摄"}。` +
       `还可以尝试 ${identityInfo.attempts_left} 次。`, "error");
-  } else setStatus(box, "");
-  $("#doneFront").textContent = uploaded.has("id_front") ? "✔ 已上传" : "";
-  $("#doneBack").textContent = uploaded.has("id_back") ? "✔ 已上传" : "";
-  $("#doneLiveness").textContent = uploaded.has("liveness") ? "✔" : "";
-  $("#verify").disabled = identityInfo.pending || uploaded.size < 3;
+  } else setStatus($("#identityResult"), "");
+  showUploaded("#doneFront", uploaded.has("id_front"));
+  showUploaded("#doneBack", uploaded.has("id_back"));
+  const clip = $("#livenessState");
+  clip.textContent = uploaded.has("liveness") ? "✔ 动作视频已上传" : "";
+  clip.classList.toggle("done", uploaded.has("liveness"));
+  clip.classList.toggle("hidden", !uploaded.has("liveness"));
+  $("#recordLiveness").textContent = uploaded.has("liveness") ? "重新录制动作视频" : "开始录制动作视频";
+  if (!recording) lockIdentity(identityInfo.pending);
 }
 
 async function upload(kind, blob) {
@@ -208,45 +239,81 @@ async function upload(kind, blob) {
   await loadIdentity();
 }
 
+async function uploadPhoto(kind, input, stateId, previewId) {
+  const file = input.files[0];
+  if (!file) return;
+  const state = $(stateId);
+  state.textContent = "正在上传……";
+  state.classList.remove("done");
+  try {
+    await upload(kind, file);
+    const preview = $(previewId);
+    preview.src = URL.createObjectURL(file);
+    preview.classList.remove("hidden");
+  } catch (err) {
+    showUploaded(stateId, uploaded.has(kind));
+    fail(err);
+  } finally { input.value = ""; } // choosing the same photo again still uploads it
+}
+
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+// One prompt on top of the camera preview, with a bar running down its time.
+async function prompting(text, note, ms) {
+  $("#challenge").replaceChildren(text, Object.assign(document.createElement("small"), { textContent: note }));
+  const bar = $("#challengeBar");
+  bar.style.transition = "none";
+  bar.style.width = "100%";
+  bar.getBoundingClientRect(); // restart the transition from full
+  bar.style.transition = `width ${ms}ms linear`;
+  bar.style.width = "0";
+  await sleep(ms);
+}
 
 async function recordLiveness() {
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
   } catch (err) { fail(new Error("无法打开摄像头，请允许使用摄像头后重试")); return; }
-  $("#livenessBox").classList.remove("hidden");
+  recording = true;
+  lockIdentity(true);
+  $("#livenessState").classList.add("hidden");
+  const box = $("#livenessBox");
+  box.classList.remove("hidden");
+  box.scrollIntoView({ block: "center" });
   $("#livenessVideo").srcObject = stream;
   const type = MediaRecorder.isTypeSupported("video/webm") ? "video/webm" : "video/mp4";
   const recorder = new MediaRecorder(stream, { mimeType: type });
   const chunks = [];
   recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
   const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
-  $("#recordLiveness").disabled = true;
   recorder.start(250);
-  const prompt = $("#challenge");
-  prompt.classList.remove("hidden");
-  prompt.textContent = "请正对摄像头，保持面部在画面中";
-  await sleep(1500);
+  await prompting("请正对摄像头", "保持整张脸在画面中", 1500);
   // Each action has its own time limit on the server; the prompts pace the customer within it.
   const each = Math.min(identityInfo.time_limit_s, 4) * 1000;
-  for (const c of identityInfo.challenges) { prompt.textContent = c.prompt; await sleep(each); }
-  prompt.textContent = "录制完成，正在上传……";
+  const total = identityInfo.challenges.length;
+  for (const [i, c] of identityInfo.challenges.entries()) {
+    await prompting(c.prompt, `第 ${i + 1} 个动作，共 ${total} 个`, each);
+  }
+  $("#challenge").textContent = "录制完成，正在上传……";
   recorder.stop();
   await stopped;
   stream.getTracks().forEach((t) => t.stop());
-  $("#livenessBox").classList.add("hidden");
   try {
     await upload("liveness", new Blob(chunks, { type }));
-    prompt.textContent = "动作视频已上传";
-  } catch (err) { fail(err); } finally { $("#recordLiveness").disabled = false; }
+  } catch (err) { fail(err); } finally {
+    box.classList.add("hidden");
+    recording = false;
+    await loadIdentity().catch(fail);
+    $("#livenessState").scrollIntoView({ block: "center" });
+  }
 }
 
 async function submitIdentity() {
   try {
-    $("#verify").disabled = true;
+    lockIdentity(true);
     await api("POST", "/customer/identity/submit", { token });
-    setStatus($("#identityResult"), "正在核验，请稍候……");
+    identityStatus("正在核验，请稍候……");
   } catch (err) { fail(err); await loadIdentity(); }
 }
 
@@ -295,8 +362,8 @@ async function init() {
   $("#clearCopy").onclick = () => pads.copy.clear();
   $("#clearSign").onclick = () => pads.sign.clear();
   $("#submitSignature").onclick = submitSignature;
-  $("#idFront").onchange = (e) => e.target.files[0] && upload("id_front", e.target.files[0]).catch(fail);
-  $("#idBack").onchange = (e) => e.target.files[0] && upload("id_back", e.target.files[0]).catch(fail);
+  $("#idFront").onchange = (e) => uploadPhoto("id_front", e.target, "#doneFront", "#previewFront");
+  $("#idBack").onchange = (e) => uploadPhoto("id_back", e.target, "#doneBack", "#previewBack");
   $("#recordLiveness").onclick = recordLiveness;
   $("#verify").onclick = submitIdentity;
   if (token) {

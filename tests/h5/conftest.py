@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,15 @@ FLAGS = [
 
 
 @asynccontextmanager
-async def chromium_context(**options: Any) -> AsyncIterator[Any]:
-    """A fresh Chromium profile with the flags above; `options` go to Playwright's context."""
+async def chromium_context(args: Sequence[str] = (), **options: Any) -> AsyncIterator[Any]:
+    """A fresh Chromium profile with the flags above plus `args` (e.g. a customer's fake camera:
+    `--use-file-for-fake-video-capture=x.y4m`); `options` go to Playwright's context."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail("Debian chromium is not installed (apt-get install chromium fonts-noto-cjk)")
     profile = tempfile.mkdtemp(prefix="chromium-")
     async with playwright_api.async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=FLAGS, headless=True, locale="zh-CN",
+            profile, executable_path=CHROMIUM, args=[*FLAGS, *args], headless=True, locale="zh-CN",
             **options,
         )
         try:
@@ -45,11 +46,15 @@ async def chromium_context(**options: Any) -> AsyncIterator[Any]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+# A phone (the customer's pages are phone-first).
+PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
+                         "has_touch": True}
+
+
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[object]:
-    """A phone-sized browser (the customer's pages are phone-first)."""
-    async with chromium_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                has_touch=True) as context:
+    """A phone-sized browser."""
+    async with chromium_context(**PHONE) as context:
         yield context
 
 
