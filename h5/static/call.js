@@ -13,6 +13,10 @@ function gathered(pc) {
   });
 }
 
+// How long a "disconnected" connection may take to recover before the page rejoins (the server
+// notices a silent peer after its keep-alive timeout, 10 s by default, and interrupts the call).
+const DISCONNECTED_GRACE_MS = 4000;
+
 export class Call {
   constructor({ offerPath, token, remoteVideo, selfVideo, onMessage = () => {}, onState = () => {} }) {
     Object.assign(this, { offerPath, token, remoteVideo, selfVideo, onMessage, onState });
@@ -53,9 +57,19 @@ export class Call {
       else this.onMessage(message);
     };
     pc.onconnectionstatechange = () => {
-      this.onState(pc.connectionState);
-      if (["failed", "disconnected", "closed"].includes(pc.connectionState)) this.reconnect();
-      if (pc.connectionState === "connected") this.retry = 1000;
+      if (pc !== this.pc) return; // an earlier connection, replaced by a rejoin
+      const state = pc.connectionState;
+      this.onState(state);
+      clearTimeout(this.graceTimer);
+      if (state === "failed" || state === "closed") this.reconnect();
+      // "disconnected" is often a stall of a few seconds that ICE recovers from by itself;
+      // rejoining at once would turn every short stall into an interruption of the recording.
+      if (state === "disconnected") {
+        this.graceTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState !== "connected") this.reconnect();
+        }, DISCONNECTED_GRACE_MS);
+      }
+      if (state === "connected") this.retry = 1000;
     };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
@@ -82,6 +96,7 @@ export class Call {
 
   close() {
     this.closed = true;
+    clearTimeout(this.graceTimer);
     if (this.pc) this.pc.close();
     if (this.media) this.media.getTracks().forEach((t) => t.stop());
     this.players.forEach((p) => { p.srcObject = null; });

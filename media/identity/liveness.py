@@ -71,8 +71,10 @@ def new_challenge_plan(config: LivenessConfig, rng: random.Random | None = None)
 def frames_from_video(data: bytes, max_fps: float = 15.0, suffix: str = ".mp4") -> list[TimedFrame]:
     """Decode an uploaded clip (any container FFmpeg in OpenCV reads) into timed frames.
 
-    OpenCV can only open files, hence the temporary file. Frames closer than 1/max_fps to the
-    previous kept one are skipped: landmark actions last 150 ms or more.
+    OpenCV can only open files, hence the temporary file. Frames much closer than 1/max_fps to
+    the previous kept one are skipped: landmark actions last 150 ms or more. The margin matters:
+    browsers' WebM timestamps are whole milliseconds with jitter, so a 15 fps clip has frames
+    66 ms apart, and a strict 1/15 s cut dropped every other one.
     """
     fd, path = tempfile.mkstemp(suffix=suffix)
     try:
@@ -88,7 +90,7 @@ def frames_from_video(data: bytes, max_fps: float = 15.0, suffix: str = ".mp4") 
                 break
             pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             t = pos if pos > 0 or index == 0 else (index / fps if fps else index / max_fps)
-            if t - last >= 1.0 / max_fps - 1e-6:
+            if t - last >= 0.8 / max_fps:
                 frames.append(TimedFrame(t, img))
                 last = t
             index += 1
