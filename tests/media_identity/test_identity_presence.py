@@ -39,6 +39,9 @@ def test_r13_second_face_absence_and_face_change_are_marked_on_the_timeline(
         for k in range(3):
             live_marks += monitor.add_frame(second + k / 15, synth.jitter(frame, rng))
     report = monitor.finish(end_t=len(script))
+    # The costly face comparison ran when something changed (first face, second face,
+    # nobody → someone, another person), not on every one of the 28 samples.
+    assert monitor.identity_checks <= 8, monitor.identity_checks
 
     marks = [(m.type, m.at_s) for m in report.marks]
     assert marks == [
@@ -66,5 +69,6 @@ def test_r13_customer_in_view_all_call_passes(
     for second in range(8):
         monitor.add_frame(float(second), synth.jitter(customer, rng))
     report = monitor.finish(end_t=8.0)
+    assert monitor.identity_checks <= 3  # the first sample and the periodic re-check
     assert report.passed, report
     assert report.marks == [] and report.in_view_share == 1.0
