@@ -132,10 +132,15 @@ async def channels_context(app: web.Application) -> AsyncIterator[None]:
         for task in (worker, listener, *channels.background):
             if task is not None:
                 task.cancel()
-        for task in (worker, listener, *channels.background):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        pending = {t for t in (worker, listener, *channels.background) if t is not None}
+        if pending:
+            # Bounded: a task that ignores its cancellation must not hold the shutdown.
+            done, stuck = await asyncio.wait(pending, timeout=10)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: it was logged where it happened
+            for task in stuck:
+                log.error("channel task %s did not stop within 10 s of its cancellation", task)
         await channels.http.close()
         channels.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -166,8 +171,12 @@ async def worker_loop(channels: Channels) -> None:
             except Exception:
                 log.exception("channel worker pass failed; retrying next interval")
             channels.wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancellation arriving while
+            # wait_for wraps Event.wait could leave this task "cancelling" forever (seen as
+            # an app shutdown that never finished).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channels.wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await channels.wake.wait()
     finally:
         deactivate(token)
 

@@ -322,8 +322,9 @@ class VideoSampler(Generic[T]):
             else:
                 wait = self._requested_at + min(_REQUEST_RETRY_SECONDS, self.period) - loop.time()
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.01))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see bot/runtime.py
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
