@@ -261,30 +261,44 @@ async def get_replay(request: web.Request) -> web.Response:
     return json_response(view, headers={"Cache-Control": "no-store"})
 
 
+async def _ticket_claims(request: web.Request) -> dict[str, Any]:
+    claims = await replay.resolve_ticket(request.app[REDIS], request.match_info["ticket"])
+    if claims is None:
+        raise ApiProblem(401, "ticket_invalid", "回放链接已失效，请重新打开回放页面")
+    return claims
+
+
+async def _audit_fetch(request: web.Request, claims: dict[str, Any], object_type: str,
+                       object_id: str, played_key: int | str, details: dict[str, Any],
+                       download_details: dict[str, Any]) -> bool:
+    """Every download and the first play under a ticket are audited (R-41); True for a
+    download."""
+    actor = Actor("user", str(claims["user_id"]), claims["label"], request.remote or "")
+    download = request.query.get("download") == "1"
+    if download:
+        await audit.record_alone(actor, "recording.download", object_type=object_type,
+                                 object_id=object_id, details=download_details)
+    elif await replay.first_fetch(request.app[REDIS], request.match_info["ticket"],
+                                  played_key):
+        await audit.record_alone(actor, "recording.play", object_type=object_type,
+                                 object_id=object_id, details=details)
+    return download
+
+
 @api.endpoint("GET", "/replay/media/{ticket}/{recording_id}",
               summary="A recorded segment under a playback ticket (first play and every "
               "download audited)", tag="qa", auth="none", query=("download",),
               produces="video/webm")
 async def get_replay_media(request: web.Request) -> web.StreamResponse:
-    ticket = request.match_info["ticket"]
-    redis = request.app[REDIS]
-    claims = await replay.resolve_ticket(redis, ticket)
-    if claims is None:
-        raise ApiProblem(401, "ticket_invalid", "回放链接已失效，请重新打开回放页面")
+    claims = await _ticket_claims(request)
     recording = await Recording.get_or_none(id=path_int(request, "recording_id"),
                                             session_id=claims["session_id"])
     if recording is None:
         raise ApiProblem(404, "recording_not_found", "找不到该录像")
-    actor = Actor("user", str(claims["user_id"]), claims["label"], request.remote or "")
-    download = request.query.get("download") == "1"
-    if download:
-        await audit.record_alone(actor, "recording.download", object_type="recording",
-                                 object_id=str(recording.id),
-                                 details={"session": claims["session_id"], "via": "replay"})
-    elif await replay.first_fetch(redis, ticket, recording.id):
-        await audit.record_alone(actor, "recording.play", object_type="recording",
-                                 object_id=str(recording.id),
-                                 details={"session": claims["session_id"]})
+    download = await _audit_fetch(
+        request, claims, "recording", str(recording.id), recording.id,
+        details={"session": claims["session_id"]},
+        download_details={"session": claims["session_id"], "via": "replay"})
     deps = request.app[DEPS]
     path = deps.storage.root / recording.path
     if not path.exists():
@@ -302,27 +316,17 @@ async def get_replay_media(request: web.Request) -> web.StreamResponse:
               auth="none", query=("download",), produces="video/mp4",
               responses={404: "the copy is still being made"})
 async def get_replay_playback(request: web.Request) -> web.StreamResponse:
-    ticket = request.match_info["ticket"]
-    redis = request.app[REDIS]
-    claims = await replay.resolve_ticket(redis, ticket)
-    if claims is None:
-        raise ApiProblem(401, "ticket_invalid", "回放链接已失效，请重新打开回放页面")
+    claims = await _ticket_claims(request)
     session_id = claims["session_id"]
     found = await asyncio.to_thread(playback.ready_copy, request.app[DEPS].storage.root,
                                     session_id)
     if found is None:
         raise ApiProblem(404, "playback_not_ready", "回放副本生成中，请稍后再试")
     path, sidecar = found
-    actor = Actor("user", str(claims["user_id"]), claims["label"], request.remote or "")
     details = {"session": session_id, "copy": "playback", "sha256": sidecar["sha256"]}
-    download = request.query.get("download") == "1"
     # Audited like a segment (R-41): the copy shows the same recordings.
-    if download:
-        await audit.record_alone(actor, "recording.download", object_type="playback",
-                                 object_id=session_id, details=details)
-    elif await replay.first_fetch(redis, ticket, "playback"):
-        await audit.record_alone(actor, "recording.play", object_type="playback",
-                                 object_id=session_id, details=details)
+    download = await _audit_fetch(request, claims, "playback", session_id, "playback",
+                                  details=details, download_details=details)
     headers = {"X-Content-SHA256": sidecar["sha256"], "Cache-Control": "private, no-store"}
     if download:
         headers["Content-Disposition"] = f'attachment; filename="playback-{session_id}.mp4"'
