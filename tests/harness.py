@@ -3,16 +3,21 @@ with the real API, so each test states only what it is about."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import ResponseError
+from taskiq.api import run_receiver_task
 
-from api.keys import DATABASE, DEPS, REDIS
+from api.keys import DATABASE, DEPS, JOBS, REDIS
 from app.config import Config
 from app.database import activate
 from app.factory import create_app
@@ -86,6 +91,24 @@ class Harness:
     @property
     def deps(self) -> WorkflowDeps:
         return self.app[DEPS]  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def jobs_running(self, max_async_tasks: int = 4) -> AsyncIterator[None]:
+        """The job receiver, as the server runs it by default (the harness leaves it off);
+        started in the test's context so the jobs see this test's database."""
+        broker = self.app[JOBS].broker
+        # The harness empties Redis after the app started, consumer group included.
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it is there already
+            await self.app[REDIS].xgroup_create(broker.queue_name, broker.consumer_group_name,
+                                                id="0", mkstream=True)
+        receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=max_async_tasks,
+                                                         run_startup=False))
+        try:
+            yield
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
 
     @property
     def redis(self) -> Any:

@@ -23,18 +23,15 @@ import contextlib
 import json
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
-from redis.exceptions import ResponseError
-from taskiq.api import run_receiver_task
 
-from api.keys import IDENTITY, JOBS
+from api.keys import IDENTITY
 from media.identity.results import Challenge
 from media.recording import probe_segment
 from models.sales import Order
@@ -138,25 +135,6 @@ STEP_MOVED_ON = """async (index) => {
 }"""
 
 
-@asynccontextmanager
-async def _server_runs_its_jobs(harness: Harness) -> AsyncIterator[None]:
-    """The job receiver, as the server runs it by default (the test harness leaves it off);
-    started in the test's context so the jobs see this test's database."""
-    broker = harness.app[JOBS].broker
-    # The harness empties Redis after the app started, consumer group included.
-    with contextlib.suppress(ResponseError):  # BUSYGROUP: it is there already
-        await harness.redis.xgroup_create(broker.queue_name, broker.consumer_group_name,
-                                          id="0", mkstream=True)
-    receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=4,
-                                                     run_startup=False))
-    try:
-        yield
-    finally:
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
-
-
 async def _until(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float) -> Any:
     """Polls `check` until it returns something truthy (bounded; names what never happened)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -257,7 +235,7 @@ async def _customer_verifies_identity(
 async def test_a_whole_session_in_two_browsers_is_recorded_sealed_and_verifiable_R12_R24_R31(
     harness: Harness, tmp_path: Path, screenshot_dir: Path
 ) -> None:
-    async with _server_runs_its_jobs(harness):
+    async with harness.jobs_running():
         await _publish_short_script(harness)
         heard, challenges, sid = await _the_session_in_two_browsers(harness, tmp_path,
                                                                      screenshot_dir)

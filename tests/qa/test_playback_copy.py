@@ -7,7 +7,6 @@ through the replay tickets and audited like a segment."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,8 +18,6 @@ from uuid import UUID
 import av
 import numpy as np
 import pytest
-from redis.exceptions import ResponseError
-from taskiq.api import run_receiver_task
 
 from api.keys import DATABASE, JOBS
 from app import factory
@@ -314,15 +311,7 @@ async def test_sealed_sessions_get_their_copy_through_the_job_queue_R41(
 
     # The real broker and receiver: the catch-up queues the session, the job makes the copy.
     jobs = h.app[JOBS]
-    # As tests/h5/test_call_e2e.py does: the harness empties Redis after the app started
-    # (consumer group included), and the receiver is started in the test's context so the
-    # jobs see this test's database.
-    with contextlib.suppress(ResponseError):  # BUSYGROUP: it is there already
-        await h.redis.xgroup_create(jobs.broker.queue_name, jobs.broker.consumer_group_name,
-                                    id="0", mkstream=True)
-    receiver = asyncio.create_task(run_receiver_task(jobs.broker, max_async_tasks=2,
-                                                     run_startup=False))
-    try:
+    async with h.jobs_running(max_async_tasks=2):
         assert await catch_up(h.deps, h.redis, jobs, PlaybackSettings()) == 1
         sidecar = playback_folder(h.deps.storage.root, sid) / SIDECAR_NAME
         for _ in range(1800):  # the render runs in a child process; the machine may be busy
@@ -330,10 +319,6 @@ async def test_sealed_sessions_get_their_copy_through_the_job_queue_R41(
                 break
             await asyncio.sleep(0.1)
         assert json.loads(sidecar.read_text())["status"] == "ok"
-    finally:
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
     # Nothing left to catch up (the pass is rate-limited too).
     assert await catch_up(h.deps, h.redis, jobs, PlaybackSettings()) == 0
     await h.redis.delete("playback:catch-up")
