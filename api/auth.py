@@ -9,6 +9,7 @@ from aiohttp import web
 from api.keys import CONFIG, CUSTOMER_TOKENS, PRINCIPAL, STAFF_TOKENS
 from api.problems import ApiProblem
 from models.people import Agent, User
+from workflow.invitations import INVITATION_REISSUED, token_revoked
 from workflow.principals import CustomerPrincipal, StaffPrincipal
 
 
@@ -58,6 +59,8 @@ async def customer_from_token(request: web.Request, token: str) -> CustomerPrinc
     claims = await request.app[CUSTOMER_TOKENS].resolve(token)
     if not claims or "session_id" not in claims:
         raise ApiProblem(401, "customer_token_invalid", "页面已失效，请重新打开邀请链接")
+    if await token_revoked(claims):  # a newer invitation was sent
+        raise ApiProblem(401, *INVITATION_REISSUED)
     return CustomerPrincipal(
         session_id=UUID(claims["session_id"]), ip=client_ip(request),
         user_agent=request.headers.get("User-Agent", "")[:300],

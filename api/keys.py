@@ -9,10 +9,11 @@ from aiohttp import web
 from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 
-from app.config import Config
-from app.jobs import Jobs
+from infra.call_rooms import Rooms
+from infra.config import Config
+from infra.jobs import Jobs
 from media.call import CallHub
-from security.ratelimit import RateLimiter
+from security.ratelimit import LoginThrottle
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
 from workflow.principals import CustomerPrincipal, StaffPrincipal
@@ -25,9 +26,10 @@ JOBS = web.AppKey("jobs", Jobs)
 # The identity engines load lazily (seconds of start-up); one instance per app, made on demand.
 IDENTITY: web.AppKey[Callable[[], Any]] = web.AppKey("identity_engines")
 CALL_HUB = web.AppKey("call_hub", CallHub)
+ROOMS = web.AppKey("call_rooms", Rooms)
 STAFF_TOKENS = web.AppKey("staff_tokens", TokenStore)
 CUSTOMER_TOKENS = web.AppKey("customer_tokens", TokenStore)
-LOGIN_LIMITER = web.AppKey("login_limiter", RateLimiter)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 PRINCIPAL: web.RequestKey[StaffPrincipal | CustomerPrincipal] = web.RequestKey(
     "principal", StaffPrincipal | CustomerPrincipal  # type: ignore[arg-type]
 )

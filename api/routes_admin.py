@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,22 +13,30 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from api.auth import staff
-from api.http import read_json
+from api.http import ChoiceQuery, DateQuery, IntQuery, TextQuery, read_json
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import AuditPage, AuditVerification, Health, ProductList, UserList, UserView
 from api.schemas import CreateUserBody
 from models.audit import AuditEntry
 from models.org import Branch
 from models.people import Agent, Role, User
 from models.sales import Product
-from scripts_library import versions
 from security import audit
-from security.passwords import hash_password
+from security.passwords import hash_password_async
 from security.roles import Permission, permissions_of
+from workflow import script_versions as versions
 
 api = Api()
 P = Permission
+FROM, TO = DateQuery("from", timed=True), DateQuery("to", timed=True)
+ACTOR, ACTION = TextQuery("actor", 100), TextQuery("action", 64)
+OBJECT_ID, OUTCOME = TextQuery("object_id", 64), TextQuery("outcome", 16)
+AUDIT_FILTERS = (FROM, TO, ACTOR, ACTION, OBJECT_ID, OUTCOME)
 AUDIT_QUERY = ("from", "to", "actor", "action", "object_id", "outcome", "limit", "offset")
+LIMIT = IntQuery("limit", default=100, low=0, high=1000)
+OFFSET = IntQuery("offset", default=0, low=0, high=10**12)
+FORMAT = ChoiceQuery("format", ("csv", "jsonl"), default="csv")
 
 
 def _user_view(user: User) -> dict[str, Any]:
@@ -39,14 +46,16 @@ def _user_view(user: User) -> dict[str, Any]:
 
 
 @api.endpoint("GET", "/users", summary="Users of the caller's institution", tag="admin",
-              permission=P.MANAGE_USERS)
+              permission=P.MANAGE_USERS, returns=UserList)
 async def list_users(request: web.Request) -> web.Response:
     users = await User.filter(institution_id=staff(request).institution_id).order_by("id")
     return json_response({"items": [_user_view(u) for u in users]})
 
 
 @api.endpoint("POST", "/users", summary="Create a staff user with one role", tag="admin",
-              permission=P.MANAGE_USERS, body=CreateUserBody)
+              permission=P.MANAGE_USERS, body=CreateUserBody, returns=UserView, status=201,
+              responses={409: "username taken",
+                         422: "no such branch, or an agent without branch and licence"})
 async def create_user(request: web.Request) -> web.Response:
     body = await read_json(request, CreateUserBody)
     principal = staff(request)
@@ -58,9 +67,10 @@ async def create_user(request: web.Request) -> web.Response:
         raise ApiProblem(422, "branch_not_found", "网点不存在")
     if await User.exists(username=body.username):
         raise ApiProblem(409, "username_taken", "用户名已存在")
+    password_hash = await hash_password_async(body.password)  # off the event loop
     async with in_transaction() as conn:
         user = await User.create(
-            username=body.username, password_hash=hash_password(body.password),
+            username=body.username, password_hash=password_hash,
             display_name=body.display_name, role=body.role,
             institution_id=principal.institution_id, branch_id=body.branch_id, using_db=conn,
         )
@@ -71,35 +81,21 @@ async def create_user(request: web.Request) -> web.Response:
     return json_response(_user_view(user), status=201)
 
 
-def _parse_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise ApiProblem(422, "validation_failed", f"时间参数 {name} 格式无效（ISO 8601）",
-                         field=name) from exc
-    if value.tzinfo is None:
-        raise ApiProblem(422, "validation_failed", f"时间参数 {name} 须带时区", field=name)
-    return value
-
-
 def _audit_query(request: web.Request) -> QuerySet[AuditEntry]:
     query = AuditEntry.all()
-    start, end = _parse_time(request, "from"), _parse_time(request, "to")
+    start, end = FROM.read(request), TO.read(request)
     if start:
         query = query.filter(at__gte=start)
     if end:
         query = query.filter(at__lt=end)
-    if actor := request.query.get("actor"):
-        query = query.filter(actor_label__icontains=actor[:100])
-    if action := request.query.get("action"):
-        query = query.filter(action__startswith=action[:64])
-    if object_id := request.query.get("object_id"):
-        query = query.filter(object_id=object_id[:64])
-    if outcome := request.query.get("outcome"):
-        query = query.filter(outcome=outcome[:16])
+    if actor := ACTOR.read(request):
+        query = query.filter(actor_label__icontains=actor)
+    if action := ACTION.read(request):
+        query = query.filter(action__startswith=action)
+    if object_id := OBJECT_ID.read(request):
+        query = query.filter(object_id=object_id)
+    if outcome := OUTCOME.read(request):
+        query = query.filter(outcome=outcome)
     return query
 
 
@@ -110,19 +106,11 @@ def _entry_view(e: AuditEntry) -> dict[str, Any]:
             "ip": e.ip, "details": e.details, "hash": e.hash}
 
 
-def _bounded(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not raw.isdigit() or int(raw) > high:
-        raise ApiProblem(422, "validation_failed", f"参数 {name} 无效", field=name)
-    return int(raw)
-
-
 @api.endpoint("GET", "/audit", summary="Search the audit log", tag="audit",
-              permission=P.READ_AUDIT, query=AUDIT_QUERY)
+              permission=P.READ_AUDIT, query=(*AUDIT_FILTERS, LIMIT, OFFSET), returns=AuditPage)
 async def search_audit(request: web.Request) -> web.Response:
     query = _audit_query(request)
-    limit = _bounded(request, "limit", 100, 1000)
-    offset = _bounded(request, "offset", 0, 10**12)
+    limit, offset = LIMIT.read(request), OFFSET.read(request)
     total = await query.count()
     rows = await query.order_by("id").offset(offset).limit(limit)
     await audit.record_alone(staff(request).actor, "audit.search",
@@ -131,12 +119,10 @@ async def search_audit(request: web.Request) -> web.Response:
 
 
 @api.endpoint("GET", "/audit/export", summary="Export the audit log as CSV or JSON lines",
-              tag="audit", permission=P.READ_AUDIT, query=(*AUDIT_QUERY, "format"),
-              produces="text/csv")
+              tag="audit", permission=P.READ_AUDIT, query=(*AUDIT_FILTERS, FORMAT),
+              produces="text/csv,application/x-ndjson")
 async def export_audit(request: web.Request) -> web.StreamResponse:
-    fmt = request.query.get("format", "csv")
-    if fmt not in ("csv", "jsonl"):
-        raise ApiProblem(422, "validation_failed", "导出格式须为 csv 或 jsonl", field="format")
+    fmt = FORMAT.read(request)
     query = _audit_query(request)
     await audit.record_alone(staff(request).actor, "audit.export", details={"format": fmt})
     response = web.StreamResponse(headers={
@@ -170,13 +156,15 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 
 @api.endpoint("GET", "/audit/verify", summary="Verify the audit hash chain", tag="audit",
-              permission=P.READ_AUDIT)
+              permission=P.READ_AUDIT, returns=AuditVerification)
 async def verify_audit(request: web.Request) -> web.Response:
     result = await audit.verify_chain()
     await audit.record_alone(staff(request).actor, "audit.verify", details={"ok": result.ok})
     return json_response({"ok": result.ok, "checked": result.checked,
                               "first_broken_id": result.first_broken_id,
-                              "reason": result.reason, "details": result.details})
+                              "reason": result.reason, "details": result.details,
+                              # every chain: its first broken entry or missing tail
+                              "chains": [c.view() for c in result.chains]})
 
 
 # Script variables the platform fills itself; anything else the order must supply.
@@ -188,7 +176,7 @@ PLATFORM_VARIABLES = frozenset({
 
 @api.endpoint("GET", "/products",
               summary="Active products, with the extra values their published script needs",
-              tag="products")
+              tag="products", returns=ProductList)
 async def list_products(request: web.Request) -> web.Response:
     items = []
     for p in await Product.filter(active=True).order_by("code"):
@@ -207,6 +195,7 @@ async def list_products(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
-@api.endpoint("GET", "/health", summary="Liveness of the service", tag="system", auth="none")
+@api.endpoint("GET", "/health", summary="Liveness of the service", tag="system", auth="none",
+              returns=Health)
 async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})

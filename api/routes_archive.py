@@ -12,6 +12,7 @@ downloaded as a verifiable archive by QA inspectors and auditors (audited: it ho
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from datetime import date
 
@@ -19,10 +20,11 @@ from aiohttp import web
 from pydantic import Field
 
 from api.auth import staff
-from api.http import path_int, path_uuid, read_json
+from api.http import IntQuery, path_int, path_str, path_uuid, read_json
 from api.keys import DEPS
 from api.problems import ApiProblem, json_response
-from api.registry import Api
+from api.registry import THROTTLED, Api
+from api.responses import DisputeClosed, DisputeOpened, Keyring, RetentionView, TombstoneList
 from api.routes_qa import AFTER_CALL
 from api.schemas import Body
 from archive import policies
@@ -43,7 +45,7 @@ P = Permission
 
 @api.endpoint("GET", "/archive/sessions/{session_id}/retention",
               summary="When a session may be deleted, and why (R-42)", tag="archive",
-              permission=P.READ_AUDIT)
+              permission=P.READ_AUDIT, returns=RetentionView)
 async def get_retention(request: web.Request) -> web.Response:
     principal = staff(request)
     session = await RecordingSession.get_or_none(id=path_uuid(request),
@@ -70,6 +72,10 @@ async def get_retention(request: web.Request) -> web.Response:
     })
 
 
+REFERENCE = re.compile(r"[A-Za-z0-9\-_]{1,64}")
+TOMBSTONE_LIMIT = IntQuery("limit", default=200, low=1, high=1000)
+
+
 class DisputeBody(Body):
     reference: str = Field(pattern=r"^[A-Za-z0-9\-_]{1,64}$")
     opened_on: date
@@ -90,7 +96,8 @@ async def _order(request: web.Request) -> Order:
 
 @api.endpoint("POST", "/archive/orders/{order_id}/disputes",
               summary="Open a dispute: legal hold on the order's sessions (R-42)",
-              tag="archive", permission=P.MANAGE_USERS, body=DisputeBody)
+              tag="archive", permission=P.MANAGE_USERS, body=DisputeBody, returns=DisputeOpened,
+              status=201, responses={409: "a dispute with this reference is open already"})
 async def post_dispute(request: web.Request) -> web.Response:
     body = await read_json(request, DisputeBody)
     order = await _order(request)
@@ -102,30 +109,35 @@ async def post_dispute(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/archive/orders/{order_id}/disputes/{reference}/close",
               summary="Close a dispute: retention runs 2 more years from today (R-42)",
-              tag="archive", permission=P.MANAGE_USERS, body=CloseBody)
+              tag="archive", permission=P.MANAGE_USERS, body=CloseBody, returns=DisputeClosed,
+              responses={409: "the dispute is closed already"})
 async def post_close_dispute(request: web.Request) -> web.Response:
     body = await read_json(request, CloseBody)
     order = await _order(request)
     dispute = await policies.close_dispute(request.app[DEPS], order,
-                                           request.match_info["reference"], body.closed_on,
+                                           path_str(request, "reference", 64, REFERENCE),
+                                           body.closed_on,
                                            staff(request).actor,
                                            request.app[AFTER_CALL].archive)
     return json_response({"id": dispute.id, "closed_on": body.closed_on.isoformat()})
 
 
 @api.endpoint("GET", "/archive/tombstones", summary="Deleted sessions and the hashes kept",
-              tag="archive", permission=P.READ_AUDIT, query=("limit",))
+              tag="archive", permission=P.READ_AUDIT, query=(TOMBSTONE_LIMIT,),
+              returns=TombstoneList)
 async def get_tombstones(request: web.Request) -> web.Response:
     principal = staff(request)
+    limit = TOMBSTONE_LIMIT.read(request)
     orders = Order.filter(institution_id=principal.institution_id).values_list("id", flat=True)
-    rows = await Tombstone.filter(order_id__in=list(await orders)).order_by("-id").limit(200)
+    rows = await Tombstone.filter(order_id__in=list(await orders)).order_by("-id").limit(limit)
     return json_response({"items": [tombstone_view(t) for t in rows]})
 
 
 @api.endpoint("GET", "/institutions/{code}/seal-keys", auth="none", tag="archive",
-              summary="Public Ed25519 seal keys of an institution, active and retired (R-31)")
+              summary="Public Ed25519 seal keys of an institution, active and retired (R-31)",
+              returns=Keyring, responses={429: THROTTLED})
 async def get_seal_keys(request: web.Request) -> web.Response:
-    institution = await Institution.get_or_none(code=request.match_info["code"])
+    institution = await Institution.get_or_none(code=path_str(request, "code", 32))
     if institution is None:
         raise ApiProblem(404, "institution_not_found", "找不到该机构")
     # Public halves only (security.seal_keys.key_view): the document verify-archive reads.
@@ -138,7 +150,8 @@ CHUNK = 1 << 20
 @api.endpoint("GET", "/archive/sessions/{session_id}/export", tag="archive",
               summary="Download a sealed session as a verifiable archive (.zip; QA inspectors "
               "with inspect, auditors with read_audit; R-31)",
-              produces="application/zip", responses={403: "neither inspect nor read_audit"})
+              produces="application/zip",
+              responses={403: "neither inspect nor read_audit", 409: "not sealed yet"})
 async def get_export(request: web.Request) -> web.StreamResponse:
     principal = staff(request)
     if principal.can(P.INSPECT):

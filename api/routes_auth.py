@@ -8,40 +8,52 @@ from aiohttp import web
 
 from api.auth import bearer_token, client_ip, staff
 from api.http import read_json
-from api.keys import LOGIN_LIMITER, STAFF_TOKENS
+from api.keys import LOGIN_THROTTLE, STAFF_TOKENS
+from api.load_shedding import REFUSALS, too_many
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import LoginResult, Me, Ok
 from api.schemas import LoginBody
 from models.people import User
 from security import audit
 from security.audit import Actor
-from security.passwords import verify_password
+from security.cpu import CpuBusy
+from security.passwords import verify_password_async
 from security.roles import permissions_of
 
 api = Api()
 
 
 @api.endpoint("POST", "/auth/login", summary="Staff login", tag="auth", auth="none",
-              body=LoginBody, responses={401: "wrong credentials", 429: "too many failures"})
+              body=LoginBody, returns=LoginResult,
+              responses={401: "wrong credentials", 429: "too many attempts",
+                         503: "too busy, try again (Retry-After)"})
 async def login(request: web.Request) -> web.Response:
+    """R-50: the attempt is counted (per name+address, address, name) before the password is
+    checked, so concurrent guesses check at most the limit; unknown names cost the same (a
+    dummy hash is verified) and count the same. The hash is verified in the CPU pool, never
+    on the event loop. Refusals of anonymous callers are audited aggregated (RefusalLog)."""
     body = await read_json(request, LoginBody)
     ip = client_ip(request)
-    limiter = request.app[LOGIN_LIMITER]
-    subject = f"{body.username.lower()}|{ip}"
-    wait = await limiter.blocked_for(subject)
+    throttle = request.app[LOGIN_THROTTLE]
+    name = body.username[:64]
+    anonymous = Actor("anonymous", "", name, ip)
+    wait = await throttle.take(body.username, ip)
     if wait:
-        await audit.record_alone(Actor("anonymous", "", body.username[:64], ip), "auth.login",
-                                 outcome="throttled", details={"username": body.username[:64]})
-        raise ApiProblem(429, "too_many_attempts", f"登录失败次数过多，请在{wait}秒后重试",
-                         retry_after=wait)
+        await request.app[REFUSALS].record(anonymous, "auth.login", subject=name,
+                                           outcome="throttled", details={"username": name})
+        return too_many(wait, "too_many_attempts", f"登录失败次数过多，请在{wait}秒后重试")
     user = await User.get_or_none(username=body.username)
-    ok = verify_password(user.password_hash if user else None, body.password)
+    try:
+        ok = await verify_password_async(user.password_hash if user else None, body.password)
+    except CpuBusy:
+        await throttle.refund(body.username, ip)  # never judged: not an attempt (503)
+        raise
     if not ok or user is None or not user.active:
-        await limiter.hit(subject)
-        await audit.record_alone(Actor("anonymous", "", body.username[:64], ip), "auth.login",
-                                 outcome="denied", details={"username": body.username[:64]})
+        await request.app[REFUSALS].record(anonymous, "auth.login", subject=name,
+                                           outcome="denied", details={"username": name})
         raise ApiProblem(401, "invalid_credentials", "用户名或密码错误")
-    await limiter.reset(subject)
+    await throttle.succeeded(body.username, ip)
     token = await request.app[STAFF_TOKENS].issue({"user_id": user.id})
     user.last_login_at = datetime.now(UTC)
     await user.save(update_fields=["last_login_at"])
@@ -54,14 +66,15 @@ async def login(request: web.Request) -> web.Response:
     })
 
 
-@api.endpoint("POST", "/auth/logout", summary="Revoke the current token", tag="auth")
+@api.endpoint("POST", "/auth/logout", summary="Revoke the current token", tag="auth",
+              returns=Ok)
 async def logout(request: web.Request) -> web.Response:
     await request.app[STAFF_TOKENS].revoke(bearer_token(request))
     await audit.record_alone(staff(request).actor, "auth.logout")
     return json_response({"ok": True})
 
 
-@api.endpoint("GET", "/auth/me", summary="The logged-in user", tag="auth")
+@api.endpoint("GET", "/auth/me", summary="The logged-in user", tag="auth", returns=Me)
 async def me(request: web.Request) -> web.Response:
     principal = staff(request)
     return json_response({

@@ -3,28 +3,53 @@ acknowledge each step (R-24), sign (R-25). A customer token reaches only its own
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+from typing import Literal
 
 from aiohttp import web
+from pydantic import Field
 
-from api.auth import client_ip, customer
-from api.http import read_json
-from api.keys import CUSTOMER_TOKENS, DEPS
+from api.auth import client_ip, customer, staff
+from api.http import path_str, path_uuid, read_json
+from api.keys import CUSTOMER_TOKENS, DEPS, REDIS
+from api.load_shedding import REFUSALS
 from api.problems import ApiProblem, json_response
-from api.registry import Api
-from api.schemas import AckBody, ConsentBody, OpenInvitationBody, SignBody
+from api.registry import THROTTLED, Api
+from api.responses import (
+    AckResult,
+    ConsentTexts,
+    CustomerSessionView,
+    CustomerToken,
+    DocumentProgress,
+    Resp,
+    SignatureView,
+)
+from api.schemas import (
+    AckBody,
+    Body,
+    ConsentBody,
+    DocumentViewBody,
+    OpenInvitationBody,
+    SignBody,
+    StepBody,
+)
 from api.views import customer_session_view
+from models import lean
 from models.sessions import RecordingSession
-from workflow import call, invitations
+from scripts_library.documents import page_store
+from security.roles import Permission
+from workflow import call, customer_controls, documents, invitations, resume_codes, signing
 from workflow.consent import ConsentAnswer, give_consent
 from workflow.consent_texts import CONSENT_TEXTS, OPENING_PROMPT, RISK_SENTENCE
+from workflow.sessions import get_visible
 
 api = Api()
 
 
 @api.endpoint("GET", "/consent-texts", summary="The current consent texts and their hashes",
-              tag="customer", auth="none")
+              tag="customer", auth="none", returns=ConsentTexts, responses={429: THROTTLED})
 async def get_consent_texts(request: web.Request) -> web.Response:
     return json_response({
         "texts": [{"kind": t.kind.value, "version": t.version, "title": t.title, "text": t.text,
@@ -35,36 +60,43 @@ async def get_consent_texts(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/invitations/open",
               summary="Open an invitation link (single use) and get a customer token",
-              tag="customer", auth="none", body=OpenInvitationBody,
-              responses={404: "unknown link", 410: "used, revoked or expired link"})
+              tag="customer", auth="none", body=OpenInvitationBody, returns=CustomerToken,
+              responses={404: "unknown link", 409: "the session cannot be opened now",
+                         410: "used, revoked or expired link", 429: THROTTLED})
 async def post_open(request: web.Request) -> web.Response:
     body = await read_json(request, OpenInvitationBody)
-    session = await invitations.open_invitation(
+    opened = await invitations.open_link(
         request.app[DEPS], body.token, client_ip(request),
-        request.headers.get("User-Agent", ""),
+        request.headers.get("User-Agent", ""), request.app[REFUSALS],
     )
-    token = await request.app[CUSTOMER_TOKENS].issue({"session_id": str(session.id)})
+    session = opened.session
+    token = await request.app[CUSTOMER_TOKENS].issue(
+        invitations.customer_claims(session.id, opened.invitation_id))
     return json_response({"customer_token": token,
                               "expires_in": request.app[CUSTOMER_TOKENS].ttl_seconds,
                               "session": await customer_session_view(session)})
 
 
 async def _session(request: web.Request) -> RecordingSession:
-    session = await RecordingSession.get_or_none(id=customer(request).session_id)
+    # The page polls this: the row is read without the ORM's query builder (issue 14).
+    session = await lean.by_pk(RecordingSession, customer(request).session_id)
     if session is None:
         raise ApiProblem(404, "session_not_found", "找不到该录制会话")
     return session
 
 
 @api.endpoint("GET", "/customer/session", summary="The customer's own session",
-              tag="customer", auth="customer")
+              tag="customer", auth="customer", returns=CustomerSessionView,
+              responses={404: "the session is gone"})
 async def get_customer_session(request: web.Request) -> web.Response:
     return json_response(await customer_session_view(await _session(request)))
 
 
 @api.endpoint("POST", "/customer/consent",
               summary="Agree to (or decline) recording and personal-information processing",
-              tag="customer", auth="customer", body=ConsentBody)
+              tag="customer", auth="customer", body=ConsentBody, returns=CustomerSessionView,
+              responses={404: "the session is gone", 409: "not the time to consent",
+                         422: "a text hash is not current"})
 async def post_consent(request: web.Request) -> web.Response:
     body = await read_json(request, ConsentBody)
     session = await give_consent(request.app[DEPS], customer(request), [
@@ -75,7 +107,9 @@ async def post_consent(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/customer/acknowledgements",
               summary="Answer the current script step (stored before the reply)",
-              tag="customer", auth="customer", body=AckBody)
+              tag="customer", auth="customer", body=AckBody, returns=AckResult, status=201,
+              responses={200: AckResult, 404: "the session is gone",
+                         409: "not the step, or its answer is not open yet"})
 async def post_ack(request: web.Request) -> web.Response:
     body = await read_json(request, AckBody)
     result = await call.acknowledge(
@@ -92,14 +126,179 @@ async def post_ack(request: web.Request) -> web.Response:
 
 
 @api.endpoint("POST", "/customer/signature",
-              summary="Submit the hand-copied risk sentence and the signature image",
-              tag="customer", auth="customer", body=SignBody)
+              summary="Submit the hand-copy (strokes per box) and/or the signature (strokes), "
+                      "with the image the page drew; the server reads the handwriting",
+              tag="customer", auth="customer", body=SignBody, returns=SignatureView, status=201,
+              responses={404: "the session is gone", 409: "not the time to write",
+                         422: "blank, scribbled, misread or malformed writing (the detail says "
+                              "which boxes)"})
 async def post_signature(request: web.Request) -> web.Response:
     body = await read_json(request, SignBody)
     try:
         image = base64.b64decode(body.image_base64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiProblem(422, "signature_not_image", "签名图片格式不正确，请重新签名") from exc
-    signature = await call.sign(request.app[DEPS], customer(request), body.risk_sentence, image)
+    signature = await signing.sign(request.app[DEPS], customer(request), body.copy_strokes,
+                                   body.signature_strokes, image)
     return json_response({"id": signature.id, "image_sha256": signature.image_sha256,
-                              "at": signature.at.isoformat()}, status=201)
+                          "strokes_sha256": signature.strokes_sha256,
+                          "recognised_text": signature.recognised_text, "cer": signature.cer,
+                          "at": signature.at.isoformat()}, status=201)
+
+
+@api.endpoint("POST", "/customer/documents/views",
+              summary="The page of the current step's document now on screen (0: left it); "
+                      "the server times each view by its own clock",
+              tag="customer", auth="customer", body=DocumentViewBody, returns=DocumentProgress,
+              status=201,
+              responses={404: "the session is gone", 409: "no document to read now",
+                         422: "page out of range"})
+async def post_document_view(request: web.Request) -> web.Response:
+    body = await read_json(request, DocumentViewBody)
+    result = await documents.view_page(request.app[DEPS], customer(request), body.step_id,
+                                       body.page)
+    return json_response(result, status=201)
+
+
+@api.endpoint("GET", "/customer/documents/pages/{sha256}",
+              summary="One rendered page (PNG) of a document pinned in the customer's session",
+              tag="customer", auth="customer", produces="image/png",
+              responses={404: "not a page of this session"})
+async def get_document_page(request: web.Request) -> web.Response:
+    sha = path_str(request, "sha256", 64)
+    session = await _session(request)
+    pinned = {page["sha256"] for step in session.steps
+              for page in (documents.pinned(step) or {}).get("pages", [])}
+    # Blocking (a local file, or a read-through from the shared store): off the event loop.
+    data = await asyncio.to_thread(page_store().get_page, sha) if sha in pinned else None
+    if data is None:
+        raise ApiProblem(404, "page_not_found", "找不到该文件页面")
+    return web.Response(body=data, content_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+
+# -- the first screen, coming back with a code, 再听一遍, devices (issue 17) -------------------
+
+
+class Introduction(Resp):
+    """Who the customer deals with (the first screen): no personal data."""
+
+    insurer: str
+    product: str
+    agent: str
+    agent_licence_no: str
+    hotline: str
+
+
+@api.endpoint("POST", "/invitations/preview",
+              summary="What an unopened invitation link is about (insurer, product, agent with "
+                      "licence number, hotline), without using the link",
+              tag="customer", auth="none", body=OpenInvitationBody, returns=Introduction,
+              responses={404: "unknown link", 410: "used, revoked or expired link",
+                         429: THROTTLED})
+async def post_preview(request: web.Request) -> web.Response:
+    body = await read_json(request, OpenInvitationBody)
+    return json_response(await invitations.preview(request.app[DEPS], body.token))
+
+
+@api.endpoint("GET", "/customer/introduction",
+              summary="Who the customer deals with: insurer, product, agent, licence, hotline",
+              tag="customer", auth="customer", returns=Introduction,
+              responses={404: "the session is gone"})
+async def get_introduction(request: web.Request) -> web.Response:
+    return json_response(await invitations.introduction(await _session(request)))
+
+
+class ResumeBody(Body):
+    code: str = Field(min_length=1, max_length=12)
+    # The (used) invitation link the page was opened from, when there is one.
+    token: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ResumeCodeIssued(Resp):
+    code: str = Field(pattern=r"^[0-9]{6}$")
+    expires_at: str
+    ttl_seconds: int
+
+
+@api.endpoint("POST", "/invitations/resume",
+              summary="Come back to an unfinished session with the agent's one-time code "
+                      "(single use, 10 minutes); with the used link or without",
+              tag="customer", auth="none", body=ResumeBody, returns=CustomerToken,
+              responses={404: "unknown link", 409: "the session was not opened yet",
+                         410: "code expired, used or burnt; or the session is finished",
+                         422: "wrong code (attempts left)", 429: THROTTLED})
+async def post_resume(request: web.Request) -> web.Response:
+    body = await read_json(request, ResumeBody)
+    session_id = None
+    if body.token:
+        session_id = await invitations.link_session(body.token)
+        if session_id is None:
+            raise ApiProblem(404, "invitation_not_found", "邀请链接无效，请向销售人员索取新的链接")
+    resumed = await resume_codes.redeem(
+        request.app[DEPS], request.app[REDIS], body.code, client_ip(request),
+        request.headers.get("User-Agent", ""), session_id, request.app[REFUSALS])
+    # The token names the session's current invitation: a later re-issue revokes it (R-20).
+    token = await request.app[CUSTOMER_TOKENS].issue(
+        invitations.customer_claims(resumed.session.id, resumed.invitation_id,
+                                    via="resume_code"))
+    return json_response({"customer_token": token,
+                          "expires_in": request.app[CUSTOMER_TOKENS].ttl_seconds,
+                          "session": await customer_session_view(resumed.session)})
+
+
+@api.endpoint("POST", "/sessions/{session_id}/resume-code",
+              summary="A one-time code for the customer to come back to the session (one "
+                      "active per session, replaces the earlier one; the agent reads it out)",
+              tag="sessions", permission=Permission.RECORD, returns=ResumeCodeIssued,
+              status=201, responses={404: "not the agent's session",
+                                     409: "the session is not open or already finished"})
+async def post_resume_code(request: web.Request) -> web.Response:
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    issued = await resume_codes.issue(request.app[DEPS], request.app[REDIS], principal,
+                                      session.id)
+    return json_response({"code": issued.code, "expires_at": issued.expires_at.isoformat(),
+                          "ttl_seconds": issued.ttl_seconds}, status=201)
+
+
+@api.endpoint("POST", "/customer/replay",
+              summary="再听一遍: play the current step's speech again (its answer closes until "
+                      "the replay was heard in full)",
+              tag="customer", auth="customer", body=StepBody, returns=CustomerSessionView,
+              status=202, responses={404: "the session is gone",
+                                     409: "not the current TTS step, paused, or replayed "
+                                          "too often"})
+async def post_replay(request: web.Request) -> web.Response:
+    body = await read_json(request, StepBody)
+    session = await customer_controls.replay_step(request.app[DEPS], customer(request),
+                                                  body.step_id)
+    return json_response(await customer_session_view(session), status=202)
+
+
+# "unused": not asked for at this stage (the liveness clip needs the camera only).
+DeviceState = Literal["ok", "unused", "denied", "missing", "busy", "error"]
+
+
+class DevicesBody(Body):
+    camera: DeviceState
+    microphone: DeviceState
+    stage: Literal["liveness", "call"]
+    error: str = Field(default="", max_length=100)
+
+
+class DevicesRecorded(Resp):
+    recorded: bool
+    event: str
+
+
+@api.endpoint("POST", "/customer/devices",
+              summary="The page's camera and microphone: refused or missing (the agent is told "
+                      "live: customer_device_denied), or both live again",
+              tag="customer", auth="customer", body=DevicesBody, returns=DevicesRecorded,
+              responses={404: "the session is gone", 409: "devices are not needed now"})
+async def post_devices(request: web.Request) -> web.Response:
+    body = await read_json(request, DevicesBody)
+    return json_response(await customer_controls.report_devices(
+        request.app[DEPS], customer(request), body.camera, body.microphone, body.stage,
+        body.error))

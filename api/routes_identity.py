@@ -1,6 +1,8 @@
 """Customer identity verification (R-12): upload both sides of the ID card and a short clip of
 the random liveness challenges, then submit; the engines run as a background job and the page
-is pushed the outcome. Uploads are size- and type-checked, re-encoded and stored encrypted."""
+is pushed the outcome. Uploads are size- and type-checked, re-encoded and stored encrypted; a
+card photo the engines could not judge (too small, no card, blurred, glare, no portrait) is
+refused on upload with what to do, before it can cost an attempt."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from api.auth import customer
 from api.keys import DEPS, IDENTITY, REDIS
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import IdentityPlan, SubmitView, UploadView
 from models.sessions import IdentityCheck, RecordingSession
 from workflow import identity
-from workflow.evidence import MAX_VIDEO_BYTES
+from workflow.evidence import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
 
 api = Api()
 PENDING_SECONDS = 600
@@ -47,7 +50,8 @@ async def challenge_plan(request: web.Request, session_id: UUID, attempt: int) -
 
 @api.endpoint("GET", "/customer/identity",
               summary="The coming identity attempt: uploads so far, the liveness challenges",
-              tag="identity", auth="customer")
+              tag="identity", auth="customer", returns=IdentityPlan,
+              responses={404: "the session is gone"})
 async def get_identity(request: web.Request) -> web.Response:
     principal = customer(request)
     session = await RecordingSession.get(id=principal.session_id)
@@ -86,21 +90,31 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
 @api.endpoint("POST", "/customer/identity/uploads/{kind:id_front|id_back|liveness}",
               summary="Upload one side of the ID card (JPEG/PNG) or the liveness clip "
               "(webm/mp4) as the raw request body", tag="identity", auth="customer",
-              responses={413: "too large", 415: "wrong type", 422: "unreadable"})
+              returns=UploadView, status=201,
+              responses={404: "the session is gone", 409: "not the time to upload",
+                         413: "too large", 422: "wrong type (unsupported_media_type), "
+                         "unreadable, or a card photo the engines could not judge "
+                         "(card_photo_low_resolution, _no_card, _blurred, _glare, _no_face: "
+                         "the message says what to do; no attempt is spent)"})
 async def post_upload(request: web.Request) -> web.Response:
     principal = customer(request)
-    data = await _read_limited(request, MAX_VIDEO_BYTES)
+    kind = request.match_info["kind"]
+    await identity.check_upload_allowed(principal)  # before reading or decoding anything
+    data = await _read_limited(request,
+                               MAX_VIDEO_BYTES if kind == "liveness" else MAX_IMAGE_BYTES)
     if not data:
         raise ApiProblem(422, "upload_empty", "没有收到文件，请重新上传")
-    upload = await identity.save_upload(request.app[DEPS], principal,
-                                        request.match_info["kind"], request.content_type, data)
+    upload = await identity.save_upload(request.app[DEPS], principal, kind,
+                                        request.content_type, data)
     return json_response({"kind": upload.kind, "attempt": upload.attempt,
                           "size_bytes": upload.size_bytes}, status=201)
 
 
 @api.endpoint("POST", "/customer/identity/submit",
               summary="Submit the attempt; the engines run in the background (202)",
-              tag="identity", auth="customer", responses={202: "accepted, being checked"})
+              tag="identity", auth="customer", returns=SubmitView, status=202,
+              responses={404: "the session is gone",
+                         409: "being checked already, or uploads missing"})
 async def post_submit(request: web.Request) -> web.Response:
     principal = customer(request)
     redis: Redis = request.app[REDIS]

@@ -1,32 +1,42 @@
 """The insurer's core system (R-43, R-42): the status of an application by its number, policy
 status updates and disputes. Server-to-server calls, each signed with HMAC-SHA256 over a
-timestamped body with a single-use nonce (`bot.bank_signing`, as for the bank app): a stale or
-replayed request is refused. An insurer sees only applications for its own products."""
+timestamped body with a single-use nonce (`security.partner_signing`, as for the bank app): a
+stale or replayed request is refused. An insurer sees only applications for its own products."""
 
 from __future__ import annotations
 
-import json
+import re
 from datetime import date
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field
 
 from api.auth import client_ip
+from api.http import parse_json, path_str
 from api.keys import DEPS, REDIS
 from api.problems import ApiProblem, json_response
-from api.registry import Api
+from api.registry import THROTTLED, Api
+from api.responses import (
+    ApplicationStatus,
+    InsurerDisputeClosed,
+    InsurerDisputeOpened,
+    PolicyStatusResult,
+)
 from api.routes_qa import AFTER_CALL
 from api.schemas import Body
 from archive import insurer, policies
 from archive.settings import InsurerClient
-from bot.bank_signing import HEADER_CLIENT, NonceStore, SignatureError, verify_request
 from models.archive import PolicyState
 from models.sales import Order
 from security import audit
-from security.audit import Actor
+from security.audit import Actor, RefusalLog
+from security.partner_signing import HEADER_CLIENT, NonceStore, SignatureError, verify_request
 
 api = Api()
 APPLICATION = "/insurer/applications/{application_no}"
+SIGNED = "signature, timestamp or nonce refused"
+APPLICATION_NO = re.compile(r"[A-Za-z0-9\-]{4,64}")
+REFERENCE = re.compile(r"[A-Za-z0-9\-_]{1,64}")
 
 
 async def _authenticate(request: web.Request) -> tuple[str, InsurerClient, bytes, Actor]:
@@ -45,36 +55,27 @@ async def _authenticate(request: web.Request) -> tuple[str, InsurerClient, bytes
                              client.api_secret, nonces, settings.timestamp_tolerance_seconds,
                              int(request.app[DEPS].clock().timestamp()))
     except SignatureError as exc:
-        await audit.record_alone(actor, "insurer.request.refused", object_type="insurer_client",
-                                 object_id=client_id, outcome="denied",
-                                 details={"reason": exc.code, "path": request.path})
+        # Aggregated per address and minute: unsigned floods cannot grow the audit log.
+        await RefusalLog(request.app[REDIS]).record(
+            actor, "insurer.request.refused", subject=exc.code, object_type="insurer_client",
+            object_id=client_id, details={"reason": exc.code, "path": request.path})
         raise ApiProblem(401, exc.code, "请求签名校验失败") from exc
     return client_id, client, body, actor
 
 
 async def _order(request: web.Request, client: InsurerClient) -> Order:
-    order = await Order.get_or_none(application_no=request.match_info["application_no"])
+    number = path_str(request, "application_no", 64, APPLICATION_NO)
+    order = await Order.get_or_none(application_no=number)
     # Another insurer's application does not exist for this client.
     if order is None or await insurer.insurer_code(order) != client.institution:
         raise ApiProblem(404, "application_not_found", "找不到该投保单")
     return order
 
 
-def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
-    try:
-        return model.model_validate(json.loads(body or b"{}"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiProblem(400, "malformed_json", "提交的内容不是有效的 JSON") from exc
-    except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
-                  for e in exc.errors(include_url=False, include_input=False)]
-        raise ApiProblem(422, "validation_failed", "提交的内容有误，请检查后重试",
-                         errors=errors) from exc
-
-
 @api.endpoint("GET", APPLICATION + "/status", tag="insurer", auth="none",
               summary="Recording and QA status of an application (signed request, R-43)",
-              responses={401: "signature, timestamp or nonce refused"})
+              returns=ApplicationStatus, responses={401: SIGNED, 413: "body too large",
+                                                    429: THROTTLED})
 async def get_status(request: web.Request) -> web.Response:
     _client_id, client, _, actor = await _authenticate(request)
     order = await _order(request, client)
@@ -95,14 +96,14 @@ class PolicyStatusBody(Body):
 
 
 @api.endpoint("POST", APPLICATION + "/policy-status", tag="insurer", auth="none",
-              body=PolicyStatusBody,
+              body=PolicyStatusBody, json_content_type=False,
               summary="Policy status from the insurer: in force, cancelled, terminated (R-42)",
-              responses={401: "signature, timestamp or nonce refused"})
+              returns=PolicyStatusResult,
+              responses={401: SIGNED, 429: THROTTLED})
 async def post_policy_status(request: web.Request) -> web.Response:
     _, client, raw, actor = await _authenticate(request)
     order = await _order(request, client)
-    body = _parse(PolicyStatusBody, raw)
-    assert isinstance(body, PolicyStatusBody)
+    body = parse_json(raw, PolicyStatusBody)
     status = await policies.report_status(
         request.app[DEPS], order, policies.StatusReport(
             state=body.state, policy_no=body.policy_no, effective_on=body.effective_on,
@@ -122,13 +123,15 @@ class InsurerCloseBody(Body):
 
 
 @api.endpoint("POST", APPLICATION + "/disputes", tag="insurer", auth="none",
-              body=InsurerDisputeBody, summary="A dispute opened: legal hold (R-42)",
-              responses={401: "signature, timestamp or nonce refused"})
+              body=InsurerDisputeBody, json_content_type=False,
+              summary="A dispute opened: legal hold (R-42)",
+              returns=InsurerDisputeOpened, status=201,
+              responses={401: SIGNED, 409: "a dispute with this reference is open already",
+                         429: THROTTLED})
 async def post_dispute(request: web.Request) -> web.Response:
     _, client, raw, actor = await _authenticate(request)
     order = await _order(request, client)
-    body = _parse(InsurerDisputeBody, raw)
-    assert isinstance(body, InsurerDisputeBody)
+    body = parse_json(raw, InsurerDisputeBody)
     dispute = await policies.open_dispute(request.app[DEPS], order, body.reference,
                                           body.opened_on, body.note, actor,
                                           request.app[AFTER_CALL].archive)
@@ -137,15 +140,16 @@ async def post_dispute(request: web.Request) -> web.Response:
 
 
 @api.endpoint("POST", APPLICATION + "/disputes/{reference}/close", tag="insurer", auth="none",
-              body=InsurerCloseBody, summary="A dispute closed (R-42)",
-              responses={401: "signature, timestamp or nonce refused"})
+              body=InsurerCloseBody, json_content_type=False, summary="A dispute closed (R-42)",
+              returns=InsurerDisputeClosed,
+              responses={401: SIGNED, 409: "the dispute is closed already", 429: THROTTLED})
 async def post_dispute_close(request: web.Request) -> web.Response:
     _, client, raw, actor = await _authenticate(request)
     order = await _order(request, client)
-    body = _parse(InsurerCloseBody, raw)
-    assert isinstance(body, InsurerCloseBody)
+    body = parse_json(raw, InsurerCloseBody)
     dispute = await policies.close_dispute(request.app[DEPS], order,
-                                           request.match_info["reference"], body.closed_on,
+                                           path_str(request, "reference", 64, REFERENCE),
+                                           body.closed_on,
                                            actor, request.app[AFTER_CALL].archive)
     return json_response({"reference": dispute.reference,
                           "closed_on": body.closed_on.isoformat()})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import AsyncGenerator
 from typing import Any
 from uuid import UUID
 
@@ -16,14 +18,17 @@ from api.http import read_json
 from api.keys import DEPS, REDIS
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import LiveHello, LiveMessage, PrecheckResult
 from api.schemas import LocationOnlyBody
 from api.views import customer_session_view, session_summary
 from models.sessions import RecordingSession
 from security.roles import Permission
 from workflow.errors import WorkflowError
-from workflow.events import channel_for
+from workflow.events import RESUBSCRIBED, channel_for, subscribe
 from workflow.gates import Location
 from workflow.sessions import get_visible, precheck
+
+log = logging.getLogger(__name__)
 
 api = Api()
 AUTH_TIMEOUT_SECONDS = 10
@@ -31,7 +36,9 @@ AUTH_TIMEOUT_SECONDS = 10
 
 @api.endpoint("POST", "/agent/precheck",
               summary="Check licence, training, position and network before recording (R-03)",
-              tag="sessions", permission=Permission.RECORD, body=LocationOnlyBody)
+              tag="sessions", permission=Permission.RECORD, body=LocationOnlyBody,
+              returns=PrecheckResult, responses={403: "not an agent",
+                                                 404: "the agent's profile is missing"})
 async def post_precheck(request: web.Request) -> web.Response:
     body = await read_json(request, LocationOnlyBody)
     location = (Location(body.location.lat, body.location.lng, body.location.accuracy_m)
@@ -72,12 +79,32 @@ async def _snapshot(session_id: UUID, role: str) -> dict[str, Any]:
     return {"type": "snapshot", "session": view}
 
 
+LIVE_PROTOCOL = {
+    "x-websocket": {
+        "client_sends_first": LiveHello.model_json_schema(),
+        "server_sends": LiveMessage.model_json_schema(),
+        "close_codes": {"4401": "authentication failed (an error message is sent first)"},
+    },
+}
+
+
 @api.endpoint("GET", "/live",
               summary="WebSocket of live session events; the first message must be "
               '{"role": "customer"|"staff", "token": ..., "session_id": (staff)}',
-              tag="live", auth="none")
+              description="A WebSocket (RFC 6455): connect with an Upgrade request; the first "
+              "message authenticates (tokens never go into URLs). A request that is not a "
+              "WebSocket handshake is answered 426 with `Upgrade: websocket`. The messages are "
+              "described under x-websocket.",
+              tag="live", auth="none", produces="websocket", status=101,
+              responses={101: "WebSocket handshake accepted (then see x-websocket)",
+                         400: "a malformed WebSocket handshake",
+                         426: "not a WebSocket handshake"},
+              extensions=LIVE_PROTOCOL)
 async def live(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
+    if not ws.can_prepare(request).ok:
+        raise ApiProblem(426, "websocket_required", "请以 WebSocket 方式连接",
+                         headers={"Upgrade": "websocket", "Connection": "Upgrade"})
     await ws.prepare(request)
     try:
         first = await ws.receive_json(timeout=AUTH_TIMEOUT_SECONDS)
@@ -89,9 +116,8 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json({"type": "error", "detail": detail}, dumps=_dumps)
         await ws.close(code=4401)
         return ws
-    pubsub = request.app[REDIS].pubsub()
-    await pubsub.subscribe(channel_for(session_id))
-    forward = asyncio.create_task(_forward(pubsub, ws, session_id, role))
+    events = subscribe(request.app[REDIS], channels=(channel_for(session_id),))
+    forward = asyncio.create_task(_forward(events, ws, session_id, role))
     try:
         await ws.send_json(await _snapshot(session_id, role), dumps=_dumps)
         async for message in ws:  # the client only pings; anything else is ignored
@@ -101,7 +127,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         forward.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await forward
-        await pubsub.aclose()
+        await events.aclose()
     return ws
 
 
@@ -109,13 +135,30 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-async def _forward(pubsub: Any, ws: web.WebSocketResponse, session_id: UUID, role: str) -> None:
-    async for message in pubsub.listen():
-        if message.get("type") != "message":
-            continue
-        event = json.loads(message["data"])
-        if role == "customer":
-            # Customers see their progress, not who did what from which address.
-            event = {k: event[k] for k in ("seq", "type", "to_state", "at")}
-        await ws.send_json({"type": "event", "event": event}, dumps=_dumps)
-        await ws.send_json(await _snapshot(session_id, role), dumps=_dumps)
+async def _forward(events: AsyncGenerator[dict[str, Any], None], ws: web.WebSocketResponse,
+                   session_id: UUID, role: str) -> None:
+    """Each event of the session, then the page's new snapshot; after a Redis outage (events
+    may have been missed) a fresh snapshot at once. If forwarding fails, the socket is closed:
+    the page reconnects and gets a snapshot, rather than staying open and silent."""
+    try:
+        async for message in events:
+            if message is RESUBSCRIBED:
+                await ws.send_json(await _snapshot(session_id, role), dumps=_dumps)
+                continue
+            await _send_event(ws, session_id, role, json.loads(message["data"]))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("live events of session %s stopped; closing the socket", session_id)
+        await ws.close(code=1011)
+
+
+async def _send_event(ws: web.WebSocketResponse, session_id: UUID, role: str,
+                      event: dict[str, Any]) -> None:
+    if role == "customer":
+        if "seq" not in event:  # staff alerts (QA deadline, missing evidence): not theirs
+            return
+        # Customers see their progress, not who did what from which address.
+        event = {k: event[k] for k in ("seq", "type", "to_state", "at")}
+    await ws.send_json({"type": "event", "event": event}, dumps=_dumps)
+    await ws.send_json(await _snapshot(session_id, role), dumps=_dumps)

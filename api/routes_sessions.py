@@ -9,10 +9,18 @@ from uuid import UUID
 from aiohttp import web
 
 from api.auth import staff
-from api.http import path_int, path_uuid, read_json
-from api.keys import CALL_HUB, DEPS
+from api.http import ChoiceQuery, IntQuery, path_int, path_uuid, read_json
+from api.keys import DEPS, ROOMS
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import (
+    InvitationIssued,
+    OrderView,
+    SessionPage,
+    SessionSummary,
+    SessionView,
+    Timeline,
+)
 from api.schemas import (
     CreateSessionBody,
     InvitationBody,
@@ -21,7 +29,6 @@ from api.schemas import (
     NoteBody,
     OrderBody,
     ReasonBody,
-    ReviewBody,
     StepBody,
 )
 from api.views import order_view, session_summary, session_view
@@ -35,12 +42,13 @@ from models.sessions import (
     Signature,
 )
 from security.roles import Permission
-from workflow import call, invitations, qa
+from workflow import call, invitations
 from workflow.core import WorkflowDeps, event_payload
 from workflow.gates import Location
 from workflow.orders import NewOrder, create_order
 from workflow.principals import StaffPrincipal
 from workflow.sessions import create_session, get_visible, visible_sessions
+from workflow.states import ABORTABLE
 
 api = Api()
 P = Permission
@@ -51,7 +59,9 @@ def _location(body: LocationBody | None) -> Location | None:
 
 
 @api.endpoint("POST", "/orders", summary="Create an order (application) for a customer",
-              tag="orders", permission=P.RECORD, body=OrderBody)
+              tag="orders", permission=P.RECORD, body=OrderBody, returns=OrderView, status=201,
+              responses={404: "the product is not on sale", 409: "application number taken",
+                         422: "the order's values do not fit the product"})
 async def post_order(request: web.Request) -> web.Response:
     body = await read_json(request, OrderBody)
     deps = request.app[DEPS]
@@ -67,7 +77,7 @@ async def post_order(request: web.Request) -> web.Response:
 
 
 @api.endpoint("GET", "/orders/{order_id}", summary="One order of the calling agent",
-              tag="orders", permission=P.RECORD)
+              tag="orders", permission=P.RECORD, returns=OrderView)
 async def get_order(request: web.Request) -> web.Response:
     principal = staff(request)
     order = await Order.get_or_none(id=path_int(request, "order_id"), agent_id=principal.agent_id)
@@ -77,8 +87,9 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 @api.endpoint("POST", "/sessions", summary="Create a session (checks R-02, R-03, R-26)",
-              tag="sessions", permission=P.RECORD, body=CreateSessionBody,
-              responses={403: "a gate failed", 409: "order already recorded"})
+              tag="sessions", permission=P.RECORD, body=CreateSessionBody, returns=SessionView,
+              status=201, responses={403: "a gate failed", 404: "no such order",
+                                     409: "order already recorded"})
 async def post_session(request: web.Request) -> web.Response:
     body = await read_json(request, CreateSessionBody)
     deps = request.app[DEPS]
@@ -86,34 +97,25 @@ async def post_session(request: web.Request) -> web.Response:
     return json_response(await session_view(deps, session, staff(request)), status=201)
 
 
+STATE = ChoiceQuery.of("state", SessionState)
+LIMIT = IntQuery("limit", default=50, low=1, high=500)
+OFFSET = IntQuery("offset", default=0, low=0, high=10**9)
+
+
 @api.endpoint("GET", "/sessions", summary="Sessions visible to the caller", tag="sessions",
-              permission=P.VIEW_SESSIONS, query=("state", "limit", "offset"))
+              permission=P.VIEW_SESSIONS, query=(STATE, LIMIT, OFFSET), returns=SessionPage)
 async def list_sessions(request: web.Request) -> web.Response:
     query = visible_sessions(staff(request))
-    state = request.query.get("state")
-    if state:
-        try:
-            query = query.filter(state=SessionState(state))
-        except ValueError as exc:
-            raise ApiProblem(422, "validation_failed", "状态参数无效", field="state") from exc
-    limit = _int_query(request, "limit", 50, 1, 500)
-    offset = _int_query(request, "offset", 0, 0, 10**9)
+    if state := STATE.read(request):
+        query = query.filter(state=SessionState(state))
+    limit, offset = LIMIT.read(request), OFFSET.read(request)
     total = await query.count()
     rows = await query.order_by("-created_at").offset(offset).limit(limit)
     return json_response({"total": total, "items": [session_summary(s) for s in rows]})
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiProblem(422, "validation_failed", f"参数 {name} 无效", field=name)
-    return int(raw)
-
-
 @api.endpoint("GET", "/sessions/{session_id}", summary="One session", tag="sessions",
-              permission=P.VIEW_SESSIONS)
+              permission=P.VIEW_SESSIONS, returns=SessionView)
 async def get_session(request: web.Request) -> web.Response:
     principal = staff(request)
     session = await get_visible(principal, path_uuid(request))
@@ -121,7 +123,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @api.endpoint("GET", "/sessions/{session_id}/events", summary="The session timeline",
-              tag="sessions", permission=P.VIEW_SESSIONS)
+              tag="sessions", permission=P.VIEW_SESSIONS, returns=Timeline)
 async def get_events(request: web.Request) -> web.Response:
     session = await get_visible(staff(request), path_uuid(request))
     events = await SessionEvent.filter(session_id=session.id).order_by("seq")
@@ -145,7 +147,8 @@ async def get_events(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/invitation",
               summary="Issue (or re-issue) the single-use invitation link", tag="sessions",
-              permission=P.RECORD, body=InvitationBody)
+              permission=P.RECORD, body=InvitationBody, returns=InvitationIssued, status=201,
+              responses={409: "the session cannot be invited now"})
 async def post_invitation(request: web.Request) -> web.Response:
     body = await read_json(request, InvitationBody)
     principal = staff(request)
@@ -168,7 +171,8 @@ async def _act(request: web.Request, action: SessionAction) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/call/start",
               summary="Start the call (gates re-checked, recording clock starts)",
-              tag="call", permission=P.RECORD, body=LocationOnlyBody)
+              tag="call", permission=P.RECORD, body=LocationOnlyBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_call_start(request: web.Request) -> web.Response:
     location = _location((await read_json(request, LocationOnlyBody)).location)
     return await _act(request, lambda d, p, sid: call.start_call(d, p, sid, location))
@@ -176,7 +180,8 @@ async def post_call_start(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/call/resume",
               summary="Resume an interrupted call within the window (断点续录)", tag="call",
-              permission=P.RECORD, body=LocationOnlyBody)
+              permission=P.RECORD, body=LocationOnlyBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_call_resume(request: web.Request) -> web.Response:
     location = _location((await read_json(request, LocationOnlyBody)).location)
     return await _act(request, lambda d, p, sid: call.resume_call(d, p, sid, location))
@@ -184,21 +189,24 @@ async def post_call_resume(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/call/interrupt",
               summary="Mark the call as interrupted", tag="call", permission=P.RECORD,
-              body=ReasonBody)
+              body=ReasonBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_call_interrupt(request: web.Request) -> web.Response:
     reason = (await read_json(request, ReasonBody)).reason
     return await _act(request, lambda d, p, sid: call.interrupt_by_agent(d, p, sid, reason))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/script/start", summary="Start the script",
-              tag="call", permission=P.RECORD)
+              tag="call", permission=P.RECORD,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_script_start(request: web.Request) -> web.Response:
     return await _act(request, call.start_script)
 
 
 @api.endpoint("POST", "/sessions/{session_id}/script/advance",
               summary="Move past a step that needs no customer answer", tag="call",
-              permission=P.RECORD, body=StepBody)
+              permission=P.RECORD, body=StepBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_script_advance(request: web.Request) -> web.Response:
     step_id = (await read_json(request, StepBody)).step_id
     return await _act(request, lambda d, p, sid: call.advance(d, p, sid, step_id))
@@ -206,7 +214,8 @@ async def post_script_advance(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/script/resume",
               summary="Continue after explaining a negative answer (the step replays)",
-              tag="call", permission=P.RECORD, body=NoteBody)
+              tag="call", permission=P.RECORD, body=NoteBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_script_resume(request: web.Request) -> web.Response:
     note = (await read_json(request, NoteBody)).note
     return await _act(request, lambda d, p, sid: call.resume_script(d, p, sid, note))
@@ -214,34 +223,32 @@ async def post_script_resume(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/sessions/{session_id}/complete",
               summary="Complete the recording after the signature (the call is closed and "
-              "every recorded segment registered first)", tag="call", permission=P.RECORD)
+              "every recorded segment registered first)", tag="call", permission=P.RECORD,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_complete(request: web.Request) -> web.Response:
     session = await get_visible(staff(request), path_uuid(request))
-    if (session.state == SessionState.SIGNING
-            and await Signature.filter(session_id=session.id).exists()):
-        await request.app[CALL_HUB].close(str(session.id))
+    signed = await Signature.filter(session_id=session.id).exists()
+    if call.completion_problem(session, signed) is None:
+        # Closing the room finishes and registers every segment, so `complete` sees the
+        # whole recording.
+        await request.app[ROOMS].close(str(session.id))  # on whichever node holds it
     return await _act(request, call.complete)
 
 
 @api.endpoint("POST", "/sessions/{session_id}/abort", summary="Abort the session",
-              tag="sessions", permission=P.VIEW_SESSIONS, body=ReasonBody)
+              tag="sessions", permission=P.VIEW_SESSIONS, body=ReasonBody,
+              returns=SessionSummary, responses={409: "the session's state does not allow it"})
 async def post_abort(request: web.Request) -> web.Response:
     reason = (await read_json(request, ReasonBody)).reason
     if not (staff(request).can(P.RECORD) or staff(request).can(P.STATISTICS)):
         raise ApiProblem(403, "permission_denied", "您没有执行此操作的权限")
-    response = await _act(request, lambda d, p, sid: call.abort(d, p, sid, reason))
-    await request.app[CALL_HUB].close(request.match_info["session_id"])
-    return response
+    session = await get_visible(staff(request), path_uuid(request))
+    if session.state in ABORTABLE:
+        # Closed first, so every segment is registered while the call is still on: an aborted
+        # session keeps (and seals) whatever was recorded.
+        await request.app[ROOMS].close(str(session.id))
+    return await _act(request, lambda d, p, sid: call.abort(d, p, sid, reason))
 
 
-@api.endpoint("POST", "/sessions/{session_id}/qa-reviews",
-              summary="Record the QA verdict (pass or reject)", tag="qa",
-              permission=P.INSPECT, body=ReviewBody)
-async def post_review(request: web.Request) -> web.Response:
-    body = await read_json(request, ReviewBody)
-    principal = staff(request)
-    session = await get_visible(principal, path_uuid(request))
-    review = await qa.review(request.app[DEPS], principal, session.id, body.verdict,
-                             body.comments, [f.model_dump() for f in body.findings])
-    return json_response({"id": review.id, "verdict": review.verdict.value,
-                              "at": review.at.isoformat()}, status=201)
+# The QA verdict has one path, with its rules: POST /qa/sessions/{id}/verdict (api/routes_qa.py,
+# qa/verdicts.py). The former /sessions/{id}/qa-reviews, which had none, is gone.

@@ -2,43 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import get_args
 
 from aiohttp import web
 
 from api.auth import staff
+from api.http import ChoiceQuery, DateQuery
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import Stats
 from reporting.statistics import GroupBy, Period, StatsQuery, compute
 from security.roles import Permission, Scope
 
 api = Api()
 
 
-def _date(request: web.Request, name: str) -> date | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise ApiProblem(422, "validation_failed", f"参数 {name} 应为日期（YYYY-MM-DD）",
-                         field=name) from exc
+GROUP_BY = ChoiceQuery("group_by", get_args(GroupBy), default="branch")
+PERIOD = ChoiceQuery("period", get_args(Period), default="month")
+FROM, TO = DateQuery("from"), DateQuery("to")
 
 
 @api.endpoint("GET", "/stats", summary="Counts and rates by institution, branch, agent, "
               "product or period (R-55)", tag="statistics", permission=Permission.STATISTICS,
-              query=("group_by", "period", "from", "to"))
+              query=(GROUP_BY, PERIOD, FROM, TO), returns=Stats,
+              responses={403: "a supervisor without a branch"})
 async def get_stats(request: web.Request) -> web.Response:
     principal = staff(request)
-    group_by = request.query.get("group_by", "branch")
-    period = request.query.get("period", "month")
-    if group_by not in get_args(GroupBy):
-        raise ApiProblem(422, "validation_failed", "参数 group_by 无效", field="group_by")
-    if period not in get_args(Period):
-        raise ApiProblem(422, "validation_failed", "参数 period 无效", field="period")
-    start, end = _date(request, "from"), _date(request, "to")
+    group_by, period = GROUP_BY.read(request), PERIOD.read(request)
+    start, end = FROM.read(request), TO.read(request)
     if start and end and end <= start:
         raise ApiProblem(422, "validation_failed", "结束日期须晚于开始日期", field="to")
     # A supervisor sees the branch only; an administrator the institution.

@@ -4,16 +4,54 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from models.people import Role
 from models.sessions import AnswerValue, ConsentKind, Verdict
 
+# Database ids are 32-bit (Tortoise's IntField); a larger one names nothing.
+DbId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# BigIntField columns (sizes, offsets): PostgreSQL's bigint.
+BigInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _nul_at(value: Any) -> str | None:
+    """The path of the first string holding a NUL (PostgreSQL stores none), walked without
+    recursion (the parser allows 200 levels of nesting)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, BaseModel):
+            item = dict(item)
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "(body)"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{path}.{key!r}".lstrip(".")
+                stack.append((f"{path}.{key}".lstrip("."), sub))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}".lstrip("."), sub) for i, sub in enumerate(item))
+    return None
+
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """A request body. Parsed by `api.http.parse_json` in strict JSON mode: types as the
+    OpenAPI document states them (no boolean for a number, no number for a date)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Body:
+        # After validation: a "before" validator would turn strict JSON mode into Python mode
+        # (where a date must be a date object, not its ISO string).
+        where = _nul_at(self)
+        if where is not None:
+            raise ValueError(f"text must not contain NUL characters ({where})")
+        return self
 
 
 class LoginBody(Body):
@@ -49,7 +87,7 @@ class LocationBody(Body):
 
 
 class CreateSessionBody(Body):
-    order_id: int = Field(ge=1)
+    order_id: DbId
     location: LocationBody | None = None
 
 
@@ -109,9 +147,21 @@ class ReasonBody(Body):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class DocumentViewBody(Body):
+    """R-25: the page of the current step's document now on screen (0: none any more)."""
+
+    step_id: str = Field(min_length=1, max_length=64)
+    page: int = Field(ge=0, le=200)
+
+
 class SignBody(Body):
-    risk_sentence: str = Field(min_length=1, max_length=500)
-    image_base64: str = Field(min_length=8, max_length=800_000)
+    """R-25: what the customer wrote, as strokes (the grid of the hand-copy and/or the
+    signature pad; shape checked in media.handwriting.ink) and the image the page drew. Never
+    the text: the server reads the handwriting itself."""
+
+    copy_strokes: dict[str, Any] | None = None
+    signature_strokes: dict[str, Any] | None = None
+    image_base64: str = Field(min_length=8, max_length=700_000)
 
 
 class FindingBody(Body):
@@ -130,8 +180,8 @@ class RecordingBody(Body):
     segment: int = Field(ge=1, le=10_000)
     path: str = Field(pattern=r"^[A-Za-z0-9_\-./]{1,300}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
-    duration_ms: int = Field(ge=0)
+    size_bytes: BigInt
+    duration_ms: BigInt
     started_at: datetime
     ended_at: datetime | None = None
 
@@ -148,5 +198,5 @@ class CreateUserBody(Body):
     password: str = Field(min_length=10, max_length=200)
     display_name: str = Field(min_length=1, max_length=100)
     role: Role
-    branch_id: int | None = None
+    branch_id: DbId | None = None
     agent: AgentProfileBody | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import lean
 from models.sales import Order
 from models.sessions import RecordingSession, Signature
 from security.masking import mask_id_number, mask_name, mask_phone
@@ -49,6 +50,15 @@ async def order_view(
     }
 
 
+def spoken_view(session: RecordingSession, step: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The current step's spoken answer so far (R-24), or None for other steps."""
+    if step is None or step.get("answer") != "spoken_answer":
+        return None
+    state = session.spoken if session.spoken.get("step_id") == step["id"] else {}
+    return {"attempts": int(state.get("attempts", 0)), "heard": state.get("heard", ""),
+            "verdict": state.get("verdict", ""), "buttons": bool(state.get("buttons"))}
+
+
 def session_summary(session: RecordingSession) -> dict[str, Any]:
     step = current_step(session)
     return {
@@ -63,6 +73,11 @@ def session_summary(session: RecordingSession) -> dict[str, Any]:
         "recording_started_at": _iso(session.recording_started_at),
         "completed_at": _iso(session.completed_at), "sealed_at": _iso(session.sealed_at),
         "ended_at": _iso(session.ended_at), "end_reason": session.end_reason,
+        "answer_open": bool(step and session.answer_open_step == step["id"]),
+        "spoken": spoken_view(session, step),
+        # Whose media is connected and recorded; the script starts only with both (R-30).
+        "call_parties": session.call_parties or {},
+        "speaking": bool(step and session.speaking_step == step["id"]),
     }
 
 
@@ -74,13 +89,23 @@ async def session_view(
             "steps": session.steps, "manifest": session.manifest}
 
 
+_SIGNED_SQL = "SELECT 1 FROM signature WHERE session_id = ? LIMIT 1"
+
+
 async def customer_session_view(session: RecordingSession) -> dict[str, Any]:
     """What the customer page sees: its own progress, never other data."""
     step = current_step(session)
-    signed = await Signature.filter(session_id=session.id).exists()
+    # Every customer request answers with this view: the query is written out (issue 14).
+    signed = await lean.exists(Signature, _SIGNED_SQL,
+                               [lean.param(Signature, "session_id", session.id)])
     return {
         "signed": signed,
         "speaking": bool(step and session.speaking_step == step["id"]),
+        # The server accepts the answer to the current step now (R-24): the page shows its
+        # buttons or pads only then.
+        "answer_open": bool(step and session.answer_open_step == step["id"]),
+        # A spoken-answer step: what was heard, and whether the buttons are offered (R-24).
+        "spoken": spoken_view(session, step),
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
         "current_step": step, "step_count": len(session.steps),

@@ -1,5 +1,5 @@
 """Command line: `python -m app serve | worker | migrate | create-user | verify-audit |
-seed-demo | verify | seal-keys | export | verify-archive`."""
+seed-demo | verify | seal-keys | export | verify-archive | rehearse`."""
 
 from __future__ import annotations
 
@@ -14,23 +14,35 @@ from typing import Any
 
 from aiohttp import web
 
-from app.config import Config, ConfigurationError, load_config
-from app.database import migrate, open_database
 from app.factory import (
+    after_call,
     create_app,
     identity_engines_factory,
     register_jobs,
     worker_loop,
     workflow_deps,
 )
-from app.jobs import Jobs
-from app.redis_server import EmbeddedRedis
+from infra.config import Config, ConfigurationError, load_config
+from infra.database import migrate, open_database
+from infra.jobs import Jobs
+from infra.redis_server import EmbeddedRedis
 from security.masking import MaskingFilter
 
 DESCRIPTION = """远程双录 — remote double-recording of insurance sales.
 
 Configuration comes from SHUANGLU_* environment variables or a .env file
 (SHUANGLU_PROFILE=dev|test|prod, DATABASE_URL, REDIS_URL, ...); see README.md."""
+
+# Exit codes of `verify` and `verify-archive` (R-31): one per verdict, so a script can tell an
+# incomplete session, or one not sealed yet, from an altered one.
+EXIT_INTACT = 0
+EXIT_ALTERED = 1
+EXIT_USAGE = 2  # bad arguments, no such session, not an archive
+EXIT_INCOMPLETE = 3  # sealed as incomplete (and intact), or sealing refused: evidence missing
+EXIT_NOT_SEALED = 4  # not sealed yet (verify only)
+EXIT_CODES_HELP = (f"Exit codes: {EXIT_INTACT} intact, {EXIT_ALTERED} altered, {EXIT_USAGE} "
+                   f"usage error, {EXIT_INCOMPLETE} incomplete (sealed intact but incomplete, "
+                   f"or sealing refused because evidence is missing)")
 
 
 def configure_logging(level: str) -> None:
@@ -55,26 +67,44 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _worker(config: Config, args: argparse.Namespace) -> int:
-    """A stand-alone worker: the same sweeps the server runs in-process by default."""
-    import redis.asyncio as aioredis
+    """A stand-alone worker: the same sweeps and job receiver the server runs in-process by
+    default. Any number of workers and servers may read the one job queue: every process knows
+    every job by the same name, and a job is acknowledged only once it is done (infra/jobs.py)."""
+    from infra.redis_client import broker_url, redis_client, use_sentinel_pool
 
     embedded = None
     url = config.redis_url
     if not url:
-        embedded = EmbeddedRedis(config.data_dir / "redis-worker")
-        url = await embedded.start()
-    client = aioredis.from_url(url)
-    jobs = Jobs(url, queue_name=f"shuanglu-{config.profile}-jobs")
+        # The server's embedded Redis on this data folder (same machine): the one job queue.
+        # A worker with a private Redis would never see a job a server queued.
+        url = EmbeddedRedis(config.data_dir / "redis").running_url() or ""
+        if url:
+            logging.getLogger(__name__).info("using the server's embedded Redis at %s", url)
+        elif args.once:  # the sweep alone needs no queue: a private Redis for its locks
+            embedded = EmbeddedRedis(config.data_dir / "redis-worker")
+            url = await embedded.start()
+        else:
+            print("REDIS_URL is not set and no server runs on this data folder "
+                  f"({config.data_dir}): start the server first, or set REDIS_URL to the "
+                  "server's Redis", file=sys.stderr)
+            return 2
+    # REDIS_URL may name a Sentinel-managed master (redis+sentinel://, infra/redis_client.py).
+    client = redis_client(url)
+    jobs = Jobs.from_config(config, broker_url(url))
+    use_sentinel_pool(jobs.broker, url)
     try:
         async with open_database(config.database_url) as ctx:
             deps = workflow_deps(config, client, jobs)
-            register_jobs(jobs, deps, config, client, identity_engines_factory())
+            register_jobs(jobs, deps, config, client, identity_engines_factory(config),
+                          after_call(config, client, deps.storage))
             if args.once:
                 from workflow.expiry import sweep
 
                 await jobs.start(run_receiver=False)
                 result = await sweep(deps)
-                print(f"expired {len(result.expired)}, sealed {len(result.sealed)}")
+                print(f"expired {len(result.expired)}, sealed {len(result.sealed)}, sealed "
+                      f"incomplete {len(result.sealed_incomplete)}, refused (evidence "
+                      f"incomplete) {len(result.refused)}")
                 return 0
             # The job receiver and the periodic sweeps, in this one process.
             await jobs.start(run_receiver=True)
@@ -180,18 +210,20 @@ async def _verify_audit(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _verify_session(config: Config, args: argparse.Namespace) -> int:
-    """Checks a sealed session against its signed manifest without the server (R-31)."""
+    """Checks a session against its signed manifest without the server (R-31): intact,
+    incomplete, altered, or not sealed yet, each with its own exit code."""
     from uuid import UUID
 
     import redis.asyncio as aioredis
 
-    from workflow.sealing import verify_manifest
+    from security.seal_manifest import VerifyStatus
+    from workflow.sealing import verify_session
 
     try:
         session_id = UUID(args.session_id)
     except ValueError:
         print(f"not a session id: {args.session_id}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     async with open_database(config.database_url):
         # verify reads the database and the files only; the publisher is never used.
         deps = workflow_deps(config, aioredis.Redis(), Jobs("redis://127.0.0.1:1", "unused"))
@@ -199,15 +231,29 @@ async def _verify_session(config: Config, args: argparse.Namespace) -> int:
 
         if not await RecordingSession.exists(id=session_id):
             print(f"no session {session_id}", file=sys.stderr)
-            return 2
-        problems = await verify_manifest(deps, session_id)
-    if not problems:
-        print(f"session {session_id}: intact (manifest signature, chain and every file verified)")
-        return 0
-    print(f"session {session_id}: ALTERED")
-    for problem in problems:
-        print(f"  - {problem}")
-    return 1
+            return EXIT_USAGE
+        result = await verify_session(deps, session_id)
+    what = f"session {session_id} (state {result.state.value})"
+    if result.status == VerifyStatus.INTACT:
+        print(f"{what}: INTACT (manifest signature, chain and every file verified)")
+        return EXIT_INTACT
+    if result.status == VerifyStatus.NOT_SEALED:
+        print(f"{what}: NOT SEALED yet")
+        for note in result.notes:
+            print(f"  {note}")
+        return EXIT_NOT_SEALED
+    if result.status == VerifyStatus.ALTERED:
+        print(f"{what}: ALTERED")
+        for problem in result.altered:
+            print(f"  - {problem}")
+    elif result.complete is None:
+        print(f"{what}: INCOMPLETE (not sealed: evidence is missing)")
+    else:
+        print(f"{what}: INCOMPLETE (sealed as incomplete; signature, chain and every sealed "
+              f"item verified)")
+    for gap in result.incomplete:
+        print(f"  - incomplete: {gap}")
+    return EXIT_ALTERED if result.status == VerifyStatus.ALTERED else EXIT_INCOMPLETE
 
 
 async def _seal_keys(config: Config, args: argparse.Namespace) -> int:
@@ -290,6 +336,8 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"  - {problem}")
         return 1
+    for gap in report.incomplete:
+        print(f"note: sealed as incomplete: {gap}")
     print("the archive verifies against its manifest; check it offline with "
           f"python -m app verify-archive {dest} --keyring <published keys>")
     return 0
@@ -301,7 +349,7 @@ def _verify_archive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from archive.offline import ArchiveError, load_keyring_file, verify_archive
-    from security.seal_manifest import TrustedKey
+    from security.seal_manifest import TrustedKey, VerifyStatus
 
     trusted: list[TrustedKey] | None = None
     try:
@@ -312,21 +360,27 @@ def _verify_archive(args: argparse.Namespace) -> int:
         report = verify_archive(Path(args.path), trusted)
     except (ArchiveError, OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     what = f"session {report.session_id or '?'}"
-    if report.version == 2:
+    if report.version and report.version >= 2:
         what += f", institution {report.institution}, key {report.key_id}"
     elif report.version == 1:
         what += ", manifest version 1 (platform key)"
-    if report.ok:
-        print(f"{what}: INTACT (signature, chain and {report.items_checked} items verified)")
+    checked = f"signature, chain and {report.items_checked} items verified"
+    if report.status == VerifyStatus.INTACT:
+        print(f"{what}: INTACT ({checked})")
+    elif report.status == VerifyStatus.INCOMPLETE:
+        print(f"{what}: INTACT BUT INCOMPLETE ({checked})")
     else:
         print(f"{what}: ALTERED")
         for problem in report.problems:
             print(f"  - {problem}")
+    for gap in report.incomplete:
+        print(f"  - incomplete: {gap}")
     for note in report.notes:
         print(f"note: {note}")
-    return 0 if report.ok else 1
+    return {VerifyStatus.INTACT: EXIT_INTACT, VerifyStatus.INCOMPLETE: EXIT_INCOMPLETE}.get(
+        report.status, EXIT_ALTERED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,10 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run the API server on SHUANGLU_HOST:SHUANGLU_PORT. "
                            "Without REDIS_URL it starts its own redis-server child.")
     serve.add_argument("--port", type=int, help="override SHUANGLU_PORT")
-    worker = sub.add_parser("worker", help="run background sweeps (expiry, sealing)",
+    worker = sub.add_parser("worker", help="run background sweeps and jobs",
                             description="Expire stale sessions and lapsed interruptions, seal "
-                            "completed sessions. Set SHUANGLU_RUN_WORKER_IN_PROCESS=false on the "
-                            "servers when running workers separately.")
+                            "completed sessions, and run the background jobs (speech, identity "
+                            "checks, QA checks, playback copies) queued in REDIS_URL. Set "
+                            "SHUANGLU_RUN_WORKER_IN_PROCESS=false (sweeps) and, to keep jobs off "
+                            "the servers, SHUANGLU_RUN_JOBS_IN_PROCESS=false on the servers when "
+                            "running workers separately.")
     worker.add_argument("--once", action="store_true", help="run one sweep and exit")
     mig = sub.add_parser("migrate", help="apply (or roll back) database migrations (R-53)",
                          description="Without options, apply all migrations.")
@@ -368,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="verify a sealed session against its manifest (R-31)",
                             description="Recompute the hash of every recorded segment, the "
                             "signature and the timeline of a sealed session, check the Ed25519 "
-                            "signature of its manifest, and name what was altered (exit 1).")
+                            "signature of its manifest, and say whether it is intact, "
+                            "incomplete (what is missing and why), altered (what) or not "
+                            f"sealed yet (its state). {EXIT_CODES_HELP}, {EXIT_NOT_SEALED} "
+                            "not sealed yet.")
     verify.add_argument("session_id")
     keys = sub.add_parser("seal-keys", help="list or rotate an institution's seal keys (R-31)",
                           description="list: the public keys of one (or every) institution. "
@@ -388,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="verify an exported archive offline (no database, R-31)",
                              description="Check the manifest signature, the chain and every "
                              "file of an exported archive; name what was altered, missing or "
-                             "added (exit 1). Without --public-key/--keyring the key embedded "
-                             "in the archive is used, which is only self-asserted.")
+                             "added, and what an incomplete (aborted or expired) session lacks. "
+                             "Without --public-key/--keyring the key embedded in the archive is "
+                             f"used, which is only self-asserted. {EXIT_CODES_HELP}.")
     offline.add_argument("path", help="the archive folder or .zip")
     trust = offline.add_mutually_exclusive_group()
     trust.add_argument("--public-key", metavar="KEY_B64",
@@ -398,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "/api/v1/institutions/{code}/seal-keys")
     sub.add_parser("seed-demo", help="create demo institution, users, premises and product",
                    description="Idempotent demo data for a local trial; refused in prod.")
+    from rehearsal import cli as rehearsal_cli
+
+    rehearse = sub.add_parser("rehearse", help="play a session's customer and agent with real "
+                              "media against a running server",
+                              description=rehearsal_cli.DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    rehearsal_cli.add_arguments(rehearse)
     return parser
 
 
@@ -413,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify-archive":
         # Offline by design: no profile, secrets or database are loaded.
         return _verify_archive(args)
+    if args.command == "rehearse":
+        # A client of a running server (HTTP and WebRTC only): no configuration is loaded.
+        from rehearsal.cli import main as rehearse_main
+
+        return rehearse_main(args)
     try:
         config = load_config()
     except (ConfigurationError, ValueError) as exc:

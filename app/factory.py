@@ -12,6 +12,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from aftercall.runtime import AfterCall, build_after_call, register_after_call_jobs
 from api import (
     routes_admin,
     routes_archive,
@@ -35,34 +36,42 @@ from api.keys import (
     DEPS,
     IDENTITY,
     JOBS,
-    LOGIN_LIMITER,
+    LOGIN_THROTTLE,
     REDIS,
     STAFF_TOKENS,
+)
+from api.load_shedding import (
+    ANONYMOUS_LIMITS,
+    anonymous_limits,
+    limit_anonymous,
+    refusal_flusher,
+    shed_load,
 )
 from api.problems import json_response
 from api.registry import PREFIX, Api, openapi_document
 from api.routes_identity import pending_key, plan_key
 from app.call_bridge import call_context
-from app.config import Config
-from app.database import activate, deactivate, open_database
-from app.jobs import Jobs
-from app.redis_server import EmbeddedRedis
 from bot.routes import CHANNEL_APIS
 from bot.runtime import channels_context
 from h5 import routes as h5_routes
+from infra.config import Config
+from infra.database import activate, deactivate, open_database
+from infra.jobs import Jobs
+from infra.redis_client import PoolLimits, broker_url, redis_client, use_sentinel_pool
+from infra.redis_server import EmbeddedRedis
 from qa.playback import register_playback_jobs
-from qa.runtime import build_after_call, register_after_call_jobs
-from scripts_library.speech import SpeechSettings, prerender_script_version
-from security.audit import ensure_chain_head
+from scripts_library.documents import share_pages, unshare_pages
+from security.cpu import configure as configure_cpu_pool
 from security.crypto import FieldCipher
-from security.ratelimit import RateLimiter
+from security.ratelimit import LoginThrottle, RateLimiter
 from security.tokens import TokenStore
+from storage import ObjectStore, open_store
 from workflow.core import WorkflowDeps, WorkflowSettings
 from workflow.events import RedisEventPublisher
 from workflow.expiry import sweep
-from workflow.identity import IdentityEngines, run_identity_check
+from workflow.identity import CardReads, IdentityEngines, read_card_early, run_identity_check
+from workflow.script_speech import SpeechSettings, prerender_script_version
 from workflow.speech import prepare_session_speech
-from workflow.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 API_MODULES: tuple[Api, ...] = (
@@ -74,7 +83,17 @@ API_MODULES: tuple[Api, ...] = (
 API_VERSION = "1.0.0"
 
 
-def workflow_deps(config: Config, redis: aioredis.Redis, jobs: Jobs) -> WorkflowDeps:
+STORE = web.AppKey("store", ObjectStore)
+
+
+def build_store(config: Config) -> ObjectStore:
+    """The evidence store (SHUANGLU_STORAGE_URL; default the data folder's `files`)."""
+    return open_store(config.settings.storage_url, config.files_dir,
+                      scratch=config.data_dir / "tmp")
+
+
+def workflow_deps(config: Config, redis: aioredis.Redis, jobs: Jobs,
+                  store: ObjectStore | None = None) -> WorkflowDeps:
     s = config.settings
     return WorkflowDeps(
         settings=WorkflowSettings(
@@ -82,39 +101,54 @@ def workflow_deps(config: Config, redis: aioredis.Redis, jobs: Jobs) -> Workflow
             identity_max_attempts=s.identity_max_attempts,
             resume_window_seconds=s.resume_window_seconds,
             stale_session_seconds=s.stale_session_seconds,
+            call_keepalive_timeout_seconds=s.call_keepalive_timeout_seconds,
+            recording_gap_tolerance_seconds=s.recording_gap_tolerance_seconds,
             public_url=config.public_url,
+            live_liveness_required=config.live_liveness_required,
+            live_liveness_max_attempts=s.live_liveness_max_attempts,
         ),
         cipher=FieldCipher(config.field_encryption_key),
         publisher=RedisEventPublisher(redis),
-        storage=LocalStorage(config.data_dir / "files"),
+        storage=store or build_store(config),
         seal_key=config.seal_signing_key,
         jobs=jobs,
     )
 
 
-def speech_settings(config: Config) -> SpeechSettings:
-    return SpeechSettings(engines=config.tts_engines, cache_dir=config.tts_cache_dir)
+def speech_settings(config: Config, store: ObjectStore | None = None) -> SpeechSettings:
+    """The TTS chain and cache; with `store` the cache reads through the shared store."""
+    return SpeechSettings(engines=config.tts_engines, cache_dir=config.tts_cache_dir,
+                          store=store)
 
 
-def identity_engines_factory() -> Callable[[], IdentityEngines]:
-    """The engines load on first use (seconds), once per process."""
+def identity_engines_factory(config: Config | None = None) -> Callable[[], IdentityEngines]:
+    """The engines load on first use (seconds), once per process, with the configuration's
+    identity section (Config.identity: liveness actions, anti-spoofing weights, cache)."""
     loaded: list[IdentityEngines] = []
 
     def get() -> IdentityEngines:
         if not loaded:
             from media.identity.service import IdentityService
 
-            loaded.append(IdentityService())
+            loaded.append(IdentityService(config.identity if config is not None else None))
         return loaded[0]
 
     return get
 
 
+def after_call(config: Config, redis: aioredis.Redis, evidence: ObjectStore) -> AfterCall:
+    """The after-call runtime (QA, archive, insurers) from the configuration's sections; built
+    once per process, by the server (`AFTER_CALL`) or the worker, and handed to its jobs."""
+    return build_after_call(redis, evidence, qa=config.qa, archive=config.archive,
+                            insurer=config.insurer,
+                            identity_max_attempts=config.settings.identity_max_attempts)
+
+
 def register_jobs(
     jobs: Jobs, deps: WorkflowDeps, config: Config, redis: aioredis.Redis,
-    engines: Callable[[], IdentityEngines],
+    engines: Callable[[], IdentityEngines], after_call_runtime: AfterCall,
 ) -> None:
-    speech = speech_settings(config)
+    speech = speech_settings(config, deps.storage)
 
     async def prerender_session(session_id: str) -> int:
         return await prepare_session_speech(deps, speech, redis, UUID(session_id))
@@ -124,6 +158,14 @@ def register_jobs(
 
     jobs.register("prerender_session", prerender_session)
     jobs.register("prerender_script", prerender_script)
+
+    # The card of an attempt, read while the customer records the liveness clip (issue 17).
+    card_reads = CardReads()
+
+    async def identity_card_read(session_id: str, attempt: int) -> None:
+        await read_card_early(deps, engines(), card_reads, UUID(session_id), attempt)
+
+    jobs.register("identity_card_read", identity_card_read)
 
     async def identity_check(session_id: str, attempt: int) -> None:
         sid = UUID(session_id)
@@ -135,14 +177,13 @@ def register_jobs(
             from media.identity.results import ChallengePlan
 
             await run_identity_check(deps, engines(), sid, attempt,
-                                     ChallengePlan.model_validate_json(raw))
+                                     ChallengePlan.model_validate_json(raw), card_reads)
         finally:
             await redis.delete(pending_key(sid))
 
     jobs.register("identity_check", identity_check)
     # QA checks, queue, archive, retention and insurer webhooks (R-40..R-43).
-    register_after_call_jobs(jobs, deps, build_after_call(
-        redis, config.data_dir / "files", config.settings.identity_max_attempts))
+    register_after_call_jobs(jobs, deps, after_call_runtime)
     # The playback copy of each sealed session for QA (R-41).
     register_playback_jobs(jobs, deps, redis)
 
@@ -155,14 +196,23 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         embedded = EmbeddedRedis(config.data_dir / "redis")
         url = await embedded.start()
         log.info("started embedded redis-server at %s", url)
-    client = aioredis.from_url(url)
-    app[REDIS] = client
-    app[JOBS] = Jobs(url, queue_name=f"shuanglu-{config.profile}-jobs")
+    # REDIS_URL may name a Sentinel-managed master (redis+sentinel://, infra/redis_client.py).
+    # Bounded: a request waits for a free connection, then gets 503 (api/load_shedding.py).
     s = config.settings
+    client = redis_client(url, PoolLimits(s.redis_max_connections, s.redis_pool_timeout_seconds,
+                                          s.redis_socket_timeout_seconds))
+    app[REDIS] = client
+    app[JOBS] = Jobs.from_config(config, broker_url(url))
+    use_sentinel_pool(app[JOBS].broker, url)
     app[STAFF_TOKENS] = TokenStore(client, "auth:staff", s.auth_token_ttl_seconds)
     app[CUSTOMER_TOKENS] = TokenStore(client, "auth:customer", s.customer_token_ttl_seconds)
-    app[LOGIN_LIMITER] = RateLimiter(client, "login", s.login_max_failures,
-                                     s.login_failure_window_seconds)
+    window = s.login_failure_window_seconds
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        per_user_ip=RateLimiter(client, "login", s.login_max_failures, window),
+        per_ip=RateLimiter(client, "login-ip", s.login_max_attempts_per_ip, window),
+        per_user=RateLimiter(client, "login-user", s.login_max_attempts_per_user, window))
+    app[ANONYMOUS_LIMITS] = anonymous_limits(client, s.anonymous_requests_per_minute,
+                                             s.anonymous_refusals_per_minute)
     try:
         yield
     finally:
@@ -175,16 +225,28 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with open_database(config.database_url) as ctx:
         app[DATABASE] = ctx
-        await ensure_chain_head()
-        app[DEPS] = workflow_deps(config, app[REDIS], app[JOBS])
-        app[IDENTITY] = identity_engines_factory()
-        register_jobs(app[JOBS], app[DEPS], config, app[REDIS], app[IDENTITY])
+        app[DEPS] = workflow_deps(config, app[REDIS], app[JOBS], app[STORE])
+        app[IDENTITY] = identity_engines_factory(config)
+        app[routes_qa.AFTER_CALL] = after_call(config, app[REDIS], app[DEPS].storage)
+        register_jobs(app[JOBS], app[DEPS], config, app[REDIS], app[IDENTITY],
+                      app[routes_qa.AFTER_CALL])
         # The receiver's tasks inherit this task's context, so the jobs see this database.
         await app[JOBS].start(run_receiver=config.settings.run_jobs_in_process)
         try:
             yield
         finally:
             await app[JOBS].stop()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    """Document pages read through the evidence store while the app runs; the store's thread
+    pool ends with the app."""
+    share_pages(app[STORE])
+    try:
+        yield
+    finally:
+        unshare_pages(app[STORE])
+        await app[STORE].close()
 
 
 async def _worker(app: web.Application) -> AsyncIterator[None]:
@@ -238,12 +300,15 @@ async def _index(request: web.Request) -> web.Response:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[problems, database_context],
+        middlewares=[problems, shed_load, limit_anonymous, database_context],
         client_max_size=config.settings.max_body_bytes,
     )
     app[CONFIG] = config
-    app.cleanup_ctx.extend([_redis, _database, _worker, call_context(speech_settings(config)),
-                            channels_context, routes_qa.after_call_context])
+    configure_cpu_pool(config.settings.cpu_threads, config.settings.cpu_max_waiting)
+    app[STORE] = build_store(config)
+    app.cleanup_ctx.extend([_store, _redis, _database, refusal_flusher(), _worker,
+                            call_context(speech_settings(config, app[STORE])),
+                            channels_context])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)

@@ -16,10 +16,10 @@ from scripts_library.canonical import content_hash
 from scripts_library.catalogue import load_library
 from scripts_library.lint import lint
 from scripts_library.model import ScriptDocument
-from scripts_library.versions import GRADE_RANK, findings_json
 from security import audit
 from security.audit import Actor
 from security.passwords import hash_password
+from workflow.script_versions import GRADE_RANK, findings_json
 
 # Demo credentials for a local trial only; `seed-demo` refuses to run with the prod profile.
 DEMO_USERS: list[tuple[str, str, Role, str]] = [
@@ -28,6 +28,8 @@ DEMO_USERS: list[tuple[str, str, Role, str]] = [
     ("po01", "demo-owner-01", Role.PRODUCT_OWNER, "赵产品"),
     ("po02", "demo-owner-02", Role.PRODUCT_OWNER, "钱产品"),
     ("qa01", "demo-qa-0001", Role.QA_INSPECTOR, "孙质检"),
+    # A second inspector: a critical finding's dismissal needs another inspector's approval.
+    ("qa02", "demo-qa-0002", Role.QA_INSPECTOR, "陈质检"),
     ("sup01", "demo-super-01", Role.SUPERVISOR, "周主管"),
     ("admin01", "demo-admin-01", Role.ADMIN, "吴管理"),
     ("auditor01", "demo-audit-01", Role.AUDITOR, "郑审计"),

@@ -7,7 +7,7 @@ Layout (a folder, or the same files in a .zip):
     manifest.json          the manifest exactly as sealed (signed)
     timeline.json          the timeline as hashed: canonical JSON, so its SHA-256 is the
     acknowledgements.json  manifest's item hash (likewise the acknowledgements)
-    signatures/<file>      signature images
+    signatures/<file>      signature images and the strokes they were written with (JSON)
     recordings/<kind>/<segment>.<ext>   recording segments
     keys/<CODE>.json       the institution's published public keys (or the platform key)
     index.json             which file holds which manifest item (not signed: every file is
@@ -23,6 +23,7 @@ sealed item, and the identity uploads (ID card photos, liveness clips) are not e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import zipfile
@@ -39,8 +40,9 @@ from models.org import Institution
 from models.sessions import RecordingSession
 from security.seal_keys import published_keyring
 from security.seal_manifest import ALGORITHM, canonical_json, key_id_of
+from storage import ObjectStore
 from workflow.core import WorkflowDeps
-from workflow.sealing import public_key_b64, sealed_items
+from workflow.sealing import public_key_b64, session_evidence
 
 
 class NotSealed(ValueError):
@@ -49,11 +51,13 @@ class NotSealed(ValueError):
 
 @dataclass
 class ExportPlan:
-    """Everything an archive holds: small files in memory, evidence files by their path."""
+    """Everything an archive holds: small files in memory, evidence objects by their key in
+    `store` (streamed into the archive by the writers, which run in a worker thread)."""
 
     session_id: str
     blobs: dict[str, bytes] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)  # archive path -> stored file
+    files: dict[str, str] = field(default_factory=dict)  # archive path -> object key
+    store: ObjectStore | None = None
 
     @property
     def members(self) -> list[str]:
@@ -74,8 +78,7 @@ async def plan_export(deps: WorkflowDeps, session_id: UUID, exported_at: datetim
         raise NotSealed(f"session {session_id} is not sealed")
     manifest = session.manifest
     async with in_transaction() as conn:
-        data = await sealed_items(session_id, conn, deps.storage,
-                                  int(manifest["timeline_upto_seq"]))
+        data = await session_evidence(session_id, conn, int(manifest["timeline_upto_seq"]))
         institution = await Institution.get(id=session.institution_id, using_db=conn)
         if manifest.get("version", 1) >= 2:
             keyring = await published_keyring(institution, conn)
@@ -86,18 +89,18 @@ async def plan_export(deps: WorkflowDeps, session_id: UUID, exported_at: datetim
                        "keys": [{"key_id": key_id_of(platform), "public_key": platform,
                                  "status": "platform"}]}
             key_file = f"{KEYS_DIR}/platform.json"
-    plan = ExportPlan(str(session_id))
+    plan = ExportPlan(str(session_id), store=deps.storage)
     plan.blobs[MANIFEST] = json.dumps(manifest, ensure_ascii=False, indent=2).encode()
     # The exact bytes that were hashed: sha256sum of these files equals the manifest's hash.
     plan.blobs["timeline.json"] = canonical_json(data.timeline)
     plan.blobs["acknowledgements.json"] = canonical_json(data.acknowledgements)
     items = {"timeline": "timeline.json", "acknowledgements": "acknowledgements.json"}
-    for name, storage_path in data.files.items():
-        target = _archive_path(name, storage_path)
-        items[name] = target
-        if deps.storage.exists(storage_path):
+    for evidence in data.files:
+        target = _archive_path(evidence.name, evidence.path)
+        items[evidence.name] = target
+        if await deps.storage.exists(evidence.path):
             # A file gone from storage stays in the index: verification names it missing.
-            plan.files[target] = deps.storage.root / storage_path
+            plan.files[target] = evidence.path
     plan.blobs[key_file] = json.dumps(keyring, ensure_ascii=False, indent=2).encode()
     index: dict[str, Any] = {
         "format": ARCHIVE_FORMAT, "session_id": str(session_id),
@@ -118,14 +121,19 @@ def write_folder(plan: ExportPlan, dest: Path) -> None:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(blob)
-    for name, source in plan.files.items():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+    for name, key in plan.files.items():
+        _store(plan).download_sync(key, dest / name)
+
+
+def _store(plan: ExportPlan) -> ObjectStore:
+    if plan.store is None:
+        raise ValueError("an export plan with evidence files needs its store")
+    return plan.store
 
 
 def write_zip(plan: ExportPlan, out: BinaryIO | Path) -> None:
-    """Recordings are stored as they are (already compressed); JSON and text deflated."""
+    """Blocking (a worker thread). Recordings are stored as they are (already compressed),
+    streamed from the store in 1 MiB chunks; JSON and text deflated."""
     with zipfile.ZipFile(out, "w") as archive:
         for name in plan.members:
             if name in plan.blobs:
@@ -133,8 +141,8 @@ def write_zip(plan: ExportPlan, out: BinaryIO | Path) -> None:
                 continue
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
-            with plan.files[name].open("rb") as source, archive.open(info, "w",
-                                                                     force_zip64=True) as sink:
+            source = _store(plan).open_sync(plan.files[name])
+            with contextlib.closing(source), archive.open(info, "w", force_zip64=True) as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
 
 
@@ -157,7 +165,7 @@ def readme(session_id: str, institution: str, key_file: str) -> str:
 
 【中文】
 本证据包包含一次远程双录会话封存时的全部证据：manifest.json（封存清单，已签名）、
-timeline.json（会话时间线）、acknowledgements.json（客户逐项确认）、signatures/（签名图片）、
+timeline.json（会话时间线）、acknowledgements.json（客户逐项确认）、signatures/（签名图片及其笔迹数据）、
 recordings/（录像分段）、{key_file}（机构公开的验签公钥）、index.json（各文件对应的清单条目）。
 
 一、使用本系统离线核验（无需数据库、服务器或任何密钥）：
@@ -165,7 +173,10 @@ recordings/（录像分段）、{key_file}（机构公开的验签公钥）、in
   机构公钥请从机构公布渠道取得（GET /api/v1/institutions/{institution}/seal-keys），
   不要只信任证据包内自带的公钥：它只能证明封存后内容未被修改，不能证明签名人。
   也可用 --public-key <Base64 公钥> 指定可信公钥。结果完好时退出码为 0；
-  否则退出码为 1，并逐项列出被修改、缺失或多出的文件（例如 “recording:customer_av:2 was altered”）。
+  被修改时退出码为 1，并逐项列出被修改、缺失或多出的文件
+  （例如 “recording:customer_av:2 was altered”）；
+  会话在完成前已终止或过期、按“未完成”封存且内容未被修改时退出码为 3，并说明缺少什么、原因为何
+  （manifest.json 中 complete 为 false，end、reason、missing 说明结束方式、原因和未录制的内容）。
 
 二、手工核验：
   1. 对 index.json 中每个文件计算 SHA-256（如 sha256sum），应等于 manifest.json 中 items
@@ -174,7 +185,7 @@ recordings/（录像分段）、{key_file}（机构公开的验签公钥）、in
   2. 哈希链：link0 = 64 个 "0"；按 items 顺序 link = SHA-256(link + name + sha256) 的十六进制；
      最后的 link 应等于 chain。
   3. 签名：去掉 signature（第 1 版还去掉 public_key）后的清单主体做规范化 JSON，取其 SHA-256
-     十六进制字符串，以 Ed25519 公钥验证 signature（Base64）。第 2 版清单的 key_id 是公钥
+     十六进制字符串，以 Ed25519 公钥验证 signature（Base64）。第 2 版起清单的 key_id 是公钥
      SHA-256 的前 16 位十六进制。
 
 个人信息提示：本证据包含客户的录像（人像、声音）、签名图片，以及时间线中的 IP 地址、
@@ -184,7 +195,7 @@ recordings/（录像分段）、{key_file}（机构公开的验签公钥）、in
 [English]
 This archive holds everything a remote double-recording session was sealed with:
 manifest.json (the signed manifest), timeline.json (the session timeline),
-acknowledgements.json (the customer's answers), signatures/ (signature images),
+acknowledgements.json (the customer's answers), signatures/ (signature images and their strokes),
 recordings/ (recording segments), {key_file} (the institution's public keys) and index.json
 (which file holds which manifest item).
 
@@ -194,7 +205,10 @@ recordings/ (recording segments), {key_file} (the institution's public keys) and
   (GET /api/v1/institutions/{institution}/seal-keys). Do not rely on the key inside the
   archive alone: it proves the content was not changed after signing, not who signed it.
   --public-key <base64 key> names one trusted key instead. Exit code 0 means intact; 1 lists
-  every altered, missing or extra file (e.g. "recording:customer_av:2 was altered").
+  every altered, missing or extra file (e.g. "recording:customer_av:2 was altered"); 3 means
+  intact but incomplete: the session was aborted or expired before it was complete and sealed
+  as such ("complete": false in manifest.json; "end", "reason" and "missing" say how it ended,
+  why, and what was never recorded).
 
 2. By hand:
   1. The SHA-256 of each file listed in index.json (sha256sum) must equal the sha256 of the
@@ -204,8 +218,8 @@ recordings/ (recording segments), {key_file} (the institution's public keys) and
      the last link must equal "chain".
   3. Signature: the manifest without "signature" (version 1: also without "public_key"),
      as canonical JSON; its hex SHA-256 (as ASCII) is what the Ed25519 key signed
-     ("signature", base64). In version 2, key_id is the first 16 hex digits of the SHA-256
-     of the raw public key.
+     ("signature", base64). From version 2 on, key_id is the first 16 hex digits of the
+     SHA-256 of the raw public key.
 
 Personal data: the recordings (faces, voices), the signature images, and the IP addresses,
 actor ids and event notes in the timeline are personal data of the customer and staff: keep

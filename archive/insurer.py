@@ -1,7 +1,7 @@
 """The insurer's view of an application (R-43): is the recording complete, is QA done and with
 what result — so underwriting waits for both — and signed webhooks when that changes.
 
-Requests and webhooks are signed the way the bank app's are (`bot.bank_signing`: HMAC-SHA256
+Requests and webhooks are signed the way the bank app's are (`security.partner_signing`: HMAC-SHA256
 over timestamp, nonce, method, path and body; the receiver refuses stale timestamps and
 replayed nonces). Webhooks are queued in the database and retried with exponential backoff
 until the insurer answers 2xx, or given up (and audited) after the configured attempts.
@@ -20,21 +20,21 @@ import aiohttp
 from redis.asyncio import Redis
 
 from archive.settings import InsurerClient, InsurerSettings
-from bot.bank_signing import signed_headers
 from models.archive import InsurerStatusSnapshot, PolicyStatus, WebhookDelivery, WebhookStatus
 from models.org import Institution
 from models.qa import Rectification, RectificationStatus
 from models.sales import Order, Product
 from models.sessions import RecordingSession, SessionState
+from qa.verdicts import pass_standing
 from security import audit
 from security.audit import Actor
+from security.partner_signing import signed_headers
 from workflow.core import WorkflowDeps
 from workflow.states import STATE_LABELS_ZH
 
 log = logging.getLogger(__name__)
 S = SessionState
 RECORDED = frozenset({S.COMPLETED, S.SEALED, S.QA_PENDING, S.QA_PASSED, S.QA_REJECTED})
-INSPECTED = frozenset({S.QA_PASSED, S.QA_REJECTED})
 SYNC_CURSOR = "insurer:sync-cursor"
 
 
@@ -55,14 +55,21 @@ async def application_status(order: Order) -> dict[str, Any]:
         rectification = rects[latest.id].status.value
     elif latest is not None and latest.state == S.QA_REJECTED:
         rectification = RectificationStatus.REQUIRED.value
+    # A pass counts only through the QA verdict path with its rules (an inspector's pass with
+    # every critical/major finding dismissed in effect, or a clean automatic pass).
+    standing = await pass_standing(latest) if latest is not None else None
+    passed = standing is not None and standing.recognised
     return {
         "application_no": order.application_no,
         "recording_complete": state in RECORDED,
-        "qa_complete": state in INSPECTED,
-        "qa_result": ("pass" if state == S.QA_PASSED else
-                      "reject" if state == S.QA_REJECTED else None),
+        "qa_complete": passed or state == S.QA_REJECTED,
+        "qa_result": "pass" if passed else "reject" if state == S.QA_REJECTED else None,
+        "qa_pass_basis": standing.basis if passed and standing is not None else None,
+        # Passed in a way the rules do not recognise (e.g. the retired plain review endpoint):
+        # the application waits as if QA were not done.
+        "qa_pass_unrecognised": state == S.QA_PASSED and not passed,
         # Underwriting may go on only when the latest recording passed QA (R-43).
-        "underwriting_may_proceed": state == S.QA_PASSED,
+        "underwriting_may_proceed": passed,
         "rectification": rectification,
         "state": state.value if state else None,
         "state_label": STATE_LABELS_ZH[state] if state else "未录制",

@@ -21,9 +21,11 @@ from security.seal_manifest import (
     ItemDifference,
     ItemStatus,
     TrustedKey,
+    VerifyStatus,
     check_chain,
     check_signature,
     compare_items,
+    manifest_gaps,
     trusted_keys_from_keyring,
 )
 
@@ -107,7 +109,9 @@ def safe_member(name: str) -> bool:
 
 @dataclass
 class ArchiveReport:
-    """The outcome: `problems` empty means intact. `notes` say what the result rests on."""
+    """The outcome. `problems`: what was altered (or is not an archive's); `incomplete`: what
+    the signed manifest says is missing and why (an aborted or expired session sealed as it
+    was). `notes` say what the result rests on."""
 
     session_id: str = ""
     institution: str = ""
@@ -116,11 +120,19 @@ class ArchiveReport:
     items_checked: int = 0
     trusted_key_given: bool = False
     problems: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
+    def status(self) -> VerifyStatus:
+        if self.problems:
+            return VerifyStatus.ALTERED
+        return VerifyStatus.INCOMPLETE if self.incomplete else VerifyStatus.INTACT
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        """Intact and complete."""
+        return self.status == VerifyStatus.INTACT
 
 
 def describe_offline(difference: ItemDifference) -> str:
@@ -146,7 +158,8 @@ def _load_json(reader: ArchiveReader, name: str, problems: list[str]) -> Any:
 def verify_archive(path: Path, trusted: list[TrustedKey] | None = None) -> ArchiveReport:
     """Checks the signature (against `trusted` keys when given, else against the key the
     manifest carries, which is only self-asserted), the chain, every item re-hashed from the
-    files, and missing and extra files."""
+    files, and missing and extra files; and reports what an incomplete manifest says is
+    missing."""
     reader = open_archive(path)
     report = ArchiveReport(trusted_key_given=trusted is not None)
     names = reader.names()
@@ -165,9 +178,10 @@ def verify_archive(path: Path, trusted: list[TrustedKey] | None = None) -> Archi
 
     report.problems += check_signature(manifest, trusted)
     report.problems += check_chain(manifest)
+    report.incomplete = manifest_gaps(manifest)
     if trusted is None:
-        who = (f"key {report.key_id} of institution {report.institution}" if version == 2
-               else "the platform key")
+        who = (f"key {report.key_id} of institution {report.institution}"
+               if report.version and report.version >= 2 else "the platform key")
         report.notes.append(
             f"signature checked against the public key embedded in the archive only: it is "
             f"self-asserted. It proves nothing was changed after signing, not who signed. "

@@ -23,7 +23,6 @@ from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from archive.settings import ArchiveSettings
-from archive.storage import ObjectStore
 from models.archive import (
     ENDED_STATES,
     ArchivedObject,
@@ -32,7 +31,7 @@ from models.archive import (
     RetentionRecord,
     Tombstone,
 )
-from models.qa import QaCheckReport, QaFinding, QaTask, Rectification
+from models.qa import QaCheckReport, QaDismissal, QaFinding, QaTask, Rectification
 from models.sales import Order, Product
 from models.sessions import (
     Acknowledgement,
@@ -47,6 +46,7 @@ from models.sessions import (
 )
 from security import audit
 from security.audit import Actor
+from storage import ObjectStore
 from workflow.core import WorkflowDeps
 from workflow.states import CALL_STATES
 
@@ -230,6 +230,7 @@ async def _delete_rows(conn: Any, sid: UUID) -> dict[str, int]:
     rows: dict[str, int] = {}
     tasks = QaTask.filter(session_id=sid).using_db(conn)
     rows["qa_task"] = await tasks.delete()
+    rows["qa_dismissal"] = await QaDismissal.filter(session_id=sid).using_db(conn).delete()
     rows["qa_finding"] = await QaFinding.filter(session_id=sid).using_db(conn).delete()
     rows["qa_check_report"] = await QaCheckReport.filter(session_id=sid).using_db(conn).delete()
     await Rectification.filter(new_session_id=sid).using_db(conn).update(new_session_id=None)
@@ -258,10 +259,10 @@ async def delete_files(deps: WorkflowDeps, store: ObjectStore,
         if f["deleted"]:
             continue
         try:
-            local = deps.storage.root / f["path"]
-            if local.resolve().is_relative_to(deps.storage.root.resolve()):
-                local.unlink(missing_ok=True)
-            await store.delete(f["path"])
+            # The evidence store (every version on S3), and a separate archive copy if any.
+            await deps.storage.delete(f["path"])
+            if store is not deps.storage:
+                await store.delete(f["path"])
             f["deleted"] = True
             deleted += 1
         except Exception:

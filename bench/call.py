@@ -1,17 +1,22 @@
 """Benchmark of the call hub with recording (R-30, R-32): N concurrent synthetic calls.
 
 For N = 1, 2, 4, 8 (one after the other) it starts the hub in its own process (so its CPU time
-can be read), connects N customer/agent pairs of aiortc clients that send pre-encoded
-640×480@15 fps VP8 + Opus (as a browser would; the clients encode nothing), plays a TTS clip in
-each call, runs the calls for ``--seconds``, closes them and prints, per N: server CPU-seconds
-per recorded call-minute (the whole run: joining, relaying, recording, finishing segments), the
+can be read), opens N calls one after the other (``--ramp-seconds`` apart, as calls arrive),
+each a customer/agent pair of aiortc clients that send pre-encoded 640×480@15 fps VP8 + Opus
+(as a browser would; the clients encode nothing), plays a TTS clip in each call, runs the calls
+for ``--seconds``, closes them and prints, per N: how many calls the hub's admission control
+admitted and refused (503, issue 16) and how many failed to connect, server CPU-seconds per
+recorded call-minute (the whole run: joining, relaying, recording, finishing segments), the
 lowest and mean frame rate read back from the recorded segments, the event loop's worst lag,
-and the load average the run started under.
+the CPU per call-minute the hub itself measured for admission and how many calls that lets in,
+and the load average the run started under. An overloaded run is reported, never a crash: a
+refused join, a connection that never opens or a run that fails are counted and named.
 
     python -m bench.call [--calls 1,2,4,8] [--seconds 30] [--segment-seconds 60]
-                         [--video-kbps 600]
+                         [--video-kbps 600] [--ramp-seconds 0.5] [--cores C]
+                         [--target-utilisation 0.75] [--no-admission]
 
-"steady" is the CPU per call-minute while the calls run (without joining and closing).
+"steady" is the CPU per call-minute while the admitted calls run (without joining and closing).
 """
 
 from __future__ import annotations
@@ -38,17 +43,19 @@ import numpy as np
 from aiohttp import web
 
 from media.call import CallHub, CallHubConfig, SegmentWritten
+from media.call.admission import AdmissionConfig, CallRefused
 from media.call.client import CallClient
 from media.call.ice import include_loopback_candidates
-from media.call.synthetic import EncodedMedia, PrerecordedTrack, write_test_media
 from media.recording import probe_segment
+from testing.call_media import EncodedMedia, PrerecordedTrack, write_test_media
 
 REPO = Path(__file__).resolve().parents[1]
 
 # -- the server process --------------------------------------------------------------------------
 
 
-async def serve(storage: Path, segment_seconds: float) -> None:
+async def serve(storage: Path, segment_seconds: float, admission: AdmissionConfig | None,
+                ) -> None:
     segments: list[dict[str, Any]] = []
 
     def on_segment(event: SegmentWritten) -> None:
@@ -57,7 +64,7 @@ async def serve(storage: Path, segment_seconds: float) -> None:
 
     hub = CallHub(
         CallHubConfig(storage_root=storage, segment_seconds=segment_seconds,
-                      include_loopback=True),
+                      include_loopback=True, admission=admission),
         on_segment=on_segment,
     )
     lag = {"max": 0.0}
@@ -75,7 +82,12 @@ async def serve(storage: Path, segment_seconds: float) -> None:
     @routes.post("/join")
     async def join(request: web.Request) -> web.Response:
         body = await request.json()
-        sdp, type_ = await hub.join(body["session"], body["role"], body["sdp"], body["type"])
+        try:
+            sdp, type_ = await hub.join(body["session"], body["role"], body["sdp"],
+                                        body["type"])
+        except CallRefused as refused:
+            return web.json_response({"reason": refused.headroom.reason}, status=503,
+                                     headers={"Retry-After": str(refused.retry_after)})
         return web.json_response({"sdp": sdp, "type": type_})
 
     @routes.post("/play")
@@ -92,8 +104,12 @@ async def serve(storage: Path, segment_seconds: float) -> None:
     @routes.get("/usage")
     async def usage(request: web.Request) -> web.Response:
         rusage = resource.getrusage(resource.RUSAGE_SELF)
+        headroom = hub.headroom()
         body = {"cpu": rusage.ru_utime + rusage.ru_stime, "segments": segments,
-                "max_loop_lag": lag["max"]}
+                "max_loop_lag": lag["max"],
+                "headroom": None if headroom is None else asdict(headroom) | {
+                    "calls_that_fit": headroom.calls_that_fit()},
+                "refused": hub.admission.refused if hub.admission is not None else 0}
         if request.query.get("reset_lag"):
             lag["max"] = 0.0
         return web.json_response(body)
@@ -139,22 +155,32 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_server(storage: Path, segment_seconds: float) -> subprocess.Popen[str]:
+def start_server(storage: Path, segment_seconds: float,
+                 admission: list[str]) -> subprocess.Popen[str]:
     """The hub in its own process, so that its CPU time is its own."""
     return subprocess.Popen(
         [sys.executable, "-m", "bench.call", "--serve", str(storage), "--segment-seconds",
-         str(segment_seconds)],
+         str(segment_seconds), *admission],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
 
 
+class Refused(Exception):
+    """The hub refused the join (503: no headroom for another call)."""
+
+
 async def run_calls(
     calls: int, seconds: float, segment_seconds: float, media: dict[str, EncodedMedia],
-    clip: Path, workdir: Path,
+    clip: Path, workdir: Path, ramp: float, admission: list[str],
 ) -> dict[str, Any]:
     storage = workdir / f"n{calls}"
     load = os.getloadavg()
-    server = start_server(storage, segment_seconds)
+    server = start_server(storage, segment_seconds, admission)
+    sessions = [f"bench-{calls}-{index}" for index in range(calls)]
+    admitted: list[str] = []
+    refused: list[str] = []
+    failures: list[str] = []
+    clients: list[CallClient] = []
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
@@ -163,6 +189,8 @@ async def run_calls(
 
             async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 async with http.post(base + path, json=body) as response:
+                    if response.status == 503:
+                        raise Refused(response.headers.get("Retry-After"))
                     response.raise_for_status()
                     result: dict[str, Any] = await response.json()
                     return result
@@ -174,12 +202,11 @@ async def run_calls(
                     return result
 
             start = await usage()
-            clients: list[CallClient] = []
-            video_tracks: list[PrerecordedTrack] = []
+            video_tracks: dict[str, list[PrerecordedTrack]] = {s: [] for s in sessions}
 
             async def connect(session: str, role: str) -> CallClient:
                 video = PrerecordedTrack(media[role], "video")
-                video_tracks.append(video)
+                video_tracks[session].append(video)
                 client = CallClient(audio=PrerecordedTrack(media[role], "audio"), video=video)
                 clients.append(client)
 
@@ -192,31 +219,51 @@ async def run_calls(
                 await client.wait_open(30)
                 return client
 
-            sessions = [f"bench-{calls}-{index}" for index in range(calls)]
-            await asyncio.gather(*(connect(s, role) for s in sessions
-                                   for role in ("customer", "agent")))
+            async def open_call(session: str) -> None:
+                """The customer opens the room (the join admission control decides on), then
+                the agent joins it; every outcome is counted, none raised."""
+                for role in ("customer", "agent"):
+                    try:
+                        await connect(session, role)
+                    except Refused:
+                        refused.append(session)
+                        return
+                    except Exception as error:  # reported, not raised: overload is a result
+                        failures.append(f"{session}/{role}: {type(error).__name__} {error}"
+                                        .strip())
+                        return
+                admitted.append(session)
+
+            opening = []
+            for index, session in enumerate(sessions):
+                if index:
+                    await asyncio.sleep(ramp)
+                opening.append(asyncio.create_task(open_call(session)))
+            await asyncio.gather(*opening)
+            running = [s for s in sessions if s in admitted]
             connected = await usage(reset_lag=True)
-            for session in sessions:
+            for session in running:
                 await post("/play", {"session": session, "clip_id": "c1", "wav": str(clip)})
-            sent_before = [track.frames_sent for track in video_tracks]
+            tracks = [t for s in running for t in video_tracks[s]]
+            sent_before = [track.frames_sent for track in tracks]
             drops_before, client_cpu_before = udp_receive_errors(), own_cpu()
             await asyncio.sleep(seconds)
             udp_drops = udp_receive_errors() - drops_before
             client_cpu = (own_cpu() - client_cpu_before) / seconds
-            sent = [t.frames_sent - b for t, b in zip(video_tracks, sent_before, strict=True)]
+            sent = [t.frames_sent - b for t, b in zip(tracks, sent_before, strict=True)]
             steady = await usage()
             for session in sessions:
                 await post("/close", {"session": session})
             end = await usage()
-            for client in clients:
-                await client.close()
     finally:
+        for client in clients:
+            await client.close()
         server.terminate()
         server.wait(10)
 
     segments = end["segments"]
     call_ms = 0
-    for session in sessions:
+    for session in running:
         per_kind = {kind: sum(s["duration_ms"] for s in segments
                               if s["session_id"] == session and s["kind"] == kind)
                     for kind in ("customer_av", "agent_av")}
@@ -226,14 +273,21 @@ async def run_calls(
         if segment["kind"] != "tts" and segment["duration_ms"] >= 5000:
             rates.append(probe_segment(storage / segment["path"]).frame_rate)
     cpu = end["cpu"] - start["cpu"]
+    headroom = steady["headroom"] or {}
+    cost = headroom.get("cost_per_call")
     return {
         "calls": calls,
+        "admitted": len(running),
+        "refused": len(refused),
+        "failed": len(failures),
+        "failures": failures,
         "load_before": round(load[0], 2),
         "server_cpu_s": round(cpu, 1),
         "recorded_call_min": round(call_ms / 60_000, 2),
         "cpu_s_per_call_min": round(cpu / (call_ms / 60_000), 2) if call_ms else None,
         "steady_cpu_s_per_call_min": round(
-            (steady["cpu"] - connected["cpu"]) / (calls * seconds / 60), 2),
+            (steady["cpu"] - connected["cpu"]) / (len(running) * seconds / 60), 2)
+            if running else None,
         "lowest_fps": min(rates) if rates else None,
         "mean_fps": round(sum(rates) / len(rates), 2) if rates else None,
         "max_loop_lag_ms": round(steady["max_loop_lag"] * 1000),
@@ -241,11 +295,24 @@ async def run_calls(
         "client_cpu_share": round(client_cpu, 2),
         "udp_receive_drops": udp_drops,
         "segments": len(segments),
+        # What the hub's admission control measured while the calls ran.
+        "hub_cpu_s_per_call_min": round(cost * 60, 2) if cost else None,
+        "hub_loop_cpu_s_per_call_min": round(headroom["loop_cost_per_call"] * 60, 2)
+            if headroom.get("loop_cost_per_call") else None,
+        "hub_loop_lag_p90_ms": round(headroom["loop_lag"] * 1000) if headroom else None,
+        "hub_calls_that_fit": headroom.get("calls_that_fit"),
+        "hub_would_admit_another": headroom.get("admit"),
+        "hub_reason": headroom.get("reason"),
     }
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 async def bench(
-    calls: list[int], seconds: float, segment_seconds: float, video_kbps: int
+    calls: list[int], seconds: float, segment_seconds: float, video_kbps: int, ramp: float,
+    admission: list[str],
 ) -> None:
     include_loopback_candidates()
     with tempfile.TemporaryDirectory(prefix="bench-call-") as tmp:
@@ -260,21 +327,42 @@ async def bench(
         clip = make_clip(workdir / "clip.wav", 10.0)
         sizes = [len(p) for _, p in media["customer"].video]
         print(f"video {sum(sizes) * 8 / media['customer'].seconds / 1000:.0f} kbit/s, "
-              f"{len(sizes) / media['customer'].seconds:.0f} fps; calls of {seconds:.0f} s")
-        print(f"{'N':>2} {'load':>5} {'cpu s':>6} {'call-min':>8} {'cpu s/call-min':>14} "
-              f"{'steady':>6} {'min fps':>7} {'mean fps':>8} {'loop lag ms':>11} "
-              f"{'sent fps':>8} {'client cpu':>10} {'udp drops':>9}")
+              f"{len(sizes) / media['customer'].seconds:.0f} fps; calls of {seconds:.0f} s, "
+              f"opened {ramp:g} s apart; admission {' '.join(admission) or 'on (defaults)'}")
+        columns = (("N", "calls"), ("in", "admitted"), ("503", "refused"), ("fail", "failed"),
+                   ("load", "load_before"), ("cpu s", "server_cpu_s"),
+                   ("call-min", "recorded_call_min"), ("cpu s/call-min", "cpu_s_per_call_min"),
+                   ("steady", "steady_cpu_s_per_call_min"), ("min fps", "lowest_fps"),
+                   ("mean fps", "mean_fps"), ("loop lag ms", "max_loop_lag_ms"),
+                   ("sent fps", "client_fps_sent"), ("client cpu", "client_cpu_share"),
+                   ("udp drops", "udp_receive_drops"), ("hub cpu s/call-min",
+                                                        "hub_cpu_s_per_call_min"),
+                   ("hub loop s/call-min", "hub_loop_cpu_s_per_call_min"),
+                   ("hub fits", "hub_calls_that_fit"))
+        print(" ".join(f"{title:>{max(len(title), 4)}}" for title, _ in columns))
         results = []
         for n in calls:
-            result = await run_calls(n, seconds, segment_seconds, media, clip, workdir)
+            try:
+                result = await run_calls(n, seconds, segment_seconds, media, clip, workdir,
+                                         ramp, admission)
+            except Exception as error:  # the run itself broke: reported, the next N runs
+                result = {"calls": n, "error": f"{type(error).__name__}: {error}"}
+                print(f"{n:>4} run failed: {result['error']}", flush=True)
+                results.append(result)
+                continue
             results.append(result)
-            print(f"{n:>2} {result['load_before']:>5} {result['server_cpu_s']:>6} "
-                  f"{result['recorded_call_min']:>8} {result['cpu_s_per_call_min']:>14} "
-                  f"{result['steady_cpu_s_per_call_min']:>6} "
-                  f"{result['lowest_fps']!s:>7} {result['mean_fps']!s:>8} "
-                  f"{result['max_loop_lag_ms']:>11} {result['client_fps_sent']!s:>8} "
-                  f"{result['client_cpu_share']:>10} {result['udp_receive_drops']:>9}",
-                  flush=True)
+            print(" ".join(f"{_cell(result[key]):>{max(len(title), 4)}}"
+                           for title, key in columns), flush=True)
+            for failure in result["failures"][:5]:
+                print(f"     failed: {failure}")
+            if result["hub_reason"]:
+                verdict = "fits" if result["hub_would_admit_another"] else "refused"
+                print(f"     hub: another call {verdict} ({result['hub_reason']}), "
+                      f"loop lag p90 {result['hub_loop_lag_p90_ms']} ms")
+        held = [r["admitted"] for r in results
+                if r.get("lowest_fps") is not None and r["lowest_fps"] >= 14.9
+                and not r.get("failed")]
+        print(f"largest number of calls that held 15 fps: {max(held) if held else None}")
         print(json.dumps(results))
 
 
@@ -284,14 +372,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--segment-seconds", type=float, default=60.0)
     parser.add_argument("--video-kbps", type=int, default=600)
+    parser.add_argument("--ramp-seconds", type=float, default=0.5,
+                        help="seconds between the opening of two calls")
+    parser.add_argument("--cores", type=float, help="admission control: the node's cores")
+    parser.add_argument("--target-utilisation", type=float,
+                        help="admission control: the share of them calls may take")
+    parser.add_argument("--no-admission", action="store_true",
+                        help="admit every call (the hub without admission control)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.segment_seconds))
+        admission = None if args.no_admission else AdmissionConfig(
+            cores=args.cores, **({"target_utilisation": args.target_utilisation}
+                                 if args.target_utilisation else {}))
+        asyncio.run(serve(args.serve, args.segment_seconds, admission))
         return
+    passed = ([f"--cores={args.cores}"] if args.cores else []) + (
+        [f"--target-utilisation={args.target_utilisation}"] if args.target_utilisation
+        else []) + (["--no-admission"] if args.no_admission else [])
     start = time.monotonic()
     asyncio.run(bench([int(n) for n in args.calls.split(",")], args.seconds,
-                      args.segment_seconds, args.video_kbps))
+                      args.segment_seconds, args.video_kbps, args.ramp_seconds, passed))
     print(f"total {time.monotonic() - start:.0f} s")
 
 

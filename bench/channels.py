@@ -43,10 +43,10 @@ def _serve(port: int, data_dir: str) -> None:
     """The server process: migrate, seed, run the real app until terminated."""
     from aiohttp import web
 
-    from app.config import Settings, load_config
-    from app.database import migrate, open_database
     from app.factory import create_app
     from app.seed import seed_demo
+    from infra.config import Settings, load_config
+    from infra.database import migrate, open_database
 
     settings = Settings(profile="test", data_dir=Path(data_dir), port=port,
                         run_worker_in_process=False, log_level="WARNING")

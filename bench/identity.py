@@ -1,10 +1,18 @@
 """Benchmark of the identity engines on one CPU core (R-12, R-13).
 
 Prints median and p95 latency of ID-card OCR (per card side), face match (ID portrait against a
-live photo) and liveness (per frame), the accuracy on a generated card set, and the cosine
-distances behind the face-match threshold (docs/identity.md quotes a run of this script).
+live photo) and liveness (per frame), the accuracy on a generated card set, and the ROC of the
+face match on the labelled package set (testing/labelled_faces.py) with the operating
+point, against deepface-dlib and dlib used directly (docs/identity.md quotes a run).
 
-    python bench/identity.py [--cards 40] [--ocr paddleocr|rapidocr] [--json out.json]
+    python bench/identity.py [--cards 40] [--ocr paddleocr|rapidocr] [--only face] [--json out.json]
+    python bench/identity.py --orientations [--cards 12] [--baseline-commit REV]
+
+``--orientations`` runs only the OCR orientation section (issue 15): every field at 0°, 90°,
+180°, 270° and with EXIF orientation 6 and 8, time per card at 0° against the reader of
+``--baseline-commit`` (its media/identity/idcard.py, loaded from git, timed on the same photos
+in turn), the upload checks' time and refusals, and the screen-recapture warning's rate on
+genuine cards and on simulated screen photos.
 """
 
 from __future__ import annotations
@@ -39,11 +47,10 @@ from media.identity import (  # noqa: E402
     IdentityConfig,
     IdentityService,
 )
-from media.identity import synthetic as synth  # noqa: E402
 from media.identity.config import OcrConfig  # noqa: E402
-from media.identity.face import cosine_distance  # noqa: E402
 from media.identity.imaging import as_frame, encode_jpeg  # noqa: E402
-from media.identity.testdata import IDENTITIES, load_sample  # noqa: E402
+from testing import identity_material as synth  # noqa: E402
+from testing.face_photos import load_sample  # noqa: E402
 
 TODAY = date(2026, 6, 1)
 FIELDS = ("name", "sex", "ethnicity", "birth_date", "address", "id_number")
@@ -128,63 +135,211 @@ def bench_ocr(service: IdentityService, n_cards: int) -> dict[str, Any]:
     }
 
 
+class DlibDirect:
+    """dlib used as face_recognition does (the issue's baseline): HOG with one upsampling on the
+    full-size image, 5-point landmarks, ``compute_face_descriptor`` (chip 150, padding 0.25),
+    euclidean distance."""
+
+    metric = "euclidean"
+
+    def __init__(self) -> None:
+        import dlib
+
+        from media.identity.weights import (
+            DLIB_LANDMARKS_5,
+            DLIB_RECOGNITION,
+            face_recognition_model,
+        )
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._sp = dlib.shape_predictor(str(face_recognition_model(DLIB_LANDMARKS_5)))
+        self._rec = dlib.face_recognition_model_v1(str(face_recognition_model(DLIB_RECOGNITION)))
+
+    def embed(self, image: np.ndarray) -> list[np.ndarray]:
+        import cv2
+
+        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        rects = self._detector(rgb, 1)
+        return [
+            np.asarray(self._rec.compute_face_descriptor(rgb, self._sp(rgb, r), 1))
+            for r in sorted(rects, key=lambda r: r.area(), reverse=True)
+        ]
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a - b))
+
+
+def roc(
+    scores: list[tuple[float | None, bool, bool, bool]], thresholds: list[float]
+) -> list[dict[str, Any]]:
+    """False-reject and false-accept rates per threshold; a pair whose face was not found counts
+    as refused. ``scores``: (distance or None, genuine, cross_photo, card_vs_photo)."""
+    genuine = [s for s in scores if s[1]]
+    cross = [s for s in genuine if s[2]]
+    card = [s for s in genuine if s[3]]
+    impostor = [s for s in scores if not s[1]]
+
+    def rejected(group: list[tuple[float | None, bool, bool, bool]], t: float) -> int:
+        return sum(d is None or d > t for d, *_ in group)
+
+    rows = []
+    for t in thresholds:
+        fr, fa = rejected(genuine, t), len(impostor) - rejected(impostor, t)
+        rows.append({
+            "threshold": round(t, 4),
+            "frr": round(fr / max(len(genuine), 1), 4),
+            "false_rejects": f"{fr}/{len(genuine)}",
+            "frr_cross_photo": round(rejected(cross, t) / max(len(cross), 1), 4),
+            "frr_card_vs_photo": round(rejected(card, t) / max(len(card), 1), 4),
+            "far": round(fa / max(len(impostor), 1), 5),
+            "false_accepts": f"{fa}/{len(impostor)}",
+        })
+    return rows
+
+
+def operating_point(rows: list[dict[str, Any]], max_far: float) -> dict[str, Any]:
+    """The lowest false-reject rate with false-accept <= max_far (the largest such threshold
+    when several tie: the most tolerant of the captures the set does not have)."""
+    allowed = [r for r in rows if r["far"] <= max_far]
+    best = min(r["frr"] for r in allowed)
+    tied = [r for r in allowed if r["frr"] == best]
+    return tied[len(tied) // 2]
+
+
 def bench_faces(service: IdentityService) -> dict[str, Any]:
-    photos = {n: load_sample(n) for n in (*IDENTITIES, "t1.jpg")}
-    matcher = service.matcher
-    embeddings: dict[str, np.ndarray] = {}
-    embed_times: list[float] = []
-    for name, img in photos.items():
+    """The labelled package set (testing/labelled_faces.py) through three engines: the
+    default dlib-chip (card portraits straightened), deepface-dlib (the engine before, on the
+    OCR's own portrait crops) and dlib used directly (face_recognition style, same crops)."""
+    from media.identity import idcard
+    from media.identity.face import match_faces
+    from media.identity.face.deepface_dlib import DeepFaceDlibMatcher
+    from media.identity.face.dlib_chip import DlibChipMatcher
+    from testing import labelled_faces as labelled
+
+    chip = service.matcher
+    assert isinstance(chip, DlibChipMatcher), "run with face.engine=dlib-chip (the default)"
+    config = service.config
+    deep = DeepFaceDlibMatcher(
+        config.face.model_copy(update={"engine": "deepface-dlib", "threshold": None}),
+        config.cache_dir,
+    )
+    direct = DlibDirect()
+    faces = labelled.source_faces(lambda im: [(b.x, b.y, b.w, b.h) for b in chip.detect(im)])
+
+    card_reads: dict[str, Any] = {}
+    raw_portraits: dict[int, np.ndarray] = {}
+    ocr_times: list[float] = []
+
+    def read_raw(photo: np.ndarray) -> np.ndarray | None:
         t0 = time.perf_counter()
-        faces = matcher.embed(img)
-        embed_times.append(time.perf_counter() - t0)
-        if name == "t1.jpg":
-            for k, face in enumerate(faces):
-                embeddings[f"t1.jpg#{k}"] = face.vector
-        else:
-            embeddings[name] = faces[0].vector
-    portraits: dict[str, bytes] = {}
-    for name in IDENTITIES:
-        box = matcher.detect(photos[name])[0]
-        card = synth.draw_front(
-            synth.random_identity(random.Random(name), today=TODAY),
-            synth.crop_portrait(photos[name], (box.x, box.y, box.w, box.h)),
-        )
-        shot = synth.photograph(
-            card, synth.Degradation(rotate_deg=5, noise_sigma=5, jpeg_quality=50)
-        )
-        read = service.read_card_side(encode_jpeg(shot), "front")
-        assert read.portrait_jpeg is not None, name
-        portraits[name] = read.portrait_jpeg
-        embeddings[f"card:{name}"] = matcher.embed(as_frame(read.portrait_jpeg))[0].vector
+        read = idcard.read_card_side(service.ocr, photo, "front", config.card_quality)
+        ocr_times.append(time.perf_counter() - t0)
+        if read.portrait_jpeg is None:
+            return None
+        straight = service._straighten_portrait(photo, read)
+        raw = as_frame(read.portrait_jpeg)
+        out = as_frame(straight.portrait_jpeg) if straight.portrait_jpeg else raw
+        raw_portraits[id(out)] = raw
+        card_reads[str(len(card_reads))] = straight.portrait_straightened
+        return out
 
-    def who(key: str) -> str:
-        base = key.removeprefix("card:")
-        return IDENTITIES.get(base, base)
+    samples = list(labelled.captures(faces, read_raw, TODAY))
+    n_cards = len(faces) * len(labelled.CARD_CONDITIONS)
+    cards_read = sum(s.is_card for s in samples)
+    pairs = labelled.pairs(samples)
 
-    same: list[tuple[float, str, str]] = []
-    different: list[tuple[float, str, str]] = []
-    for a, b in itertools.combinations(sorted(embeddings), 2):
-        if a.removeprefix("card:") == b.removeprefix("card:"):
-            continue  # a card printed from a photo against that same photo proves little
-        d = round(cosine_distance(embeddings[a], embeddings[b]), 4)
-        (same if who(a) == who(b) else different).append((d, a, b))
-    match_times = []
-    for _ in range(3):
-        for live in ("obama2.jpg", "obama3.jpg", "biden.jpg"):
-            t0 = time.perf_counter()
-            service.match_face(portraits["obama.jpg"], photos[live])
-            match_times.append(time.perf_counter() - t0)
-    threshold = service.config.face.threshold
+    def embed_all(embed: Any, straightened: bool) -> dict[str, np.ndarray | None]:
+        out: dict[str, np.ndarray | None] = {}
+        for s in samples:
+            img = s.image if straightened or not s.is_card else raw_portraits[id(s.image)]
+            found = embed(img, s.is_card)  # a card portrait is always a match's reference
+            out[s.key] = found[0] if found else None
+        return out
+
+    engines: dict[str, tuple[Any, Any, bool]] = {
+        "dlib-chip, straightened portraits": (
+            chip, lambda im, ref: [f.vector for f in chip.embed(im, main_face_only=ref)], True),
+        "dlib-chip, OCR crop portraits": (
+            chip, lambda im, ref: [f.vector for f in chip.embed(im, main_face_only=ref)], False),
+        "deepface-dlib (before), OCR crop portraits": (
+            deep, lambda im, ref: [f.vector for f in deep.embed(im)], False),
+        "dlib direct (face_recognition style), OCR crop portraits": (
+            direct, lambda im, ref: direct.embed(im), False),
+    }
+    grids = {
+        "euclidean": [round(0.30 + 0.02 * i, 2) for i in range(21)],
+        "cosine": [round(0.040 + 0.005 * i, 3) for i in range(17)],
+    }
+    results: dict[str, Any] = {}
+    for label, (engine, embed, straightened) in engines.items():
+        vectors = embed_all(embed, straightened)
+        scores = []
+        for p in pairs:
+            va, vb = vectors[p.a.key], vectors[p.b.key]
+            d = None if va is None or vb is None else engine.distance(va, vb)
+            scores.append((d, p.genuine, p.cross_photo, p.card_vs_photo))
+        rows = roc(scores, grids[engine.metric])
+        default = {"euclidean": 0.6, "cosine": 0.075}[engine.metric]
+        if engine is chip:
+            default = chip.threshold
+        at_default = roc(scores, [default])[0]
+        results[label] = {
+            "metric": engine.metric,
+            "no_face_found": sorted(k for k, v in vectors.items() if v is None),
+            "at_threshold": at_default,
+            "operating_point_far_0.1%": operating_point(rows, 0.001),
+            "roc": rows,
+            "genuine_max": round(max((d for d, g, *_ in scores if g and d is not None)), 4),
+            "impostor_min": round(min((d for d, g, *_ in scores if not g and d is not None)), 4),
+        }
+
+    # CPU per match (process time, one core): an ID portrait against a live frame, embedding
+    # both, as match_faces does; the same 12 pairs for every engine.
+    probes = [s for s in samples if s.condition == "plain"]
+    refs = [s for s in samples if s.condition == "card_tilted"]
+    timing_pairs = [(r, p) for r, p in itertools.product(refs, probes) if r.source != p.source]
+    timing_pairs = timing_pairs[:: max(1, len(timing_pairs) // 12)][:12]
+    cpu: dict[str, Any] = {}
+    for label, (engine, embed, straightened) in engines.items():
+        if "OCR crop" in label and engine is chip:
+            continue
+        times = []
+        for ref, probe in timing_pairs:
+            img = ref.image if straightened else raw_portraits[id(ref.image)]
+            t0 = time.process_time()
+            if engine is direct:
+                ea, eb = embed(img, True), embed(probe.image, False)
+                if ea and eb:
+                    engine.distance(ea[0], eb[0])
+            else:  # the library's own match: reference, probe, face counts, distance
+                match_faces(engine, img, probe.image)
+            times.append(time.process_time() - t0)
+        cpu[label] = stats(times)
+    base = cpu["dlib direct (face_recognition style), OCR crop portraits"]["median_ms"]
+    for label in cpu:
+        cpu[label]["ratio_to_dlib_direct"] = round(cpu[label]["median_ms"] / base, 2)
+
+    kinds = {
+        "genuine": sum(p.genuine for p in pairs),
+        "genuine_cross_photo": sum(p.cross_photo for p in pairs),
+        "genuine_card_vs_photo": sum(p.genuine and p.card_vs_photo for p in pairs),
+        "impostor": sum(not p.genuine for p in pairs),
+        "impostor_card_vs_photo": sum(not p.genuine and p.card_vs_photo for p in pairs),
+    }
     return {
-        "engine": matcher.info.model_dump(),
-        "embed_one_photo": stats(embed_times),
-        "match_portrait_vs_live": stats(match_times),
-        "threshold": threshold,
-        "same_person_distances": sorted(same),
-        "different_person_min5": sorted(different)[:5],
-        "different_pairs": len(different),
-        "false_rejects": sum(d > threshold for d, *_ in same),
-        "false_accepts": sum(d <= threshold for d, *_ in different),
+        "set": {
+            "people": len({f.person for f in faces}),
+            "source_faces": [f.key for f in faces],
+            "captures": len(samples),
+            "cards_read": f"{cards_read}/{n_cards}",
+            "portraits_straightened": f"{sum(card_reads.values())}/{len(card_reads)}",
+            "pairs": kinds,
+        },
+        "ocr_per_card": stats(ocr_times),
+        "engines": results,
+        "cpu_per_match": cpu,
+        "match_engine": chip.info.model_dump(),
     }
 
 
@@ -227,12 +382,190 @@ def bench_liveness(service: IdentityService) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- OCR at any orientation
+
+
+def _baseline_reader(commit: str) -> Any:
+    """``read_card_side`` as it was at ``commit`` (loaded from git into a scratch module)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{commit}:media/identity/idcard.py"], cwd=root,
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "idcard_baseline.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("idcard_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.read_card_side
+
+
+def _exif_jpeg(upright: np.ndarray, orientation: int) -> bytes:
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from media.identity.imaging import rotate_quarter
+
+    stored = rotate_quarter(upright, 90 if orientation == 6 else 270)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).save(
+        out, format="JPEG", quality=92, exif=exif)
+    return out.getvalue()
+
+
+def _screen_photo(photo: np.ndarray, seed: int, pitch: int, angle: float,
+                  shrink: float) -> np.ndarray:
+    """As tests/media_identity/test_identity_orientation.py: an RGB-stripe screen, photographed."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    big = cv2.resize(photo, None, fx=pitch, fy=pitch,
+                     interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    h, w = big.shape[:2]
+    grid = np.full((h, w, 3), 0.15, np.float32)
+    for column, channel in enumerate((2, 1, 0)):
+        grid[:, column::3, channel] = 1.0
+    grid[2::3] *= 0.35
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    shown = cv2.warpAffine(big * grid * 1.6, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
+    shot = cv2.resize(shown, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_LINEAR)
+    shot = cv2.GaussianBlur(shot, (0, 0), 0.5) + rng.normal(0, 3, shot.shape)
+    return np.clip(shot, 0, 255).astype(np.uint8)
+
+
+def bench_orientations(service: IdentityService, n_cards: int,
+                       baseline_commit: str | None) -> dict[str, Any]:
+    from media.identity.idcard import check_card_photo
+    from media.identity.imaging import rotate_quarter
+    from workflow.evidence import clean_image
+
+    rng = random.Random(1515)
+    old_read = _baseline_reader(baseline_commit) if baseline_commit else None
+    face_photo = load_sample("obama.jpg")
+    box = service.matcher.detect(face_photo)[0]
+    portrait = synth.crop_portrait(face_photo, (box.x, box.y, box.w, box.h))
+    cases = ("0", "90", "180", "270", "exif6", "exif8")
+    right = {c: 0 for c in cases}
+    old_right = {c: 0 for c in cases}
+    times: dict[str, list[float]] = {c: [] for c in cases}
+    new_0: list[float] = []
+    old_0: list[float] = []
+    check_times: list[float] = []
+    wrong: list[dict[str, Any]] = []
+    refused: list[str] = []
+    warned_genuine = 0
+    genuine_checked = 0
+    screens_flagged = 0
+    screens = 0
+    names = list(DEGRADATIONS)
+    for i in range(n_cards):
+        card = synth.random_identity(rng, today=TODAY)
+        name = names[i % len(names)]
+        if name in ("upside_down", "blur_1px"):
+            name = "tilt"  # the orientations are the subject here; blur has its own section
+        how = synth.Degradation(**{**DEGRADATIONS[name].__dict__, "seed": i})
+        front_img = synth.photograph(synth.draw_front(card, portrait), how)
+        back_img = synth.photograph(synth.draw_back(card), how)
+        for side, img in (("front", front_img), ("back", back_img)):
+            t0 = time.perf_counter()
+            check = check_card_photo(encode_jpeg(img, 92), side)  # type: ignore[arg-type]
+            check_times.append(time.perf_counter() - t0)
+            genuine_checked += 1
+            warned_genuine += bool(check.warnings)
+            if not check.ok:
+                refused.append(f"{name}/{side}:{check.code}")
+        for case in cases:
+            if case.startswith("exif"):
+                orientation = int(case[4:])
+                shots = [clean_image(_exif_jpeg(img, orientation)).data
+                         for img in (front_img, back_img)]
+            else:
+                turn = int(case)
+                shots = [encode_jpeg(rotate_quarter(img, turn), 92)
+                         for img in (front_img, back_img)]
+            for reader, tally in ((None, right), (old_read, old_right)):
+                if reader is None and tally is old_right:
+                    continue
+                t0 = time.perf_counter()
+                if reader is None:
+                    f = service.read_card_side(shots[0], "front")
+                else:
+                    f = reader(service.ocr, shots[0], "front", service.config.card_quality)
+                t1 = time.perf_counter()
+                if reader is None:
+                    b = service.read_card_side(shots[1], "back")
+                else:
+                    b = reader(service.ocr, shots[1], "back", service.config.card_quality)
+                elapsed = time.perf_counter() - t0
+                front_ok = f.ok and f.front is not None and all(
+                    getattr(f.front, k) == getattr(card, k) for k in FIELDS)
+                back_ok = b.ok and b.back is not None and (
+                    b.back.issuing_authority, b.back.valid_from, b.back.valid_until) == (
+                    card.issuing_authority, card.valid_from, card.valid_until)
+                tally[case] += front_ok and back_ok
+                if reader is None and not (front_ok and back_ok):
+                    wrong.append({"card": i, "photo": name, "case": case,
+                                  "front": f.reason_code or [k for k in FIELDS if f.front is None
+                                                             or getattr(f.front, k)
+                                                             != getattr(card, k)],
+                                  "back": b.reason_code or ("ok" if back_ok else "fields")})
+                if reader is None:
+                    times[case].append(elapsed)
+                    if case == "0":
+                        new_0.append(t1 - t0)
+                elif case == "0":
+                    old_0.append(t1 - t0)
+        if i < 4:
+            for n, (pitch, angle, shrink) in enumerate(
+                    [(3, 3.0, 2.3), (3, 0.5, 1.7), (4, 7.0, 3.1), (3, -2.0, 1.3)]):
+                shot = _screen_photo(front_img, i * 10 + n, pitch, angle, shrink)
+                screens += 1
+                screens_flagged += "screen_recapture" in check_card_photo(
+                    encode_jpeg(shot, 88), "front").warnings
+    report: dict[str, Any] = {
+        "cards": n_cards,
+        "all_fields_right_both_sides": {c: f"{right[c]}/{n_cards}" for c in cases},
+        "misread": wrong,
+        "time_per_card_both_sides": {c: stats(times[c]) for c in cases},
+        "front_side_at_0deg": stats(new_0),
+        "upload_check_per_side": stats(check_times),
+        "upload_check_refused_genuine": refused,
+        "recapture_warning_on_genuine": f"{warned_genuine}/{genuine_checked}",
+        "recapture_warning_on_screen_photos": f"{screens_flagged}/{screens}",
+    }
+    if old_read is not None:
+        report["baseline"] = {
+            "commit": baseline_commit,
+            "all_fields_right_both_sides": {c: f"{old_right[c]}/{n_cards}" for c in cases},
+            "front_side_at_0deg": stats(old_0),
+            "ratio_median_0deg": round(statistics.median(new_0) / statistics.median(old_0), 3),
+        }
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cards", type=int, default=35)
     parser.add_argument("--ocr", choices=("paddleocr", "rapidocr"), default="paddleocr")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", choices=("ocr", "face", "liveness"), action="append",
+                        help="run only these parts (repeatable); all by default")
+    parser.add_argument("--orientations", action="store_true",
+                        help="the OCR orientation / upload-check section (issue 15), alone "
+                        "unless --only names other parts")
+    parser.add_argument("--baseline-commit", default=None,
+                        help="with --orientations: time the card reader of this git revision "
+                        "on the same photos")
     args = parser.parse_args()
+    parts = set(args.only or ("ocr", "face", "liveness"))
     config = IdentityConfig(ocr=OcrConfig(engine=args.ocr, threads=1))
     service = IdentityService(config)
     t0 = time.perf_counter()
@@ -241,9 +574,16 @@ def main() -> None:
     report["cpu_affinity"] = (
         sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     )
-    report["ocr"] = bench_ocr(service, args.cards)
-    report["face"] = bench_faces(service)
-    report["liveness"] = bench_liveness(service)
+    if args.orientations:
+        report["ocr_orientations"] = bench_orientations(service, args.cards,
+                                                        args.baseline_commit)
+        parts &= set(args.only or ())  # alone unless --only names more
+    if "ocr" in parts:
+        report["ocr"] = bench_ocr(service, args.cards)
+    if "face" in parts:
+        report["face"] = bench_faces(service)
+    if "liveness" in parts:
+        report["liveness"] = bench_liveness(service)
     text = json.dumps(report, ensure_ascii=False, indent=2, default=str)
     print(text)
     if args.json:

@@ -43,7 +43,7 @@ async def main(tts_seconds: float, repeat: int, preset: str, threads: int) -> No
             tts_ms=round(tts_seconds * 1000), segment_ms=60_000, interrupt_after="product",
             interruption_ms=20_000))
         render = RenderSettings(preset=preset, threads=threads)
-        plan = await build_plan(h.deps.storage.root, UUID(rec.session_id), render)
+        plan = await build_plan(h.deps.storage, UUID(rec.session_id), render)
         assert plan is not None
         minutes = plan.duration_ms / 60000
         print(f"session: {minutes:.2f} min on the recording clock, "

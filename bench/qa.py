@@ -23,12 +23,12 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.recorded import recording_app
+from media.voice.vad import EnergyVad, SileroVad, VoiceActivityDetector, silero_model_path
 from models.sales import Product
 from qa.checks import CheckInput, run_checks
 from qa.media import analyse_recordings
 from qa.settings import QaSettings
 from qa.timeline import load_timeline
-from qa.vad import EnergyVad, SileroVad, VoiceActivityDetector, silero_model_path
 from tests.qa.simulate import MediaKit, Scenario, record_session
 
 

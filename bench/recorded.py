@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from app.config import Settings, load_config
-from app.database import migrate, open_database
-from app.redis_server import EmbeddedRedis
+from infra.config import Settings, load_config
+from infra.database import migrate, open_database
+from infra.redis_server import EmbeddedRedis
 from tests.harness import Harness, start_harness
 
 

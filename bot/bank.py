@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from bot.bank_signing import sign_link
 from bot.runtime import Channels
 from bot.settings import BankClient
 from models.sessions import RecordingSession, SessionEvent, SessionState
+from security.partner_signing import sign_link
 from workflow.states import STATE_LABELS_ZH
 
 RECORDED = frozenset({SessionState.COMPLETED, SessionState.SEALED, SessionState.QA_PENDING,

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from wechatpy import events, messages
 from wechatpy.messages import BaseMessage
 
-from bot import conversations, outbox
 from bot import invitations as channel_invitations
+from bot import outbox
 from bot.runtime import Channels
+from models import lean
 from models.channels import (
     ChannelInvitation,
     ConversationMessage,
@@ -37,6 +38,7 @@ from models.people import Agent, Role, User
 from models.sessions import Invitation, RecordingSession
 from security import audit
 from security.audit import Actor
+from workflow import conversations
 from workflow.states import STATE_LABELS_ZH
 
 log = logging.getLogger(__name__)
@@ -365,8 +367,24 @@ def _text_of(message: BaseMessage) -> str | None:
     return None
 
 
+# Read on every message: written out (models.lean) rather than built by the ORM each time.
+_USER_SQL = "SELECT * FROM wechat_user WHERE app_id = ? AND openid = ? LIMIT 1"
+# bot.invitations.latest_for, the same query.
+_LATEST_INVITATION_SQL = (
+    "SELECT * FROM channel_invitation WHERE bound_app_id = ? AND bound_openid = ? "
+    "AND revoked_at IS NULL ORDER BY id DESC LIMIT 1")
+
+
+async def latest_invitation(app_id: str, openid: str) -> ChannelInvitation | None:
+    """The newest unrevoked invitation bound to this user (`bot.invitations.latest_for`)."""
+    return await lean.fetch_one(ChannelInvitation, _LATEST_INVITATION_SQL, [app_id, openid])
+
+
 async def _user(channels: Channels, openid: str, now: datetime) -> WechatUser:
-    user, _ = await WechatUser.get_or_create(app_id=channels.config.app_id, openid=openid)
+    app_id = channels.config.app_id
+    user = await lean.fetch_one(WechatUser, _USER_SQL, [app_id, openid])
+    if user is None:  # the first message: created (or found, if another request won the race)
+        user, _ = await WechatUser.get_or_create(app_id=app_id, openid=openid)
     changed = []
     if user.dialogue_state != IDLE and user.dialogue_expires_at and \
             user.dialogue_expires_at <= now:
@@ -390,7 +408,7 @@ async def handle(channels: Channels, message: BaseMessage) -> Outcome:
     now = channels.now()
     openid = str(message.source)
     user = await _user(channels, openid, now)
-    invitation = await channel_invitations.latest_for(channels.config.app_id, openid)
+    invitation = await latest_invitation(channels.config.app_id, openid)
     text = _text_of(message)
     turn = Turn(channels, message, user, text or "", now, invitation)
     raw = message._data
@@ -437,7 +455,7 @@ async def _scene(turn: Turn, scene: str) -> Outcome:
     if scene.startswith("inv_"):
         person = channel_invitations.Person(turn.app_id, turn.openid)
         reply = await channel_invitations.claim_by_scene(ch, scene, person)
-        turn.invitation = await channel_invitations.latest_for(turn.app_id, turn.openid)
+        turn.invitation = await latest_invitation(turn.app_id, turn.openid)
         return Outcome(reply, "invitation_scan")
     if scene.startswith("bind_"):
         return Outcome(await bind_agent(ch, turn.user, scene.removeprefix("bind_")),

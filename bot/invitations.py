@@ -34,7 +34,7 @@ from models.channels import (
 from models.sales import Order
 from models.sessions import Invitation, RecordingSession, SessionState
 from security import audit
-from security.audit import Actor
+from security.audit import Actor, RefusalLog
 from security.tokens import TokenStore, token_digest
 from workflow import invitations as workflow_invitations
 from workflow.errors import Conflict, Forbidden, Gone, NotFound
@@ -43,7 +43,8 @@ from workflow.principals import StaffPrincipal
 from workflow.states import STATE_LABELS_ZH, TERMINAL
 
 CHINA = timezone(timedelta(hours=8))
-FINISHED = TERMINAL | {SessionState.COMPLETED, SessionState.SEALED, SessionState.QA_PENDING}
+FINISHED = TERMINAL | {SessionState.COMPLETED, SessionState.SEALED, SessionState.QA_PENDING,
+                       SessionState.EVIDENCE_INCOMPLETE}
 WeChatMode = Literal["auto", "template", "subscribe", "qrcode"]
 
 
@@ -181,7 +182,8 @@ async def redeem(
     reentry = False
     if workflow_invitation.used_at is None:
         session = await workflow_invitations.open_invitation(
-            channels.deps, token_of(channels, invitation), ip, user_agent)
+            channels.deps, token_of(channels, invitation), ip, user_agent,
+            RefusalLog(channels.redis))
     else:
         session = await RecordingSession.get(id=invitation.session_id)
         if not channels.config.wechat.allow_reentry or invitation.opened_at is None:
@@ -194,6 +196,10 @@ async def redeem(
             actor, "channel.invitation.reentered", object_type="session",
             object_id=str(session.id), details={"channel": invitation.channel.value},
         )
+        # On the timeline as well: the agent's console sees the customer come back, in the
+        # call too (the page then rejoins it, 断点续录 when it was interrupted).
+        await workflow_invitations.record_reentry(channels.deps, session.id,
+                                                  invitation.channel.value, ip)
     now = channels.now()
     invitation.opened_at = invitation.opened_at or now
     invitation.open_count += 1
@@ -204,8 +210,10 @@ async def redeem(
     if not person.app_id.startswith("bank:"):
         order = await Order.get(id=session.order_id)
         await remember_customer(person, order.customer_id, now)
-    token = await tokens.issue({"session_id": str(session.id), "channel": invitation.channel.value,
-                                "app_id": person.app_id, "openid": person.openid})
+    # The token names its invitation: re-issuing revokes it with the link.
+    token = await tokens.issue(workflow_invitations.customer_claims(
+        session.id, workflow_invitation.id, channel=invitation.channel.value,
+        app_id=person.app_id, openid=person.openid))
     return Redeemed(session, token, reentry)
 
 

@@ -23,9 +23,9 @@ import aiohttp
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from bot import conversations
-from bot.bank_signing import signed_headers
 from bot.runtime import Channels
+from bot.sms import SmsError, SmsMessage
+from bot.sms_reports import context_of
 from bot.wechat_api import WeChatApiError
 from models.channels import (
     ChannelInvitation,
@@ -37,6 +37,8 @@ from models.channels import (
 )
 from security import audit
 from security.audit import Actor
+from security.partner_signing import signed_headers
+from workflow import conversations
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +266,32 @@ async def _send_mp_subscribe(channels: Channels, row: OutboundMessage) -> dict[s
                                                 page=p.get("page")))
 
 
+async def _send_mp_card(channels: Channels, row: OutboundMessage) -> dict[str, Any]:
+    try:
+        await channels.wechat.send_mp_card(row.target, row.payload["card"])
+    except WeChatApiError as exc:
+        raise _wechat_error(exc) from exc
+    return {}
+
+
+async def _send_sms(channels: Channels, row: OutboundMessage) -> dict[str, Any]:
+    """A text message through the configured provider (bot/sms.py); the number is decrypted
+    only here, for the call."""
+    if channels.sms is None:
+        raise Permanent("短信渠道未开通")
+    p = row.payload
+    phone = channels.deps.cipher.decrypt(p["phone_enc"], "outbound_message.sms_phone")
+    try:
+        receipt = await channels.sms.send(SmsMessage(phone, p["template_id"],
+                                                     tuple(p["params"]), p["text"],
+                                                     context=context_of(row.id)))
+    except SmsError as exc:
+        if exc.transient:
+            raise Retry(str(exc)) from exc
+        raise Permanent(str(exc)) from exc
+    return {"provider": receipt.provider, "message_id": receipt.message_id}
+
+
 async def _send_webhook(channels: Channels, row: OutboundMessage) -> dict[str, Any]:
     client_id = row.target
     client = channels.config.bank_clients.get(client_id)
@@ -297,6 +325,11 @@ HANDLERS: dict[OutboxKind, Callable[[Channels, OutboundMessage], Awaitable[dict[
     OutboxKind.WECHAT_SUBSCRIBE: _send_subscribe,
     OutboxKind.MP_SUBSCRIBE: _send_mp_subscribe,
     OutboxKind.WEBHOOK: _send_webhook,
+    # The bank's server shows the invitation in its app: a signed POST like the webhooks, but
+    # with the WeChat retry budget (a failure must reach the agent within minutes, not days).
+    OutboxKind.BANK_PUSH: _send_webhook,
+    OutboxKind.MP_CARD: _send_mp_card,
+    OutboxKind.SMS: _send_sms,
 }
 
 

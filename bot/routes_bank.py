@@ -5,26 +5,21 @@ Redis): create an invitation for an order's session, read the status of an appli
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 
 from aiohttp import web
 from pydantic import Field
 
 from api.auth import client_ip
-from api.http import read_json
+from api.http import path_str, read_json
 from api.problems import ApiProblem, json_response
-from api.registry import Api
+from api.registry import THROTTLED, Api
+from api.responses import BankInvitation, BankStatus, ChannelCustomerToken, DeepLink
 from api.schemas import Body
 from api.views import customer_session_view
 from bot import bank
 from bot import invitations as channel_invitations
-from bot.bank_signing import (
-    HEADER_CLIENT,
-    NonceStore,
-    SignatureError,
-    link_signature_ok,
-    verify_request,
-)
 from bot.runtime import CHANNELS, Channels
 from bot.settings import BankClient
 from models.channels import ChannelInvitation, ChannelKind
@@ -33,7 +28,14 @@ from models.people import Agent, User
 from models.sales import Order
 from models.sessions import RecordingSession
 from security import audit
-from security.audit import Actor
+from security.audit import Actor, RefusalLog
+from security.partner_signing import (
+    HEADER_CLIENT,
+    NonceStore,
+    SignatureError,
+    link_signature_ok,
+    verify_request,
+)
 from workflow.principals import StaffPrincipal
 from workflow.states import TERMINAL
 
@@ -42,6 +44,7 @@ api = Api()
 SIGNED = "Signed with HMAC-SHA256 (X-Shuanglu-Client, -Timestamp, -Nonce, -Signature)"
 REF = r"^[A-Za-z0-9_\-]+$"
 CUSTOMER_REF = r"^[A-Za-z0-9_\-.]{1,128}$"
+APPLICATION_NO = re.compile(r"[A-Za-z0-9\-]{4,64}")
 
 
 def _bank(request: web.Request) -> Channels:
@@ -73,10 +76,11 @@ async def signed_client(request: web.Request) -> tuple[Channels, str, BankClient
                              client.api_secret, nonces, settings.timestamp_tolerance_seconds,
                              int(channels.now().timestamp()))
     except SignatureError as exc:
-        await audit.record_alone(
+        # Aggregated per address and minute: unsigned floods cannot grow the audit log.
+        await RefusalLog(channels.redis).record(
             Actor("service", client_id, f"bank-app:{client_id}", client_ip(request)),
-            "bank.request.refused", object_type="bank_client", object_id=client_id,
-            outcome="denied", details={"reason": exc.code, "path": request.path},
+            "bank.request.refused", subject=exc.code, object_type="bank_client",
+            object_id=client_id, details={"reason": exc.code, "path": request.path},
         )
         raise ApiProblem(401, exc.code, "请求签名校验失败") from exc
     return channels, client_id, client
@@ -103,15 +107,16 @@ class LaunchBody(Body):
 class BankOpenBody(Body):
     ref: str = Field(min_length=16, max_length=64, pattern=REF)
     cu: str = Field(pattern=CUSTOMER_REF)
-    exp: int = Field(ge=0)
+    exp: int = Field(ge=0, le=2**53)
     n: str = Field(pattern=r"^[0-9a-f]{16,64}$")
     sig: str = Field(pattern=r"^[0-9a-f]{48}$")
 
 
 @api.endpoint("POST", "/bank/invitations",
               summary="Bank app (S2S): invite the order's customer; returns a signed deep link",
-              tag="bank", auth="none", body=BankInvitationBody,
-              responses={401: SIGNED, 404: "unknown application", 409: "no session yet"})
+              tag="bank", auth="none", body=BankInvitationBody, returns=BankInvitation,
+              status=201, responses={401: SIGNED, 404: "unknown application", 409: "no session "
+                                     "yet", 429: THROTTLED})
 async def post_bank_invitation(request: web.Request) -> web.Response:
     channels, client_id, client = await signed_client(request)
     body = await read_json(request, BankInvitationBody)
@@ -149,10 +154,12 @@ async def post_bank_invitation(request: web.Request) -> web.Response:
 
 @api.endpoint("GET", "/bank/orders/{application_no}/status",
               summary="Bank app (S2S): is the recording complete, is QA complete (R-43)",
-              tag="bank", auth="none", responses={401: SIGNED, 404: "unknown application"})
+              tag="bank", auth="none", returns=BankStatus,
+              responses={401: SIGNED, 404: "unknown application", 413: "body too large",
+                         429: THROTTLED})
 async def get_bank_status(request: web.Request) -> web.Response:
     _, _, client = await signed_client(request)
-    application_no = request.match_info["application_no"]
+    application_no = path_str(request, "application_no", 64, APPLICATION_NO)
     order = await _order(client, application_no)
     session = await RecordingSession.filter(order_id=order.id).order_by("-created_at").first()
     if session is None:
@@ -164,12 +171,13 @@ async def get_bank_status(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/bank/invitations/{ref}/launch",
               summary="Bank app (S2S): a fresh single-use deep link for the logged-in customer",
-              tag="bank", auth="none", body=LaunchBody,
-              responses={401: SIGNED, 403: "another customer", 404: "unknown invitation"})
+              tag="bank", auth="none", body=LaunchBody, returns=DeepLink, status=201,
+              responses={401: SIGNED, 403: "another customer", 404: "unknown invitation",
+                         410: "revoked or expired", 429: THROTTLED})
 async def post_launch(request: web.Request) -> web.Response:
     channels, client_id, client = await signed_client(request)
     body = await read_json(request, LaunchBody)
-    ref = request.match_info["ref"]
+    ref = path_str(request, "ref", 64, re.compile(REF))
     invitation = await channel_invitations.find(ref)
     if invitation.bank_client != client_id:
         raise ApiProblem(404, "invitation_not_found", "邀请链接无效，请向销售人员索取新的链接")
@@ -184,8 +192,10 @@ async def post_launch(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/bank/invitations/open",
               summary="Open a signed bank-app deep link in the webview (single use)",
-              tag="bank", auth="none", body=BankOpenBody,
-              responses={403: "bad signature or another customer", 410: "used or expired"})
+              tag="bank", auth="none", body=BankOpenBody, returns=ChannelCustomerToken,
+              responses={403: "bad signature or another customer", 404: "unknown invitation",
+                         409: "the session cannot be opened now", 410: "used or expired",
+                         429: THROTTLED})
 async def post_bank_open(request: web.Request) -> web.Response:
     channels = _bank(request)
     body = await read_json(request, BankOpenBody)

@@ -12,6 +12,7 @@ from api.auth import bearer_token, client_ip
 from api.http import read_json
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import Accepted, ChannelCustomerToken
 from api.schemas import Body
 from api.views import customer_session_view
 from bot import invitations as channel_invitations
@@ -36,8 +37,12 @@ class SubscriptionsBody(Body):
               summary="Mini-program login (code2session) into the invited session: a "
                       "short-lived customer token",
               tag="miniprogram", auth="none", body=MiniProgramLoginBody,
+              returns=ChannelCustomerToken,
               responses={401: "code invalid", 403: "bound to another user",
-                         404: "no invitation for this user"})
+                         404: "no invitation for this user, or the channel is off",
+                         409: "the session cannot be opened now",
+                         410: "used, revoked or expired",
+                         429: "too many opens from this address", 503: "WeChat unavailable"})
 async def post_login(request: web.Request) -> web.Response:
     channels = channels_of(request)
     body = await read_json(request, MiniProgramLoginBody)
@@ -78,7 +83,10 @@ async def post_login(request: web.Request) -> web.Response:
 @api.endpoint("POST", "/miniprogram/subscriptions",
               summary="Record the subscribe-message templates the customer accepted "
                       "(wx.requestSubscribeMessage)",
-              tag="miniprogram", auth="customer", body=SubscriptionsBody)
+              tag="miniprogram", auth="customer", body=SubscriptionsBody, returns=Accepted,
+              status=201, responses={403: "not this customer's invitation",
+                                     404: "the channel is off",
+                                     422: "a template that is not configured"})
 async def post_subscriptions(request: web.Request) -> web.Response:
     channels = channels_of(request)
     body = await read_json(request, SubscriptionsBody)

@@ -15,8 +15,17 @@ from api.auth import staff
 from api.http import path_uuid, read_json
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import (
+    BindingCode,
+    ChannelInvitationView,
+    Conversation,
+    Inbox,
+    InvitationChannels,
+    OutboxView,
+    Unbound,
+)
 from api.schemas import Body
-from bot import conversations, outbox
+from bot import channel_send, outbox
 from bot import invitations as channel_invitations
 from bot.routes_wechat import channels_of
 from bot.runtime import CHANNELS
@@ -24,13 +33,13 @@ from bot.wechat_api import WeChatApiError
 from models.channels import (
     ChannelInvitation,
     ConversationMessage,
-    OutboundMessage,
     OutboxKind,
     WechatUser,
 )
 from models.sessions import RecordingSession
 from security import audit
 from security.roles import Permission
+from workflow import conversations
 from workflow.sessions import get_visible
 
 api = Api()
@@ -41,6 +50,16 @@ class WeChatInvitationBody(Body):
     mode: Literal["auto", "template", "subscribe", "qrcode"] = "auto"
 
 
+class SendInvitationBody(Body):
+    """The agent's choice in the console's 发送邀请 (issue 17 item 4)."""
+
+    channel: Literal["wechat", "miniprogram", "bank_app", "sms", "qrcode", "link"]
+    # For "wechat": template / subscribe message to a known follower, or the account's QR code.
+    mode: Literal["auto", "template", "subscribe", "qrcode"] = "auto"
+    # For "sms": another mobile number than the one in the application (kept encrypted).
+    phone: str | None = Field(default=None, pattern=r"^1[3-9][0-9]{9}$")
+
+
 class AgentMessageBody(Body):
     text: str = Field(min_length=1, max_length=600)
 
@@ -49,6 +68,7 @@ class AgentMessageBody(Body):
               summary="Send the invitation through WeChat (template, subscribe message or QR "
                       "code); returns delivery status and the fallback link / SMS text",
               tag="channels", permission=P.RECORD, body=WeChatInvitationBody,
+              returns=ChannelInvitationView, status=201,
               responses={409: "customer not following / no subscription / too many"})
 async def post_wechat_invitation(request: web.Request) -> web.Response:
     channels = channels_of(request)
@@ -56,6 +76,33 @@ async def post_wechat_invitation(request: web.Request) -> web.Response:
     principal = staff(request)
     session = await get_visible(principal, path_uuid(request))
     view = await channel_invitations.send_via_wechat(channels, principal, session, body.mode)
+    return json_response(view, status=201)
+
+
+@api.endpoint("GET", "/sessions/{session_id}/invitation-channels",
+              summary="The channels that can reach this session's customer now (WeChat, "
+                      "mini-program card, bank app, SMS, QR code, link), with the reason when "
+                      "one cannot", tag="channels", permission=P.RECORD,
+              returns=InvitationChannels)
+async def get_invitation_channels(request: web.Request) -> web.Response:
+    session = await _own_session(request)
+    return json_response(await channel_send.options(request.app[CHANNELS], session))
+
+
+@api.endpoint("POST", "/sessions/{session_id}/channel-invitations",
+              summary="Send the invitation through the chosen channel (through the outbox, "
+                      "audited); returns the delivery status, QR image and texts to copy",
+              tag="channels", permission=P.RECORD, body=SendInvitationBody,
+              returns=ChannelInvitationView, status=201,
+              responses={409: "the channel cannot reach this customer / session state / too "
+                              "many invitations"})
+async def post_channel_invitation(request: web.Request) -> web.Response:
+    channels = request.app[CHANNELS]
+    body = await read_json(request, SendInvitationBody)
+    principal = staff(request)
+    session = await get_visible(principal, path_uuid(request))
+    view = await channel_send.send(channels, principal, session, body.channel, mode=body.mode,
+                                   phone=body.phone)
     return json_response(view, status=201)
 
 
@@ -69,26 +116,20 @@ async def _own_session(request: web.Request) -> RecordingSession:
 
 @api.endpoint("GET", "/sessions/{session_id}/channel-invitation",
               summary="The latest channel invitation: delivery status, opens, fallback texts",
-              tag="channels", permission=P.RECORD)
+              tag="channels", permission=P.RECORD, returns=ChannelInvitationView)
 async def get_channel_invitation(request: web.Request) -> web.Response:
     channels = request.app[CHANNELS]
     session = await _own_session(request)
     invitation = await ChannelInvitation.filter(session_id=session.id).order_by("-id").first()
     if invitation is None:
         raise ApiProblem(404, "channel_invitation_not_found", "该会话尚未通过渠道发送邀请")
-    view = await channel_invitations.agent_view(channels, invitation)
-    rows = await OutboundMessage.filter(session_id=session.id).order_by("id")
-    view["deliveries"] = [
-        {**outbox.view(r), "report": r.delivery_report} for r in rows
-        if r.payload.get("audience") == "customer"
-    ]
-    return json_response(view)
+    return json_response(await channel_send.console_view(channels, invitation))
 
 
 @api.endpoint("POST", "/sessions/{session_id}/wechat/messages",
               summary="The agent answers the customer in WeChat (customer-service message)",
-              tag="channels", permission=P.RECORD, body=AgentMessageBody,
-              responses={409: "the customer has no WeChat binding"})
+              tag="channels", permission=P.RECORD, body=AgentMessageBody, returns=OutboxView,
+              status=202, responses={409: "the customer has no WeChat binding"})
 async def post_agent_message(request: web.Request) -> web.Response:
     channels = channels_of(request)
     body = await read_json(request, AgentMessageBody)
@@ -111,7 +152,8 @@ async def post_agent_message(request: web.Request) -> web.Response:
 
 @api.endpoint("GET", "/channels/agent/inbox",
               summary="Customer messages handed off to the calling agent (newest first)",
-              tag="channels", permission=P.RECORD, query=("limit",))
+              tag="channels", permission=P.RECORD, returns=Inbox,
+              responses={403: "not an agent"})
 async def get_inbox(request: web.Request) -> web.Response:
     principal = staff(request)
     if principal.agent_id is None:
@@ -131,7 +173,7 @@ async def get_inbox(request: web.Request) -> web.Response:
 
 @api.endpoint("GET", "/sessions/{session_id}/conversation",
               summary="The stored WeChat conversation of a session, for QA replay (R-41)",
-              tag="qa", permission=P.VIEW_RECORDING)
+              tag="qa", permission=P.VIEW_RECORDING, returns=Conversation)
 async def get_conversation(request: web.Request) -> web.Response:
     principal = staff(request)
     session = await get_visible(principal, path_uuid(request))
@@ -146,7 +188,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 @api.endpoint("POST", "/channels/agent/wechat-binding",
               summary="A one-time code (and QR code) that binds the agent's WeChat",
-              tag="channels", permission=P.RECORD)
+              tag="channels", permission=P.RECORD, returns=BindingCode, status=201,
+              responses={403: "not an agent", 404: "the channel is off"})
 async def post_binding(request: web.Request) -> web.Response:
     channels = channels_of(request)
     principal = staff(request)
@@ -172,7 +215,7 @@ async def post_binding(request: web.Request) -> web.Response:
 
 @api.endpoint("DELETE", "/channels/agent/wechat-binding",
               summary="Unbind the agent's WeChat (no more notifications)", tag="channels",
-              permission=P.RECORD)
+              permission=P.RECORD, returns=Unbound)
 async def delete_binding(request: web.Request) -> web.Response:
     principal = staff(request)
     count = await WechatUser.filter(staff_user_id=principal.user_id).update(staff_user_id=None)

@@ -6,30 +6,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field
 
 from api.auth import client_ip
-from api.http import read_json
+from api.http import TextQuery, read_json
 from api.problems import ApiProblem, json_response
 from api.registry import Api
+from api.responses import ChannelCustomerToken, Url
 from api.schemas import Body
 from api.views import customer_session_view
-from bot import conversations, dialogue, outbox
+from bot import dialogue, outbox
 from bot import invitations as channel_invitations
 from bot.runtime import CHANNELS, Channels
 from bot.wechat_api import WeChatApiError
 from bot.wechat_inbound import Inbound, InboundRejected, dedup_key
 from models.channels import OutboxKind
+from security.ratelimit import run_script
+from workflow import conversations
 
 log = logging.getLogger(__name__)
 api = Api()
+REF = TextQuery("ref", 64)
 CALLBACK_QUERY = ("signature", "timestamp", "nonce", "echostr", "openid", "encrypt_type",
                   "msg_signature")
+# An openid is 28 URL-safe characters; the columns that keep one hold 64.
+SENDER = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+MSG_ID_MAX = 2**63 - 1  # stored as a bigint (template delivery reports)
 PENDING = b"pending"
 DONE = b"done:"
+# KEYS: the message's dedup key, the sender's counter; ARGV: pending mark, its ttl (s), the
+# counter's window (ms). -1 when the message was claimed before (a retry), else the count.
+_CLAIM_AND_COUNT = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return -1 end
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return count
+"""
 
 
 def channels_of(request: web.Request) -> Channels:
@@ -61,7 +77,8 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 
 @api.endpoint("GET", "/wechat/callback", summary="WeChat server URL verification (echostr)",
               tag="wechat", auth="none", produces="text/plain", query=CALLBACK_QUERY,
-              responses={403: "signature invalid"})
+              responses={403: "signature invalid", 404: "the channel is off",
+                         429: "too many requests from this address"})
 async def get_callback(request: web.Request) -> web.Response:
     channels = channels_of(request)
     await limit_ip(channels, request)
@@ -75,7 +92,8 @@ async def get_callback(request: web.Request) -> web.Response:
 @api.endpoint("POST", "/wechat/callback",
               summary="WeChat messages and events (plain or AES safe mode); passive XML reply",
               tag="wechat", auth="none", produces="application/xml", query=CALLBACK_QUERY,
-              responses={400: "malformed or forbidden XML", 403: "signature invalid",
+              responses={400: "malformed or forbidden XML, or a sender or message id out of "
+                              "shape", 403: "signature invalid", 404: "the channel is off",
                          413: "too large", 429: "rate limited"})
 async def post_callback(request: web.Request) -> web.Response:
     channels = channels_of(request)
@@ -86,10 +104,21 @@ async def post_callback(request: web.Request) -> web.Response:
     except InboundRejected as exc:
         log.info("refused a WeChat callback from %s: %s", client_ip(request), exc.code)
         raise ApiProblem(exc.status, exc.code, exc.detail) from exc
+    check_shape(inbound)
     reply_xml = await answer(channels, inbound)
     text = channels.codec.encode(reply_xml, inbound.encrypted)
     ctype = "text/plain" if text == "success" else "application/xml"
     return web.Response(text=text, content_type=ctype)
+
+
+def check_shape(inbound: Inbound) -> None:
+    """A signed message is still input: a sender longer than an openid column or a message id
+    beyond a bigint is refused (400) before anything is stored."""
+    message = inbound.message
+    msg_id = getattr(message, "id", None)
+    if not SENDER.fullmatch(str(message.source)) or (
+            msg_id is not None and not (isinstance(msg_id, int) and 0 <= msg_id <= MSG_ID_MAX)):
+        raise ApiProblem(400, "message_malformed", "消息内容有误")
 
 
 async def answer(channels: Channels, inbound: Inbound) -> str:
@@ -99,10 +128,14 @@ async def answer(channels: Channels, inbound: Inbound) -> str:
     openid = str(message.source)
     key = f"bot:dedup:{channels.config.app_id}:{dedup_key(message)}"
     ttl = channels.config.wechat.dedup_ttl_seconds
-    if not await channels.redis.set(key, PENDING, nx=True, ex=ttl):
-        return await _first_answer(channels, key)
     limiter = channels.limits.openid_messages
-    count = await limiter.hit(f"{channels.config.app_id}:{openid}")
+    # Claiming the message and counting it for its sender in one round trip (issue 14).
+    count = int(await run_script(
+        channels.redis, _CLAIM_AND_COUNT,
+        [key, limiter.key(f"{channels.config.app_id}:{openid}")],
+        [PENDING, ttl, limiter.window_seconds * 1000]))
+    if count < 0:
+        return await _first_answer(channels, key)
     try:
         if count > limiter.limit:
             # Say it once per window, then stay silent (replying costs us too).
@@ -182,9 +215,12 @@ class WeChatOpenBody(Body):
 
 @api.endpoint("POST", "/wechat/invitations/open",
               summary="Open a WeChat invitation with the web-authorisation code (bound openid)",
-              tag="wechat", auth="none", body=WeChatOpenBody,
+              tag="wechat", auth="none", body=WeChatOpenBody, returns=ChannelCustomerToken,
               responses={401: "authorisation code invalid", 403: "bound to another WeChat user",
-                         410: "used, revoked or expired"})
+                         404: "unknown invitation, or the channel is off",
+                         409: "the session cannot be opened now",
+                         410: "used, revoked or expired", 429: "too many opens from this "
+                         "address", 503: "WeChat unavailable"})
 async def post_open(request: web.Request) -> web.Response:
     channels = channels_of(request)
     body = await read_json(request, WeChatOpenBody)
@@ -212,9 +248,10 @@ async def post_open(request: web.Request) -> web.Response:
 
 @api.endpoint("GET", "/wechat/oauth-url",
               summary="The web-authorisation URL an H5 page opened without a code redirects to",
-              tag="wechat", auth="none", query=("ref",))
+              tag="wechat", auth="none", query=(REF,), returns=Url,
+              responses={404: "unknown invitation, or the channel is off"})
 async def get_oauth_url(request: web.Request) -> web.Response:
     channels = channels_of(request)
-    ref = request.query.get("ref", "")
+    ref = REF.read(request) or ""
     await channel_invitations.find(ref)
     return json_response({"url": channel_invitations.wechat_link(channels, ref)})

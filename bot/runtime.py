@@ -19,13 +19,16 @@ from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 
 from api.keys import CONFIG, CUSTOMER_TOKENS, DATABASE, DEPS, REDIS
-from app.database import activate, deactivate
-from bot.settings import ChannelConfig, describe, load_channel_config
+from bot import sms_reports
+from bot.settings import ChannelConfig, describe
+from bot.sms import LogSmsSender, SmsSender, TencentSmsSender
 from bot.wechat_api import WeChatApi
 from bot.wechat_inbound import MessageCodec
+from infra.database import activate, deactivate
 from security.ratelimit import RateLimiter
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
+from workflow.events import ALL_SESSIONS, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Channels:
     limits: Limits
     http: aiohttp.ClientSession
     executor: ThreadPoolExecutor
+    sms: SmsSender | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -89,6 +93,8 @@ def build_channels(app: web.Application, config: ChannelConfig) -> Channels:
                          wx.api_timeout_seconds)
 
     customer_tokens = app[CUSTOMER_TOKENS]
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+        total=config.bank.webhook_timeout_seconds))
     return Channels(
         config=config, redis=redis, deps=app[DEPS], database=app[DATABASE],
         customer_tokens=customer_tokens,
@@ -109,15 +115,26 @@ def build_channels(app: web.Application, config: ChannelConfig) -> Channels:
             bind_attempts=RateLimiter(redis, "wechat-bind", wx.bind_attempts_per_openid, 600),
             bank_client=RateLimiter(redis, "bank-client", config.bank.requests_per_minute, 60),
         ),
-        http=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-            total=config.bank.webhook_timeout_seconds)),
+        http=http,
         executor=executor,
+        sms=build_sms(config, http),
     )
+
+
+def build_sms(config: ChannelConfig, http: aiohttp.ClientSession) -> SmsSender | None:
+    """The SMS engine of the settings (bot/sms.py); None when SMS is off."""
+    sms = config.sms
+    if config.sms_engine == "tencent":
+        return TencentSmsSender(http, sms.endpoint, sms.secret_id or "", sms.secret_key or "",
+                                sms.sdk_app_id or "", sms.sign_name, sms.region)
+    if config.sms_engine == "log":
+        return LogSmsSender(config.data_dir / "sms-outbox.jsonl")
+    return None
 
 
 async def channels_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: builds the channels, runs the channel worker, closes everything."""
-    config = load_channel_config(app[CONFIG])
+    config = app[CONFIG].channels
     log.info("channels configured: %s", describe(config))
     channels = build_channels(app, config)
     app[CHANNELS] = channels
@@ -158,7 +175,10 @@ async def run_once(channels: Channels) -> dict[str, int]:
         delivered += batch
         if batch < channels.config.worker.outbox_batch:
             break
-    return {"events": followed, "reminders": reminded, "delivered": delivered}
+    sms_reported = await sms_reports.sweep(channels.sms, channels.redis, channels.now(),
+                                           channels.config.sms.report_pull_seconds)
+    return {"events": followed, "reminders": reminded, "delivered": delivered,
+            "sms_reports": sms_reported}
 
 
 async def worker_loop(channels: Channels) -> None:
@@ -183,19 +203,7 @@ async def worker_loop(channels: Channels) -> None:
 
 async def wake_on_events(channels: Channels) -> None:
     """Session events published by the workflow wake the worker at once; the periodic pass
-    still catches anything missed (pub/sub is not durable)."""
-    while True:
-        try:
-            pubsub = channels.redis.pubsub()
-            await pubsub.psubscribe("session-events:*")
-            try:
-                async for message in pubsub.listen():
-                    if message.get("type") == "pmessage":
-                        channels.wake.set()
-            finally:
-                await pubsub.aclose()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("session event listener lost Redis; reconnecting", exc_info=True)
-            await asyncio.sleep(1.0)
+    still catches anything missed (pub/sub is not durable), and a resubscription after a Redis
+    outage wakes it too."""
+    async for _ in subscribe(channels.redis, patterns=(ALL_SESSIONS,)):
+        channels.wake.set()

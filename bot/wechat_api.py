@@ -228,6 +228,11 @@ class WeChatApi:
         last message (45015 otherwise)."""
         return await self.call(lambda c: c.message.send_text(openid, text))
 
+    async def send_mp_card(self, openid: str, card: dict[str, str]) -> dict[str, Any]:
+        """A mini-program card as a customer-service message (msgtype miniprogrampage:
+        title, appid, pagepath, thumb_media_id); the same 48-hour rule as text."""
+        return await self.call(lambda c: c.message.send_mini_program_page(openid, card))
+
     async def send_template(
         self, openid: str, template_id: str, data: dict[str, Any], url: str | None = None,
         mini_program: dict[str, str] | None = None,

@@ -12,7 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from xml.etree.ElementTree import ParseError
+from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
@@ -42,8 +42,9 @@ def _signature(*parts: str) -> str:
     return str(signer.signature)
 
 
-def check_xml_safe(raw: bytes | str) -> None:
-    """Refuses any DTD (so no entities at all: no XXE, no billion laughs) and malformed XML.
+def check_xml_safe(raw: bytes | str) -> Element:
+    """Refuses any DTD (so no entities at all: no XXE, no billion laughs) and malformed XML;
+    returns the parsed `<xml>` root.
 
     WeChat never sends a DTD; refusing one outright is simpler and safer than expanding it.
     """
@@ -56,6 +57,7 @@ def check_xml_safe(raw: bytes | str) -> None:
         raise InboundRejected(400, "xml_malformed", "消息格式有误") from exc
     if root.tag != "xml":
         raise InboundRejected(400, "xml_malformed", "消息格式有误")
+    return root
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,18 @@ class MessageCodec:
 
     def decode(self, query: dict[str, str], body: bytes) -> Inbound:
         self._check_signature(query)
-        check_xml_safe(body)
+        outer = check_xml_safe(body)
         encrypted = query.get("encrypt_type", "raw").lower() == "aes"
         if encrypted:
             if self.mode == "plain":
                 raise InboundRejected(400, "encryption_not_enabled", "未启用消息加密")
+            # The envelope is handed over parsed (wechatpy would parse it again, issue 14);
+            # no <Encrypt> is a KeyError there, as with wechatpy's own parse.
+            encrypt = outer.findtext("Encrypt")
+            envelope = {} if encrypt is None else {"Encrypt": encrypt.strip()}
             try:
                 xml = str(self.crypto.decrypt_message(
-                    body, query.get("msg_signature", ""), query.get("timestamp", ""),
+                    envelope, query.get("msg_signature", ""), query.get("timestamp", ""),
                     query.get("nonce", ""),
                 ))
             except InvalidSignatureException as exc:

@@ -15,6 +15,9 @@ class ChannelKind(StrEnum):
     WECHAT = "wechat"
     MINIPROGRAM = "miniprogram"
     BANK_APP = "bank_app"
+    # The plain single-use H5 link, sent by text message, shown as a QR code or copied.
+    SMS = "sms"
+    LINK = "link"
 
 
 class DeliveryStatus(StrEnum):
@@ -31,6 +34,11 @@ class OutboxKind(StrEnum):
     WECHAT_SUBSCRIBE = "wechat_subscribe"
     MP_SUBSCRIBE = "mp_subscribe"
     WEBHOOK = "webhook"
+    # Invitations (issue 17 item 4): a text message, a mini-program card (customer-service
+    # message of msgtype miniprogrampage), a push through the bank's server to its app.
+    SMS = "sms"
+    MP_CARD = "mp_card"
+    BANK_PUSH = "bank_push"
 
 
 class OutboxStatus(StrEnum):

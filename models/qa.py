@@ -70,6 +70,9 @@ class QaFinding(Model):
         FindingDecision, max_length=12, null=True
     )
     decision_note = fields.CharField(max_length=500, default="")
+    # A code of `qa.dismissals.REASONS` when dismissed; a dismissal counts only with its
+    # `QaDismissal` row in effect (four eyes for a critical finding).
+    dismissal_reason = fields.CharField(max_length=40, default="")
     decided_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.User", related_name="qa_finding_decisions", null=True, on_delete=fields.RESTRICT
     )
@@ -80,12 +83,59 @@ class QaFinding(Model):
         table = "qa_finding"
 
 
+class DismissalStatus(StrEnum):
+    PROPOSED = "proposed"  # a critical finding: waiting for a second inspector
+    APPROVED = "approved"  # in effect (a second inspector agreed, or a non-critical finding)
+    REFUSED = "refused"  # the second inspector did not agree: the finding stays open
+
+
+class QaDismissal(Model):
+    """A dismissal of one finding, with a reason from the fixed list (R-40).
+
+    For a critical finding the first inspector only proposes it; it takes effect when a second,
+    different inspector of the institution approves (four eyes). Kept after refusal as the
+    record."""
+
+    id = fields.IntField(primary_key=True)
+    finding: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.QaFinding", related_name="dismissals", on_delete=fields.RESTRICT
+    )
+    finding_id: int
+    session: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.RecordingSession", related_name="qa_dismissals", on_delete=fields.RESTRICT
+    )
+    session_id: Any
+    reason_code = fields.CharField(max_length=40)
+    note = fields.CharField(max_length=500)
+    # The finding this one repeats (reason `duplicate`); that one stays to be decided.
+    duplicate_of_id = fields.IntField(null=True)
+    four_eyes = fields.BooleanField()
+    status = fields.CharEnumField(DismissalStatus, max_length=12)
+    proposed_by: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.User", related_name="qa_dismissals_proposed", on_delete=fields.RESTRICT
+    )
+    proposed_by_id: int
+    proposed_at = fields.DatetimeField()
+    reviewed_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.User", related_name="qa_dismissals_reviewed", null=True,
+        on_delete=fields.RESTRICT,
+    )
+    reviewed_by_id: int | None
+    reviewed_at = fields.DatetimeField(null=True)
+    review_note = fields.CharField(max_length=500, default="")
+
+    class Meta:
+        table = "qa_dismissal"
+
+
 class TaskStatus(StrEnum):
     OPEN = "open"  # sampled, waiting for an inspector
     ASSIGNED = "assigned"
     DECIDED = "decided"  # an inspector passed or rejected it
     AUTO_PASSED = "auto_passed"  # not sampled and the automated checks were clean
-    CLOSED = "closed"  # decided outside the queue (e.g. the plain review endpoint)
+    # Decided outside the queue by the retired plain review endpoint (before four eyes): kept for
+    # old rows, never a recognised pass (the insurer does not see it as one).
+    CLOSED = "closed"
 
 
 class QaTask(Model):

@@ -30,6 +30,8 @@ class SessionState(StrEnum):
     INTERRUPTED = "interrupted"
     EXPIRED = "expired"
     ABORTED = "aborted"
+    # Sealing refused: a registered file is missing, unreadable or not what was written.
+    EVIDENCE_INCOMPLETE = "evidence_incomplete"
 
 
 class RecordingSession(Model):
@@ -76,6 +78,17 @@ class RecordingSession(Model):
     # The step whose speech is being played into the call; answers wait for it.
     speaking_step = fields.CharField(max_length=64, default="")
     pause_reason = fields.CharField(max_length=200, default="")
+    # The step whose answer (button, voice, hand-copy, signature, or the agent moving on) the
+    # server accepts now: set only once its speech reached the connected customer in full, or
+    # the agent was heard reading it; cleared whenever the step changes.
+    answer_open_step = fields.CharField(max_length=64, default="")
+    # The parties whose media is connected to the call hub: {"customer": {"at": iso,
+    # "recording": bool}, "agent": {...}}; the script starts only with both.
+    call_parties: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    # The spoken answer to the current step: {"step_id", "attempts", "heard",
+    # "verdict", "buttons"} — what the customer was heard saying, and whether the page now
+    # offers the buttons (after answers it could not understand, or silence). Reset per step.
+    spoken: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
     current_step = fields.IntField(default=0)
     identity_attempts = fields.IntField(default=0)
     customer_age = fields.IntField(null=True)
@@ -183,6 +196,10 @@ class Acknowledgement(Model):
     at = fields.DatetimeField()
     offset_ms = fields.BigIntField()
     client_event_id = fields.CharField(max_length=64)
+    # A spoken answer: what was heard, the verdict's confidence and engine, and where
+    # the answer lies on the recording clock: {"transcript", "verdict", "confidence",
+    # "start_ms", "end_ms", "engine", ...}; null for buttons and writing.
+    speech: dict[str, Any] | None = fields.JSONField(null=True)  # type: ignore[assignment]
 
     class Meta:
         table = "acknowledgement"
@@ -238,6 +255,13 @@ class Signature(Model):
     risk_sentence = fields.TextField()
     image_path = fields.CharField(max_length=300)
     image_sha256 = fields.CharField(max_length=64)
+    # The strokes the page recorded (JSON, stored next to the image and sealed with it), what
+    # the recogniser read in the hand-copy and its character error rate.
+    strokes_path = fields.CharField(max_length=300, default="")
+    strokes_sha256 = fields.CharField(max_length=64, default="")
+    recognised_text = fields.TextField(default="")
+    cer = fields.FloatField(null=True)
+    engine = fields.CharField(max_length=120, default="")
     at = fields.DatetimeField()
     offset_ms = fields.BigIntField()
 

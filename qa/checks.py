@@ -15,10 +15,10 @@ from typing import Any
 
 from models.sales import Product
 from models.sessions import AnswerValue
-from qa.findings import KINDS, Finding, clock
+from qa.findings import KINDS, Finding, Severity, clock
 from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
 from qa.settings import QaSettings
-from qa.timeline import StepPlay, Timeline
+from qa.timeline import StepPlay, Timeline, TranscriptLine
 from scripts_library.model import ProductType as ScriptProductType
 from scripts_library.rules import forbidden_phrasing, mandatory_steps
 from workflow.call import RISK_SENTENCE_PRODUCTS
@@ -213,39 +213,269 @@ def _explained(c: CheckInput, play: StepPlay, nxt: StepPlay | None) -> bool:
 
 
 def check_customer_spoke(c: CheckInput) -> list[Finding]:
-    """R-24: when an answer was due the customer's own voice is in the recording (voice
-    activity on the customer's track around the logged answer)."""
+    """R-24: a spoken answer (answer_kind "voice") has the customer's own voice in the
+    recording where the live recogniser heard it. Only steps whose answer is spoken
+    (`speech_answers`, by default ``spoken_answer``) are checked, and only their voice answers:
+    a button answer carries no claim about speech, so silence around it is no finding
+    (issue 12 item 4)."""
     findings: list[Finding] = []
     customer = c.media.tracks.get("customer_av")
     if customer is None or not customer.segments:
         return findings  # no recording at all: check_continuity reports it
     s = c.settings
-    affirmative = {a.step_id: a for a in c.timeline.acknowledgements
-                   if a.answer == AnswerValue.AFFIRMATIVE}
-    for index, step in enumerate(c.steps):
-        if step.get("answer") not in s.speech_answers:
+    steps = {str(step["id"]): step for step in c.steps}
+    for ack in c.timeline.acknowledgements:
+        step = steps.get(ack.step_id)
+        if step is None or step.get("answer") not in s.speech_answers \
+                or ack.answer != AnswerValue.AFFIRMATIVE or ack.answer_kind != "voice":
             continue
-        ack = affirmative.get(str(step["id"]))
-        plays = [p for p in c.timeline.plays_of(index) if p.ended_by == "affirmative"]
-        if ack is None or not plays:
-            continue
-        play = plays[-1]
-        clips = [k for k in c.timeline.clips_of(str(step["id"])) if k.complete]
-        speech_end = (clips[-1].end_ms if clips
-                      else play.start_ms + _speech_ms(step) if _speech_ms(step) else None)
-        start = (max(play.start_ms, speech_end - 1000) if speech_end is not None
-                 else max(play.start_ms, ack.offset_ms - round(s.answer_window_before_s * 1000)))
-        end = ack.offset_ms + round(s.answer_window_after_s * 1000)
+        span = ack.speech or {}
+        if "start_ms" in span and "end_ms" in span:
+            start, end = int(span["start_ms"]) - 500, int(span["end_ms"]) + 500
+        else:
+            start = ack.offset_ms - round(s.answer_window_before_s * 1000)
+            end = ack.offset_ms + round(s.answer_window_after_s * 1000)
         if overlap(customer.covered, start, end) < (end - start) // 2:
             continue  # not recorded there: a gap finding says so
         spoken = customer.speech_within(start, end)
         if spoken < s.min_answer_speech_ms:
             findings.append(Finding(
                 "customer_silent",
-                f"步骤“{_label(step)}”应答时（{clock(start)}–{clock(end)}）未检测到客户的语音",
-                at_ms=ack.offset_ms, step_id=str(step["id"]),
+                f"步骤“{_label(step)}”记录为语音答复，但 {clock(start)}–{clock(end)} "
+                "未检测到客户的语音",
+                at_ms=ack.offset_ms, step_id=ack.step_id,
                 details={"window_ms": [start, end], "speech_ms": spoken},
             ))
+    return findings
+
+
+# --------------------------------------------------------------------------- what was said
+
+
+def check_transcript(c: CheckInput) -> list[Finding]:
+    """R-40, fail closed: the checks of what was said need the after-call transcript; without
+    one (not made yet, no recogniser, the job gave up) they cannot decide, and say so."""
+    if not c.timeline.had_call:
+        return []
+    t = c.timeline.transcript
+    what = "无法核查销售人员的用语、客户答复的内容及话术宣读情况，须人工回放收听"
+    if t is None:
+        message = f"尚无通话语音转写，{what}"
+    elif t.status == "unavailable":
+        message = f"语音识别不可用，未能生成通话转写，{what}"
+    elif t.status == "failed":
+        message = f"通话语音转写失败（已尝试 {t.attempts} 次），{what}"
+    else:
+        return []
+    return [Finding("transcript_unavailable", message, at_ms=None,
+                    details={"status": t.status if t else "missing",
+                             "reason": t.reason[:300] if t else ""})]
+
+
+def _step_at(c: CheckInput, at_ms: int) -> str:
+    for play in reversed(c.timeline.plays):
+        if play.start_ms <= at_ms and (play.end_ms is None or at_ms < play.end_ms + 1000):
+            return play.step_id
+    return ""
+
+
+def _at_char(line: TranscriptLine, index: int) -> int:
+    """Where a character of a line was said: spread evenly over the line's span."""
+    if not line.text:
+        return line.start_ms
+    share = min(max(index / len(line.text), 0.0), 1.0)
+    return line.start_ms + round((line.end_ms - line.start_ms) * share)
+
+
+# Key words of the R-22 list, matched by their sound too: the recogniser writes homophones
+# (Whisper base heard 保本 as 爆本). A homophone is a suspicion (major), never the critical
+# finding of the words themselves.
+SOUNDALIKE_TERMS: dict[str, tuple[str, ...]] = {
+    "principal-guarantee": ("保本", "保息"),
+    "no-risk": ("稳赚不赔", "只赚不赔", "稳赚", "包赚", "零风险", "无风险"),
+    "guaranteed-return": ("保证收益", "保证回报"),
+    "fixed-return": ("固定收益",),
+    "deposit-terminology": ("随存随取", "存本取息", "利滚利"),
+}
+
+
+def _syllables(text: str) -> list[str]:
+    from pypinyin import lazy_pinyin
+
+    return [lazy_pinyin(ch)[0] if "\u4e00" <= ch <= "\u9fff" else ch for ch in text]
+
+
+def _soundalikes(text: str, phrasing: Any) -> list[tuple[str, str, int]]:
+    """(pattern id, the words heard, index) for each homophone of a key word that is not
+    the key word itself and not negated."""
+    sounds = _syllables(text)
+    hits: list[tuple[str, str, int]] = []
+    taken: set[int] = set()
+    for pattern_id, terms in SOUNDALIKE_TERMS.items():
+        for term in terms:
+            key = _syllables(term)
+            for i in range(len(text) - len(term) + 1):
+                heard = text[i:i + len(term)]
+                if i in taken or heard == term or sounds[i:i + len(term)] != key:
+                    continue
+                before = text[max(0, i - phrasing.negation_window):i]
+                if any(word in before for word in phrasing.negation_words):
+                    continue
+                taken.update(range(i, i + len(term)))
+                hits.append((pattern_id, heard, i))
+    return hits
+
+
+def check_agent_words(c: CheckInput) -> list[Finding]:
+    """R-22 on what the agent said (the after-call transcript, the agent's track only): the
+    script lint's forbidden-phrasing list, negated matches excepted; a homophone of one of its
+    key words is a suspicion for the inspector (major)."""
+    t = c.timeline.transcript
+    if t is None or not t.usable:
+        return []
+    phrasing = forbidden_phrasing()
+    rationale = {entry.id: entry.rationale for entry in phrasing.patterns}
+    findings: list[Finding] = []
+    for line in (x for x in t.lines if x.party == "agent"):
+        exact = phrasing.find(line.text)
+        for entry, match in exact:
+            at = _at_char(line, match.start())
+            findings.append(Finding(
+                "agent_forbidden_phrase",
+                f"{clock(at)} 销售人员说“{match.group(0)}”：{entry.rationale}",
+                at_ms=at, step_id=_step_at(c, at),
+                details={"pattern": entry.id, "phrase": match.group(0), "match": "text",
+                         "said": line.text[:200], "line_ms": [line.start_ms, line.end_ms]}))
+        found = {entry.id for entry, _ in exact}
+        for pattern_id, heard, index in _soundalikes(line.text, phrasing):
+            if pattern_id in found:
+                continue
+            at = _at_char(line, index)
+            findings.append(Finding(
+                "agent_forbidden_phrase",
+                f"{clock(at)} 销售人员疑似说了禁止性表述（语音识别为“{heard}”，读音同"
+                f"禁用语，请回放核实）：{rationale.get(pattern_id, '')}",
+                at_ms=at, step_id=_step_at(c, at), severity=Severity.MAJOR,
+                details={"pattern": pattern_id, "phrase": heard, "match": "sound",
+                         "said": line.text[:200], "line_ms": [line.start_ms, line.end_ms]}))
+    return findings
+
+
+def _answer_window(c: CheckInput, index: int, step: dict[str, Any],
+                   ack: Any) -> tuple[int, int]:
+    s = c.settings
+    span = ack.speech or {}
+    if ack.answer_kind == "voice" and "start_ms" in span and "end_ms" in span:
+        return int(span["start_ms"]) - 500, int(span["end_ms"]) + 500
+    plays = [p for p in c.timeline.plays_of(index) if p.ended_by == "affirmative"]
+    end = ack.offset_ms + round(s.answer_window_after_s * 1000)
+    if not plays:
+        return ack.offset_ms - round(s.answer_window_before_s * 1000), end
+    play = plays[-1]
+    clips = [k for k in c.timeline.clips_of(str(step["id"])) if k.complete]
+    speech_end = (clips[-1].end_ms if clips
+                  else play.start_ms + _speech_ms(step) if _speech_ms(step) else None)
+    start = max(play.start_ms, speech_end - 1000) if speech_end is not None else play.start_ms
+    return start, end
+
+
+def check_answers_heard(c: CheckInput) -> list[Finding]:
+    """R-24: what the customer said when an answer was stored agrees with it. A stored
+    affirmative answer (button or voice) while the transcript has the customer saying no
+    (不清楚, 不同意 …) is critical; a hedge or a question (应该吧, 什么？) is major. The words
+    are read by the live verdict's own text rules (`media.voice.answers.read_text`); a "no"
+    recognised with low confidence counts as unclear."""
+    t = c.timeline.transcript
+    if t is None or not t.usable:
+        return []
+    from media.voice.answers import Expectation, Verdict, read_text
+
+    findings: list[Finding] = []
+    affirmative: dict[str, Any] = {}
+    for stored in c.timeline.acknowledgements:
+        if stored.answer == AnswerValue.AFFIRMATIVE and stored.answer_kind not in (
+                "signature", "handwriting"):
+            affirmative[stored.step_id] = stored  # the last one stands
+    for index, step in enumerate(c.steps):
+        ack = affirmative.get(str(step["id"]))
+        if ack is None or step.get("answer") in (NO_ANSWER, *WRITTEN):
+            continue
+        start, end = _answer_window(c, index, step, ack)
+        lines = t.said("customer", start, end)
+        text = "，".join(line.text for line in lines)
+        if not text:
+            continue
+        reading = read_text(text, Expectation.from_step_text(str(step.get("text", ""))))
+        if reading.verdict == Verdict.NEGATIVE:
+            sure = all(line.avg_logprob >= c.settings.transcript_min_logprob
+                       and line.no_speech_prob < 0.6 for line in lines)
+            severity = Severity.CRITICAL if sure else Severity.MAJOR
+            heard = "否定" if sure else "疑似否定（识别置信度低）"
+        elif reading.verdict == Verdict.UNCLEAR and reading.reason == "hedge":
+            severity, heard = Severity.MAJOR, "不明确"
+        else:
+            continue
+        how = "语音" if ack.answer_kind == "voice" else "按钮"
+        findings.append(Finding(
+            "answer_contradicted",
+            f"步骤“{_label(step)}”记录为客户肯定答复（{how}），但客户当时说“{text[:60]}”"
+            f"（{heard}）", at_ms=lines[0].start_ms, step_id=str(step["id"]),
+            severity=severity,
+            details={"said": text[:200], "reading": reading.verdict.value,
+                     "words": list(reading.words), "answer_kind": ack.answer_kind,
+                     "answer_at_ms": ack.offset_ms, "window_ms": [start, end]}))
+    return findings
+
+
+def character_recall(reference: str, said: str) -> float:
+    """The share of the reference's characters found, in order, in what was said (longest
+    common subsequence over the normalised texts: simplified, no punctuation, numbers as
+    words)."""
+    from media.voice.chinese import normalise
+
+    ref, hyp = normalise(reference), normalise(said)
+    if not ref:
+        return 1.0
+    if not hyp:
+        return 0.0
+    previous = [0] * (len(hyp) + 1)
+    for ch in ref:
+        row = [0]
+        for j, other in enumerate(hyp):
+            row.append(previous[j] + 1 if ch == other else max(previous[j + 1], row[j]))
+        previous = row
+    return previous[-1] / len(ref)
+
+
+def check_agent_read(c: CheckInput) -> list[Finding]:
+    """R-21, R-24: a step the agent reads (``speaker: agent``) was read — the agent's
+    transcript during the step (until 2 s after it) holds at least `step_read_min_coverage` of
+    the step's text (character recall); the best play of the step counts."""
+    t = c.timeline.transcript
+    if t is None or not t.usable:
+        return []
+    findings: list[Finding] = []
+    threshold = c.settings.step_read_min_coverage
+    for index, step in enumerate(c.steps):
+        if step.get("speaker") != "agent":
+            continue
+        best: tuple[float, StepPlay | None, str] = (-1.0, None, "")
+        for candidate in c.timeline.plays_of(index):
+            end = (candidate.end_ms if candidate.end_ms is not None else c.call_end_ms) + 2000
+            heard = "".join(line.text for line in t.said("agent", candidate.start_ms, end))
+            score = character_recall(str(step.get("text", "")), heard)
+            if score > best[0]:
+                best = (score, candidate, heard)
+        coverage, play, said = best
+        if play is None or coverage >= threshold:
+            continue
+        findings.append(Finding(
+            "agent_step_not_read",
+            f"步骤“{_label(step)}”应由销售人员宣读，但其讲述只覆盖话术文字的 {coverage:.0%}"
+            f"（要求至少 {threshold:.0%}）",
+            at_ms=play.start_ms, step_id=str(step["id"]),
+            details={"coverage": round(coverage, 3), "threshold": threshold,
+                     "heard": said[:300]}))
     return findings
 
 
@@ -285,6 +515,41 @@ def check_presence(c: CheckInput) -> list[Finding]:
                 f"{c.settings.min_presence_share:.0%}",
                 at_ms=left_at, details={"share": round(share, 3)},
             ))
+    return findings
+
+
+# Reasons the live call gives in `presence_unavailable`, in Chinese for the inspector.
+PRESENCE_UNAVAILABLE_ZH = {
+    "no_verified_face": "没有已核验的客户活体人脸",
+    "no_live_face": "没有已核验的客户活体人脸",
+    "engines_unavailable": "人脸核验引擎不可用",
+    "engine_unavailable": "人脸核验引擎不可用",
+    "monitor_failed": "在场核验进程异常退出",
+    "no_video": "未收到客户视频",
+}
+
+
+def check_presence_monitored(c: CheckInput) -> list[Finding]:
+    """R-13, fail closed: a call whose customer was not watched by the presence monitor has no
+    evidence that the verified customer stayed in front of the camera — no presence marks then
+    mean "not checked", never "all fine". Critical when the call never logged
+    `presence_started`, and for every `presence_unavailable`."""
+    t = c.timeline
+    if not t.had_call:
+        return []
+    findings: list[Finding] = []
+    for watch in t.presence_watch:
+        if watch.type != "unavailable":
+            continue
+        reason = PRESENCE_UNAVAILABLE_ZH.get(watch.reason, watch.reason or "未说明原因")
+        at = max(watch.at_ms, 0)
+        findings.append(Finding(
+            "presence_unchecked", f"{clock(at)} 起未能核验客户本人在场：{reason}", at_ms=at,
+            details={"event": "presence_unavailable", "reason": watch.reason}))
+    if not any(w.type == "started" for w in t.presence_watch):
+        findings.append(Finding(
+            "presence_unchecked", "通话中没有启动客户在场核验的记录，无法确认通话全程为客户本人",
+            at_ms=0, details={"event": "presence_started_missing"}))
     return findings
 
 
@@ -441,16 +706,28 @@ def _normalised(text: str) -> str:
 
 
 def check_identity(c: CheckInput) -> list[Finding]:
-    """R-12: the last identity attempt passed, within the attempt limit."""
+    """R-12: the last identity attempt passed, within the attempt limit; a card photo that
+    looks taken off a screen (the engines' moiré warning, issue 15) is for an inspector."""
     checks = c.timeline.identity_checks
     if not checks:
         return [Finding("identity_not_passed", "没有身份核验记录", at_ms=0)]
     last = checks[-1]
+    findings = [
+        Finding("id_card_recaptured",
+                f"第 {check.attempt} 次身份核验的身份证照片疑似翻拍自屏幕（摩尔纹），请核对原件",
+                at_ms=0, details={"attempt": check.attempt, "warnings": warnings,
+                                  "recapture": (check.ocr or {}).get("details", {})
+                                  .get("recapture")})
+        for check in checks
+        if (warnings := [w for w in ((check.ocr or {}).get("details", {}).get("warnings") or [])
+                         if str(w).startswith("screen_recapture")])
+    ]
     if not last.passed or last.attempt > c.identity_max_attempts:
-        return [Finding("identity_not_passed",
-                        f"第 {last.attempt} 次身份核验未通过：{'；'.join(last.reasons) or '无'}",
-                        at_ms=0, details={"attempt": last.attempt})]
-    return []
+        findings.append(Finding(
+            "identity_not_passed",
+            f"第 {last.attempt} 次身份核验未通过：{'；'.join(last.reasons) or '无'}",
+            at_ms=0, details={"attempt": last.attempt}))
+    return findings
 
 
 def check_durations(c: CheckInput) -> list[Finding]:
@@ -496,8 +773,9 @@ def check_interruptions(c: CheckInput) -> list[Finding]:
 
 CHECKS: tuple[Check, ...] = (
     check_script_content, check_steps_played, check_acknowledgements, check_customer_spoke,
-    check_presence, check_continuity, check_quality, check_signature, check_identity,
-    check_durations, check_interruptions,
+    check_transcript, check_agent_words, check_answers_heard, check_agent_read, check_presence,
+    check_presence_monitored, check_continuity, check_quality, check_signature,
+    check_identity, check_durations, check_interruptions,
 )
 
 

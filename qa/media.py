@@ -19,9 +19,9 @@ import av
 import numpy as np
 
 from media.recording import SegmentProbe, probe_segment
+from media.voice.vad import RATE, Interval, Samples, VoiceActivityDetector
 from models.sessions import Recording
-from qa.vad import RATE, Interval, Samples, VoiceActivityDetector
-from workflow.storage import LocalStorage
+from storage import ObjectMissing, ObjectStore, file_sha256
 
 log = logging.getLogger(__name__)
 AV_KINDS = ("customer_av", "agent_av")
@@ -128,16 +128,25 @@ def loud_intervals(samples: Samples, silence_dbfs: float) -> list[Interval]:
 
 
 def analyse_segment(
-    storage: LocalStorage, facts: SegmentFacts, track: TrackFacts,
+    storage: ObjectStore, facts: SegmentFacts, track: TrackFacts,
+    vad: VoiceActivityDetector | None, silence_dbfs: float, verify_hashes: bool,
+) -> None:
+    """Blocking. The segment is read from a local file: the local backend's own, or a
+    temporary download of the S3 object (one segment at a time)."""
+    try:
+        with storage.local_copy_sync(facts.recording.path) as path:
+            _analyse_file(path, facts, track, vad, silence_dbfs, verify_hashes)
+    except ObjectMissing:
+        facts.exists = False
+
+
+def _analyse_file(
+    path: Path, facts: SegmentFacts, track: TrackFacts,
     vad: VoiceActivityDetector | None, silence_dbfs: float, verify_hashes: bool,
 ) -> None:
     r = facts.recording
-    if not storage.exists(r.path):
-        facts.exists = False
-        return
-    if verify_hashes and storage.sha256(r.path) != r.sha256:
+    if verify_hashes and file_sha256(path)[0] != r.sha256:
         facts.hash_ok = False
-    path = storage.root / r.path
     try:
         if r.kind in AV_KINDS:
             facts.probe = probe_segment(path, silence_dbfs=silence_dbfs)
@@ -153,7 +162,7 @@ def analyse_segment(
 
 
 def analyse_recordings(
-    storage: LocalStorage, recordings: list[Recording], offset_of: Callable[[datetime], int],
+    storage: ObjectStore, recordings: list[Recording], offset_of: Callable[[datetime], int],
     vad: VoiceActivityDetector, silence_dbfs: float, *, verify_hashes: bool = True,
 ) -> MediaFacts:
     """Blocking (decoding and ONNX): run it in a worker thread."""

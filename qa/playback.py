@@ -1,13 +1,16 @@
 """The playback copy of a sealed session (R-41): one MP4 per session for QA inspectors, made in
 the background from the sealed segments and the timeline, recorded by a sidecar JSON next to it.
 
-Layout on disk (under the storage root, beside — never inside — the evidence folders)::
+Objects in the evidence store (local folder or S3), beside — never inside — the evidence
+folders; derived objects, the only ones the store lets be replaced, and never retention-locked::
 
     {session}/playback/playback.mp4    the copy (replaced only by a newer copy)
     {session}/playback/playback.json   the sidecar: its SHA-256, the sources' sealed hashes,
                                        made_at, duration, encoder, problems
 
-There is no database row (the sidecar is the record). The job is idempotent: when the sidecar's
+There is no database row (the sidecar is the record). The composer reads local files: the
+local backend's own files, or (S3) the segments downloaded into a scratch folder for the
+render; the copy is rendered there and then stored. The job is idempotent: when the sidecar's
 plan digest matches the session's plan and the copy still has its recorded hash, nothing is
 done. Rendering runs in a niced child process (`media.playback.compose`), one at a time per
 process, so neither the event loop nor a live call's relay waits for it. A missing, altered or
@@ -23,7 +26,8 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -34,10 +38,11 @@ from tortoise.expressions import Subquery
 
 import media
 from media.playback import PlaybackPlan, RenderSettings, SourceSegment, Span
-from media.playback.compose import PROBLEM_LABELS, ComposeResult, SourceReport, file_sha256
+from media.playback.compose import PROBLEM_LABELS, ComposeResult, SourceReport
 from models.archive import Tombstone
 from models.sessions import RecordingSession, SessionState
 from qa.timeline import Timeline, load_timeline
+from storage import LocalFolderStore, ObjectMissing, ObjectStore
 from workflow.core import JobQueue, WorkflowDeps
 
 log = logging.getLogger(__name__)
@@ -69,33 +74,41 @@ class PlaybackOutcome:
 
 
 def playback_folder(files_root: Path, session_id: UUID | str) -> Path:
+    """Where the local backend keeps a session's copy (`playback_key` under its root)."""
     return files_root / str(session_id) / PLAYBACK_DIR
 
 
-def read_sidecar(files_root: Path, session_id: UUID | str) -> dict[str, Any] | None:
+def playback_key(session_id: UUID | str, name: str) -> str:
+    return f"{session_id}/{PLAYBACK_DIR}/{name}"
+
+
+async def read_sidecar(store: ObjectStore, session_id: UUID | str) -> dict[str, Any] | None:
     """The sidecar, or None when there is none (or it is unreadable: then it is re-made)."""
-    path = playback_folder(files_root, session_id) / SIDECAR_NAME
+    key = playback_key(session_id, SIDECAR_NAME)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        data = json.loads(await store.get_bytes(key))
+    except ObjectMissing:
         return None
     except (OSError, ValueError):
-        log.warning("playback sidecar %s is unreadable; the copy will be made again", path)
+        log.warning("playback sidecar %s is unreadable; the copy will be made again", key)
         return None
     return data if isinstance(data, dict) else None
 
 
-def plan_from_timeline(t: Timeline, files_root: Path, render: RenderSettings) -> PlaybackPlan:
+def plan_from_timeline(t: Timeline, files_root: Path | None,
+                       render: RenderSettings) -> PlaybackPlan:
     """The copy's plan: every segment on the recording clock, every play of a step, every
-    interruption; it lasts until the session completed or the last segment ended."""
+    interruption; it lasts until the session completed or the last segment ended. A segment's
+    path is its file under ``files_root``, or its object key when there is no local root
+    (`local_sources` resolves those before a render)."""
     s = t.session
     assert s.recording_started_at is not None
     segments = []
     for r in t.recordings:
         start = t.offset(r.started_at)
         end = t.offset(r.ended_at) if r.ended_at else start + int(r.duration_ms)
-        segments.append(SourceSegment(r.id, r.kind, r.segment, str(files_root / r.path),
-                                      r.sha256, start, end))
+        path = str(files_root / r.path) if files_root is not None else r.path
+        segments.append(SourceSegment(r.id, r.kind, r.segment, path, r.sha256, start, end))
     duration = max([t.end_ms, *(seg.end_ms for seg in segments)])
     steps = []
     total = len(t.steps)
@@ -113,30 +126,42 @@ def plan_from_timeline(t: Timeline, files_root: Path, render: RenderSettings) ->
         interruptions=gaps, settings=render)
 
 
-async def build_plan(files_root: Path, session_id: UUID,
+async def build_plan(store: ObjectStore, session_id: UUID,
                      render: RenderSettings) -> PlaybackPlan | None:
-    """None when the session is not sealed (nothing to copy yet, or purged)."""
+    """None when the session is not sealed (nothing to copy yet, or purged). With the local
+    backend the plan names the evidence files themselves; otherwise object keys."""
     session = await RecordingSession.get_or_none(id=session_id)
     if session is None or not session.manifest or session.recording_started_at is None:
         return None
-    return plan_from_timeline(await load_timeline(session_id), files_root, render)
+    root = store.root if isinstance(store, LocalFolderStore) else None
+    return plan_from_timeline(await load_timeline(session_id), root, render)
 
 
-def _copy_intact(folder: Path, sidecar: dict[str, Any]) -> bool:
-    path = folder / COPY_NAME
-    return path.is_file() and file_sha256(path) == sidecar.get("sha256")
+def local_sources(store: ObjectStore, plan: PlaybackPlan, folder: Path) -> PlaybackPlan:
+    """Blocking: the plan with every segment that is an object key downloaded into
+    ``folder`` (a missing object gets a path that does not exist: the composer reports it)."""
+    segments = []
+    for s in plan.segments:
+        if Path(s.path).is_absolute():
+            segments.append(s)
+            continue
+        target = folder / f"{s.kind}-{s.segment:05d}{Path(s.path).suffix}"
+        with contextlib.suppress(ObjectMissing):
+            store.download_sync(s.path, target)
+        segments.append(replace(s, path=str(target)))
+    return replace(plan, segments=tuple(segments))
 
 
-async def up_to_date(files_root: Path, plan: PlaybackPlan) -> dict[str, Any] | None:
+async def up_to_date(store: ObjectStore, plan: PlaybackPlan) -> dict[str, Any] | None:
     """The sidecar when it already records a copy of exactly this plan (or a plan that failed
     too often to try again), else None."""
-    sidecar = read_sidecar(files_root, plan.session_id)
+    sidecar = await read_sidecar(store, plan.session_id)
     if sidecar is None or sidecar.get("plan_sha256") != plan.digest():
         return None
     if sidecar.get("status") == "failed":
         return sidecar if int(sidecar.get("attempts", 0)) >= MAX_ATTEMPTS else None
-    folder = playback_folder(files_root, plan.session_id)
-    return sidecar if await asyncio.to_thread(_copy_intact, folder, sidecar) else None
+    actual = await store.sha256(playback_key(plan.session_id, COPY_NAME))
+    return sidecar if actual is not None and actual == sidecar.get("sha256") else None
 
 
 PROJECT_ROOT = Path(media.__file__).resolve().parents[1]
@@ -175,10 +200,10 @@ def describe_problem(source: dict[str, Any]) -> str:
     return f"{KIND_LABELS.get(source['kind'], source['kind'])}第 {source['segment']} 段：{what}"
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+async def _write_sidecar(store: ObjectStore, session_id: str, data: dict[str, Any]) -> None:
+    await store.put_bytes(playback_key(session_id, SIDECAR_NAME),
+                          json.dumps(data, ensure_ascii=False, indent=2).encode(),
+                          replace=True, retain=False)
 
 
 async def make_playback_copy(
@@ -188,12 +213,12 @@ async def make_playback_copy(
     """Makes (or confirms) the playback copy of one sealed session. Never raises for a bad
     source or a failed render: the sidecar says what happened."""
     settings = settings or PlaybackSettings()
-    root = deps.storage.root
-    plan = await build_plan(root, session_id, settings.render)
+    store = deps.storage
+    plan = await build_plan(store, session_id, settings.render)
     if plan is None:
         log.info("playback copy of %s: not sealed, nothing to do", session_id)
         return PlaybackOutcome("not_sealed")
-    if (current := await up_to_date(root, plan)) is not None:
+    if (current := await up_to_date(store, plan)) is not None:
         return PlaybackOutcome("unchanged", current)
     lock = f"playback:lock:{session_id}"
     if redis is not None and not await redis.set(lock, "1", nx=True,
@@ -208,18 +233,29 @@ async def make_playback_copy(
 
 async def _make(deps: WorkflowDeps, plan: PlaybackPlan,
                 settings: PlaybackSettings) -> PlaybackOutcome:
-    root = deps.storage.root
-    folder = playback_folder(root, plan.session_id)
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    part = folder / (COPY_NAME + ".part")
-    previous = read_sidecar(root, plan.session_id) or {}
+    store = deps.storage
+    if store.scratch is not None:
+        await asyncio.to_thread(store.scratch.mkdir, parents=True, exist_ok=True)
+    work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="playback-", dir=store.scratch))
+    try:
+        return await _render_and_store(deps, plan, settings, work)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def _render_and_store(deps: WorkflowDeps, plan: PlaybackPlan, settings: PlaybackSettings,
+                            work: Path) -> PlaybackOutcome:
+    store = deps.storage
+    part = work / COPY_NAME
+    previous = await read_sidecar(store, plan.session_id) or {}
     base: dict[str, Any] = {
         "version": SIDECAR_VERSION, "session_id": plan.session_id,
         "plan_sha256": plan.digest(), "renderer_version": plan.renderer_version,
         "made_at": deps.clock().astimezone(UTC).isoformat(),
     }
     try:
-        result = await run_composer(plan, part, settings.timeout_seconds)
+        local = await store.run(local_sources, store, plan, work)
+        result = await run_composer(local, part, settings.timeout_seconds)
     except Exception as exc:
         attempts = int(previous.get("attempts", 0)) + 1 \
             if previous.get("plan_sha256") == base["plan_sha256"] else 1
@@ -229,7 +265,7 @@ async def _make(deps: WorkflowDeps, plan: PlaybackPlan,
                    "sources": [{"recording_id": s.recording_id, "kind": s.kind,
                                 "segment": s.segment, "sha256": s.sha256}
                                for s in plan.segments]}
-        await asyncio.to_thread(_finish_failed, part, folder / SIDECAR_NAME, sidecar)
+        await _write_sidecar(store, plan.session_id, sidecar)
         return PlaybackOutcome("failed", sidecar)
     sources = [vars(s) for s in result.sources]
     problems = [describe_problem(s) for s in sources if s["problem"]]
@@ -243,27 +279,18 @@ async def _make(deps: WorkflowDeps, plan: PlaybackPlan,
         "cpu_seconds": result.cpu_seconds, "wall_seconds": result.wall_seconds,
         "attempts": 1, "error": None,
     }
-    await asyncio.to_thread(_publish, part, folder, sidecar)
+    # The copy first, then its record: a crash in between leaves a sidecar that does not
+    # match (re-made), never a sidecar pointing at a copy that is not there.
+    await store.put_file(playback_key(plan.session_id, COPY_NAME), part, sha256=result.sha256,
+                         replace=True, retain=False, move=True)
+    await _write_sidecar(store, plan.session_id, sidecar)
     log.info("playback copy of %s made: %d ms, %.1f CPU s, %d problem(s)", plan.session_id,
              result.duration_ms, result.cpu_seconds, len(problems))
     return PlaybackOutcome("made", sidecar)
 
 
-def _publish(part: Path, folder: Path, sidecar: dict[str, Any]) -> None:
-    # The copy first, then its record: a crash in between leaves a sidecar that does not
-    # match (re-made), never a sidecar pointing at a copy that is not there.
-    os.replace(part, folder / COPY_NAME)
-    _write_json(folder / SIDECAR_NAME, sidecar)
-
-
-def _finish_failed(part: Path, sidecar_path: Path, sidecar: dict[str, Any]) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
-    _write_json(sidecar_path, sidecar)
-
-
-def _needs_copy(files_root: Path, session_id: UUID) -> bool:
-    sidecar = read_sidecar(files_root, session_id)
+async def _needs_copy(store: ObjectStore, session_id: UUID) -> bool:
+    sidecar = await read_sidecar(store, session_id)
     if sidecar is None:
         return True
     return sidecar.get("status") == "failed" and int(sidecar.get("attempts", 0)) < MAX_ATTEMPTS
@@ -275,30 +302,26 @@ async def sessions_without_copy(deps: WorkflowDeps, days: int, limit: int) -> li
     purged = Subquery(Tombstone.all().values("session_id"))
     ids = await RecordingSession.filter(state__in=SEALED_STATES, sealed_at__gte=since).exclude(
         id__in=purged).order_by("-sealed_at").values_list("id", flat=True)
-    root = deps.storage.root
-
-    def missing() -> list[UUID]:
-        return [UUID(str(sid)) for sid in ids if _needs_copy(root, UUID(str(sid)))][:limit]
-
-    return await asyncio.to_thread(missing)
+    missing: list[UUID] = []
+    for sid in ids:
+        if len(missing) >= limit:
+            break
+        if await _needs_copy(deps.storage, UUID(str(sid))):
+            missing.append(UUID(str(sid)))
+    return missing
 
 
 async def remove_purged_copies(deps: WorkflowDeps, days: int) -> int:
     """A copy must not outlive its evidence (R-42): drop the copies of purged sessions."""
     since = deps.clock() - timedelta(days=days)
     ids = await Tombstone.filter(deleted_at__gte=since).values_list("session_id", flat=True)
-    root = deps.storage.root
-
-    def remove() -> int:
-        removed = 0
-        for sid in ids:
-            folder = playback_folder(root, str(sid))
-            if folder.is_dir():
-                shutil.rmtree(folder)
-                removed += 1
-        return removed
-
-    return await asyncio.to_thread(remove)
+    removed = 0
+    for sid in ids:
+        keys = await deps.storage.keys(f"{sid}/{PLAYBACK_DIR}/")
+        for key in keys:
+            await deps.storage.delete(key)
+        removed += bool(keys)
+    return removed
 
 
 async def catch_up(deps: WorkflowDeps, redis: Redis, jobs: JobQueue,
@@ -340,14 +363,14 @@ def register_playback_jobs(jobs: Any, deps: WorkflowDeps, redis: Redis,
     jobs.register("playback_catch_up", playback_catch_up)
 
 
-def playback_view(files_root: Path, session_id: UUID, ticket: str) -> dict[str, Any]:
+async def playback_view(store: ObjectStore, session_id: UUID, ticket: str) -> dict[str, Any]:
     """What the replay page shows about the copy: ready (with its ticket URL), still being
     made, or failed — with the sources' problems either way."""
-    sidecar = read_sidecar(files_root, session_id)
+    sidecar = await read_sidecar(store, session_id)
     if sidecar is None:
         return {"status": "pending", "label": "回放副本生成中"}
-    if sidecar.get("status") == "failed" or not (
-            playback_folder(files_root, session_id) / COPY_NAME).is_file():
+    if sidecar.get("status") == "failed" or not await store.exists(
+            playback_key(session_id, COPY_NAME)):
         again = int(sidecar.get("attempts", 0)) < MAX_ATTEMPTS
         return {"status": "failed",
                 "label": "回放副本生成失败" + ("，系统将自动重试" if again else "，请联系管理员"),
@@ -360,11 +383,13 @@ def playback_view(files_root: Path, session_id: UUID, ticket: str) -> dict[str, 
             "made_at": sidecar.get("made_at"), "problems": sidecar.get("problems", [])}
 
 
-def ready_copy(files_root: Path, session_id: UUID | str) -> tuple[Path, dict[str, Any]] | None:
-    """The copy's path and sidecar when there is a copy to serve."""
-    sidecar = read_sidecar(files_root, session_id)
-    path = playback_folder(files_root, session_id) / COPY_NAME
-    if sidecar is None or sidecar.get("status") not in ("ok", "partial") or not path.is_file():
+async def ready_copy(store: ObjectStore,
+                     session_id: UUID | str) -> tuple[str, dict[str, Any]] | None:
+    """The copy's object key and sidecar when there is a copy to serve."""
+    sidecar = await read_sidecar(store, session_id)
+    key = playback_key(session_id, COPY_NAME)
+    if sidecar is None or sidecar.get("status") not in ("ok", "partial") \
+            or not await store.exists(key):
         return None
-    return path, sidecar
+    return key, sidecar
 

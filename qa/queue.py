@@ -1,6 +1,6 @@
 """The QA queue (R-40): every checked session gets a task; sampled ones go to an inspector
 before the end of the cooling-off period (alerts before it), the others pass automatically
-when their automated checks are clean.
+when their automated checks are clean (a finished report with no critical or major finding).
 
 Deadlines count from the policy receipt the insurer reports (`PolicyStatus.receipt_on`), or,
 until it does, from the day the recording was completed — earlier, so never too late.
@@ -22,6 +22,7 @@ from models.sales import Product
 from models.sessions import RecordingSession, SessionState
 from qa.sampling import decide
 from qa.settings import QaSettings
+from qa.verdicts import report_is_clean
 from security import audit
 from security.audit import Actor
 from workflow.core import WorkflowDeps, locked
@@ -83,18 +84,27 @@ async def enqueue(deps: WorkflowDeps, session_id: UUID, settings: QaSettings,
         inspector = await _least_loaded_inspector(session.institution_id)
         if inspector is not None:
             await assign(deps, task, inspector, Actor.system("qa-queue"))
-    elif report.passed:
-        await _auto_pass(deps, task)
+    elif await report_is_clean(report):
+        await _auto_pass(deps, task, report)
+    # Otherwise (not sampled, not clean: e.g. `findings_force_review` off, or a report that did
+    # not finish) the task stays open for an inspector: it never passes by itself.
     return task
 
 
-async def _auto_pass(deps: WorkflowDeps, task: QaTask) -> None:
-    """Not sampled and nothing found: qa_pending → qa_passed by the sampling rule."""
+async def _auto_pass(deps: WorkflowDeps, task: QaTask, report: QaCheckReport) -> None:
+    """Not sampled and nothing found: qa_pending → qa_passed by the sampling rule. Only a
+    finished report without a single critical or major finding is clean (R-40); the caller
+    checks, and this checks again from the stored findings."""
+    if task.report_id != report.id or not await report_is_clean(report):
+        log.warning("session %s not auto-passed: its report %s is not clean", task.session_id,
+                    report.id)
+        return
     try:
         async with locked(deps, task.session_id, "review") as unit:
             await unit.move(Actor.system("qa-sampling"), SessionState.QA_PASSED,
                             "qa_auto_passed", {"task_id": task.id, "report_id": task.report_id,
-                                               "share": task.sample_share})
+                                               "share": task.sample_share,
+                                               "counts": report.counts})
             task.status = TaskStatus.AUTO_PASSED
             task.decided_at = deps.clock()
             task.verdict = "pass"
@@ -158,7 +168,9 @@ async def check_deadlines(deps: WorkflowDeps, settings: QaSettings) -> list[QaTa
 
 
 async def close_decided_elsewhere(deps: WorkflowDeps) -> int:
-    """Tasks whose session was reviewed through the plain review endpoint are closed."""
+    """Open tasks of sessions decided outside the queue are closed. Since the plain review
+    endpoint is gone only old rows can be like this; a closed task is never a recognised pass
+    (`qa.verdicts.pass_standing`)."""
     closed = 0
     for task in await QaTask.filter(status__in=list(OPEN_STATUSES)).prefetch_related("session"):
         state = task.session.state

@@ -1,6 +1,7 @@
 """The replay view of a session (R-41): the recorded segments placed on the session's clock and
 every mark an inspector jumps to — each step and answer, identity results, presence breaches,
-interruptions, signatures and the findings — plus the channel conversation when one is stored.
+interruptions, signatures and the findings — plus the channel conversation when one is stored,
+and the after-call transcript (`transcript_view`, its own audited read).
 
 Media is fetched through short-lived playback tickets (a `<video>` element cannot send an
 Authorization header); each ticket belongs to one user and one session, and the first fetch of
@@ -11,11 +12,9 @@ tickets and the same audit.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +24,9 @@ from models.qa import QaFinding
 from models.sales import Order, Product
 from qa.findings import KINDS, SEVERITY_LABELS_ZH, Severity, clock
 from qa.playback import playback_view
-from qa.timeline import load_timeline
+from qa.timeline import PARTY_LABELS, load_timeline
+from qa.transcripts import read_transcript_data
+from storage import ObjectStore
 from workflow.principals import StaffPrincipal
 from workflow.states import STATE_LABELS_ZH
 
@@ -63,8 +64,9 @@ async def first_fetch(redis: Redis, ticket: str, recording_id: int | str) -> boo
 
 
 async def replay_view(session_id: UUID, ticket: str,
-                      files_root: Path | None = None) -> dict[str, Any]:
-    """The page's data; with ``files_root``, also the playback copy (ready, or being made)."""
+                      store: ObjectStore | None = None) -> dict[str, Any]:
+    """The page's data; with the evidence ``store``, also the playback copy (ready, or being
+    made)."""
     t = await load_timeline(session_id)
     s = t.session
     order = await Order.get(id=s.order_id)
@@ -138,17 +140,41 @@ async def replay_view(session_id: UUID, ticket: str,
                       "decision": f.decision.value if f.decision else None,
                       "decision_note": f.decision_note} for f in shown],
         "conversation": await _conversation(session_id, t.offset),
-        "playback": None if files_root is None else await asyncio.to_thread(
-            playback_view, files_root, session_id, ticket),
+        "playback": None if store is None else await playback_view(store, session_id, ticket),
     }
 
 
 async def _conversation(session_id: UUID, offset: Any) -> list[dict[str, Any]]:
     """The customer's chat from the channels (bot/), when that package stores one."""
     try:
-        from bot.conversations import replay_view as message_view
         from models.channels import ConversationMessage
+        from workflow.conversations import replay_view as message_view
     except ImportError:
         return []
     rows = await ConversationMessage.filter(session_id=session_id).order_by("at", "id")
     return [{**message_view(m), "offset_ms": offset(m.at)} for m in rows]
+
+
+TRANSCRIPT_LABELS = {
+    "pending": "通话转写生成中",
+    "done": "通话转写（语音自动识别，仅供检索和定位，以录音录像为准）",
+    "unavailable": "语音识别不可用，未生成通话转写",
+    "failed": "通话转写生成失败",
+}
+
+
+async def transcript_view(store: ObjectStore, session_id: UUID) -> dict[str, Any]:
+    """The after-call transcript for the replay page: each line with its party, its time on
+    the recording clock and its text (R-41); or why there is none (yet)."""
+    data = await read_transcript_data(store, session_id)
+    if data is None:
+        return {"status": "pending", "label": TRANSCRIPT_LABELS["pending"], "lines": []}
+    status = str(data.get("status", ""))
+    lines = [{"party": str(x.get("party", "")),
+              "party_label": PARTY_LABELS.get(str(x.get("party", "")), str(x.get("party", ""))),
+              "start_ms": int(x.get("start_ms", 0)), "end_ms": int(x.get("end_ms", 0)),
+              "clock": clock(int(x.get("start_ms", 0))), "text": str(x.get("text", ""))}
+             for x in data.get("lines") or []] if status == "done" else []
+    return {"status": status, "label": TRANSCRIPT_LABELS.get(status, status),
+            "engine": data.get("engine", ""), "engine_version": data.get("engine_version", ""),
+            "made_at": data.get("made_at"), "lines": sorted(lines, key=lambda x: x["start_ms"])}

@@ -1,7 +1,9 @@
 """Running the automated checks on one session and storing the report with its findings (R-40).
 
 The media analysis (decoding, voice activity) is blocking and runs in a worker thread; the
-report and its findings are written in one transaction with an audit entry.
+report and its findings are written in one transaction with an audit entry. The after-call
+transcript (`qa.transcripts`) is read as it is stored: the after-call sweep runs the checks only
+once it is there (or will not come); without it the transcript checks say they could not decide.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from uuid import UUID
 
 from tortoise.transactions import in_transaction
 
+from media.voice.vad import VoiceActivityDetector
 from models.qa import QaCheckReport, QaFinding, ReportStatus
 from models.sales import Product
 from qa.checks import CheckInput, run_checks
@@ -19,7 +22,7 @@ from qa.findings import FAILING, Finding, Severity, sort_key
 from qa.media import MediaFacts, analyse_recordings
 from qa.settings import QaSettings
 from qa.timeline import Timeline, load_timeline
-from qa.vad import VoiceActivityDetector
+from qa.transcripts import read_transcript
 from security import audit
 from security.audit import Actor
 from workflow.core import WorkflowDeps
@@ -36,6 +39,7 @@ async def evaluate(
 ) -> tuple[Timeline, MediaFacts, list[Finding]]:
     """The findings without storing anything (the bench and the tests use it directly)."""
     timeline = await load_timeline(session_id)
+    timeline.transcript = await read_transcript(deps.storage, session_id)
     product = await Product.get(id=timeline.session.product_id)
     media = await asyncio.to_thread(
         analyse_recordings, deps.storage, timeline.recordings, timeline.offset, vad,
@@ -57,13 +61,14 @@ async def run_automated_checks(
     started = time.perf_counter()
     report = await QaCheckReport.create(
         session_id=session_id, status=ReportStatus.RUNNING, created_at=deps.clock(),
-        engines={"vad": vad.name, "max_silence_seconds": settings.max_silence_seconds,
+        engines={"vad": vad.name, "step_read_min_coverage": settings.step_read_min_coverage,
+                 "max_silence_seconds": settings.max_silence_seconds,
                  "min_frame_rate": settings.min_frame_rate,
                  "min_presence_share": settings.min_presence_share},
     )
     try:
-        _, media, findings = await evaluate(deps, session_id, settings, vad,
-                                            identity_max_attempts)
+        timeline, media, findings = await evaluate(deps, session_id, settings, vad,
+                                                   identity_max_attempts)
     except Exception as exc:
         report.status = ReportStatus.FAILED
         report.error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -82,6 +87,10 @@ async def run_automated_checks(
                 details=f.details, using_db=conn,
             )
         report.status = ReportStatus.DONE
+        transcript = timeline.transcript
+        report.engines = {**report.engines, "transcript": transcript.status if transcript
+                          else "missing", "transcript_engine": transcript.engine
+                          if transcript else ""}
         report.passed = not any(f.effective_severity in FAILING for f in findings)
         report.counts = counts
         report.recorded_ms = media.recorded_ms

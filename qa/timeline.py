@@ -9,12 +9,21 @@ Two facts come from the media side rather than the workflow's own transitions:
 * ``presence_mark`` — ``{type, at_s, message, faces, distance}``, a presence breach or its end
   (``media.identity.results.PresenceMark``; ``at_s`` is seconds into the recording, R-13),
   written through `record_media_event` by whoever runs the presence monitor.
+* ``presence_started`` — ``{attempt}``: the presence monitor started watching the customer
+  (again after a reconnect: a higher attempt); ``presence_unavailable`` — ``{reason}``: it
+  could not (no verified live face, engines unavailable). Written by the live call; the checks
+  fail closed on them (R-13: a call without ``presence_started``, or with
+  ``presence_unavailable``, gets a critical ``presence_unchecked`` finding).
+
+The after-call transcript (`qa.transcripts`, derived data stored beside the evidence, not
+sealed) joins the timeline as `Timeline.transcript`: what each party said, per line, on the same
+clock; the checks of the agent's words and of the answers read it, the replay page shows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +41,10 @@ from workflow.core import WorkflowDeps, locked
 
 CLIP_FINISHED = "tts_played"
 PRESENCE_MARK = "presence_mark"
-MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK})
+PRESENCE_STARTED = "presence_started"
+PRESENCE_UNAVAILABLE = "presence_unavailable"
+MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK, PRESENCE_STARTED,
+                               PRESENCE_UNAVAILABLE})
 # Events that start (or restart) the play of a step.
 STEP_STARTS = ("script_started", "step_started", "script_resumed")
 
@@ -81,11 +93,70 @@ class PresenceFact:
     faces: int
 
 
+@dataclass(frozen=True)
+class PresenceWatch:
+    """The presence monitor started (`started`, with its attempt) or could not (`unavailable`,
+    with its reason)."""
+
+    type: str
+    at_ms: int
+    attempt: int = 0
+    reason: str = ""
+
+
 @dataclass
 class Interruption:
     start_ms: int
     end_ms: int | None
     reason: str
+
+
+PARTY_LABELS = {"customer": "客户", "agent": "销售人员"}
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One recognised stretch of one party's speech, on the recording clock."""
+
+    party: str  # customer | agent
+    start_ms: int
+    end_ms: int
+    text: str
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass
+class SessionTranscript:
+    """The after-call transcript: `done` (lines, possibly none), `unavailable` (no recogniser
+    here: `reason`) or `failed` (the job gave up after `attempts`)."""
+
+    status: str
+    lines: list[TranscriptLine] = field(default_factory=list)
+    reason: str = ""
+    engine: str = ""
+    attempts: int = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "done"
+
+    def said(self, party: str, start_ms: int, end_ms: int) -> list[TranscriptLine]:
+        """The party's lines that overlap [start_ms, end_ms), in time order."""
+        return [line for line in self.lines if line.party == party
+                and line.start_ms < end_ms and line.end_ms > start_ms]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionTranscript:
+        lines = [TranscriptLine(str(x.get("party", "")), _int(x.get("start_ms")),
+                                _int(x.get("end_ms")), str(x.get("text", "")),
+                                float(x.get("avg_logprob") or 0.0),
+                                float(x.get("no_speech_prob") or 0.0))
+                 for x in data.get("lines") or []]
+        return cls(status=str(data.get("status", "")), lines=sorted(
+            lines, key=lambda line: (line.start_ms, line.party)),
+            reason=str(data.get("reason") or ""), engine=str(data.get("engine") or ""),
+            attempts=_int(data.get("attempts")))
 
 
 @dataclass
@@ -99,18 +170,27 @@ class Timeline:
     plays: list[StepPlay] = field(default_factory=list)
     clips: list[Clip] = field(default_factory=list)
     presence: list[PresenceFact] = field(default_factory=list)
+    presence_watch: list[PresenceWatch] = field(default_factory=list)
     interruptions: list[Interruption] = field(default_factory=list)
     end_ms: int = 0
+    # None: no transcript stored (yet); the runner attaches it (`qa.transcripts`).
+    transcript: SessionTranscript | None = None
 
     @property
     def steps(self) -> list[dict[str, Any]]:
         return self.session.steps
 
+    @property
+    def had_call(self) -> bool:
+        """The call started: the recording clock runs or the script was started."""
+        return self.session.recording_started_at is not None or any(
+            e.type == "script_started" for e in self.events)
+
     def offset(self, at: datetime) -> int:
         start = self.session.recording_started_at
         if start is None:
             return 0
-        return int((at - start).total_seconds() * 1000)
+        return (at - start) // timedelta(milliseconds=1)
 
     def plays_of(self, index: int) -> list[StepPlay]:
         return [p for p in self.plays if p.index == index]
@@ -138,16 +218,33 @@ def _expected_speech_ms(step: dict[str, Any]) -> int:
 
 async def load_timeline(session_id: UUID) -> Timeline:
     session = await RecordingSession.get(id=session_id)
-    timeline = Timeline(
-        session=session,
+    return build_timeline(
+        session,
         events=await SessionEvent.filter(session_id=session_id).order_by("seq"),
         acknowledgements=await Acknowledgement.filter(session_id=session_id).order_by("id"),
         identity_checks=await IdentityCheck.filter(session_id=session_id).order_by("attempt"),
         signatures=await Signature.filter(session_id=session_id).order_by("id"),
         recordings=await Recording.filter(session_id=session_id).order_by("kind", "segment"),
     )
+
+
+def build_timeline(session: RecordingSession, *, events: list[SessionEvent],
+                   acknowledgements: list[Acknowledgement],
+                   identity_checks: list[IdentityCheck], signatures: list[Signature],
+                   recordings: list[Recording]) -> Timeline:
+    """The timeline read from rows already loaded (events in `seq` order)."""
+    timeline = Timeline(session=session, events=events, acknowledgements=acknowledgements,
+                        identity_checks=identity_checks, signatures=signatures,
+                        recordings=recordings)
     _read_events(timeline)
     return timeline
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _read_events(t: Timeline) -> None:
@@ -199,6 +296,12 @@ def _read_events(t: Timeline) -> None:
                 type=str(data.get("type", "")), at_ms=round(float(data.get("at_s", 0)) * 1000),
                 message=str(data.get("message", "")), faces=int(data.get("faces", 0)),
             ))
+        elif e.type == PRESENCE_STARTED:
+            t.presence_watch.append(PresenceWatch("started", at,
+                                                  attempt=_int(data.get("attempt"))))
+        elif e.type == PRESENCE_UNAVAILABLE:
+            t.presence_watch.append(PresenceWatch("unavailable", at,
+                                                  reason=str(data.get("reason", ""))[:200]))
         elif e.type in ("completed", "aborted", "expired"):
             close(at, "")
     s = t.session

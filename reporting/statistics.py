@@ -25,7 +25,8 @@ Period = Literal["day", "week", "month"]
 OUTCOMES: dict[str, frozenset[SessionState]] = {
     "qa_passed": frozenset({S.QA_PASSED}),
     "qa_rejected": frozenset({S.QA_REJECTED}),
-    "awaiting_qa": frozenset({S.COMPLETED, S.SEALED, S.QA_PENDING}),
+    # evidence_incomplete: completed, sealed once its missing file is back
+    "awaiting_qa": frozenset({S.COMPLETED, S.EVIDENCE_INCOMPLETE, S.SEALED, S.QA_PENDING}),
     "in_progress": frozenset({S.CREATED, S.INVITED, S.OPENED, S.CONSENTED,
                               S.IDENTITY_VERIFIED, S.IN_CALL, S.DISCLOSING, S.SIGNING,
                               S.INTERRUPTED}),

@@ -12,10 +12,19 @@ from typing import Any
 
 from scripts_library.model import ScriptDocument
 
+# Fields added after versions were published: left out while unset, so the content hash of a
+# version written before them does not change.
+_LATER_STEP_FIELDS = ("max_cer",)
+
 
 def canonical_data(document: ScriptDocument) -> dict[str, Any]:
     """The document as plain JSON-compatible data, defaults included."""
-    return document.model_dump(mode="json")
+    data = document.model_dump(mode="json")
+    for step in data["steps"]:
+        for name in _LATER_STEP_FIELDS:
+            if step.get(name) is None:
+                step.pop(name, None)
+    return data
 
 
 def canonical_json(document: ScriptDocument) -> str:

@@ -118,7 +118,13 @@ def _step_lines(step: Step) -> list[str]:
         f"    超时: {step.timeout_seconds} 秒",
     ]
     if step.document is not None:
-        lines.append(f"    出示文件: {step.document}")
+        lines.append(f"    出示文件: {step.document_title}")
+        if not isinstance(step.document, str):
+            source = step.document.file or step.document.generated
+            lines.append(f"    文件: {source}（sha256 {step.document.sha256 or '未登记'}，"
+                         f"每页至少 {step.document.min_page_seconds} 秒）")
+    if step.max_cer is not None:
+        lines.append(f"    抄录容错（字错率上限）: {step.max_cer}")
     if step.copy_text is not None:
         lines.append(f"    抄录内容: {step.copy_text}")
     conditions = _conditions_text(step.conditions)

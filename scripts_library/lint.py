@@ -9,14 +9,17 @@ insured or not), so a disclosure hidden behind a condition is caught as well as 
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
-from scripts_library import placeholders
+from scripts_library import documents, placeholders
 from scripts_library.model import (
     BUILTIN_VARIABLES,
     AnswerRequirement,
+    DocumentRef,
     ScriptDocument,
     Step,
     StepKind,
@@ -97,6 +100,7 @@ class _Linter:
         self._forbidden_phrasing()
         self._mandatory_and_order()
         self._answers()
+        self._documents()
         self._risk_sentence()
         self._conditions()
         self._content_mentions()
@@ -357,6 +361,48 @@ class _Linter:
                     step=step,
                     field="answer",
                 )
+
+    def _documents(self) -> None:
+        """R-25: a shown document is real pages, not a name read out over a blank screen."""
+        for step in self.document.steps:
+            if step.answer is not AnswerRequirement.SHOW_DOCUMENT:
+                continue
+            ref = step.document
+            if not isinstance(ref, DocumentRef):
+                self._add(
+                    "document-without-pages",
+                    f"出示文件「{ref}」只有名称，客户看不到文件内容；请改为 document: "
+                    "{title: 名称, file: 文件库中的 PDF/图片/TXT 文件, min_page_seconds: 每页最短"
+                    "展示秒数}，销售人员执业证写 generated: agent_licence_card（R-25）",
+                    step=step,
+                    field="document",
+                )
+                continue
+            if ref.file is None:
+                continue
+            suffix = Path(ref.file).suffix.lower()
+            if suffix not in documents.SUPPORTED_SUFFIXES:
+                self._add("document-file-type",
+                          f"文件 {ref.file} 的类型不支持（可用 PDF、PNG、JPG 或 TXT）",
+                          step=step, field="document.file")
+                continue
+            try:
+                path = documents.resolve(ref.file)
+            except documents.DocumentError as exc:
+                self._add("document-file-missing", exc.message, step=step, field="document.file")
+                continue
+            if not path.is_file():
+                self._add("document-file-missing",
+                          f"文件库中找不到文件 {ref.file}，客户将无法看到「{ref.title}」",
+                          step=step, field="document.file")
+            elif ref.sha256 is None:
+                self._add("document-not-pinned",
+                          f"文件 {ref.file} 没有登记 sha256：发布后若文件被替换，客户看到的将不是"
+                          "审核过的版本", step=step, field="document", severity=Severity.WARNING)
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != ref.sha256:
+                self._add("document-sha256-mismatch",
+                          f"文件 {ref.file} 的内容与登记的 sha256 不一致，请核对文件版本",
+                          step=step, field="document.sha256")
 
     def _risk_sentence(self) -> None:
         sentence = self.rules.regulatory_risk_sentence

@@ -79,7 +79,11 @@ def load_script_text(text: str, source_name: str) -> ScriptDocument:
 
 
 def _compose(text: str, source_name: str) -> tuple[Any, dict[PathKey, int]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters when it is made: a control character is refused here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as error:
+        raise ScriptLoadError([LoadProblem(source_name, None, "", f"YAML 错误：{error}")]) from None
     try:
         root = loader.get_single_node()
         if root is None:

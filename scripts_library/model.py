@@ -297,6 +297,34 @@ class Conditions(_Located):
         )
 
 
+class DocumentGenerator(StrEnum):
+    """Documents drawn per session instead of read from a file."""
+
+    AGENT_LICENCE_CARD = "agent_licence_card"
+
+
+class DocumentRef(_Located):
+    """A document shown page by page in a show_document step (R-25): a file under the
+    documents root (PDF, PNG/JPG or a TXT source typeset into pages; scripts_library.documents)
+    or one drawn for the session (the agent's licence card). Every page must be shown at least
+    `min_page_seconds` before the customer can confirm."""
+
+    title: Annotated[str, Field(min_length=1, max_length=80)]
+    file: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    generated: DocumentGenerator | None = None
+    # SHA-256 of the file: a published version then always shows the same pages.
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    min_page_seconds: Annotated[int, Field(ge=1, le=600)] = 5
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocumentRef:
+        if (self.file is None) == (self.generated is None):
+            raise ValueError("document 须且只能写 file（文件库中的文件）或 generated 之一")
+        if self.generated is not None and self.sha256 is not None:
+            raise ValueError("generated 文件按会话生成，不能登记 sha256")
+        return self
+
+
 class Step(_Located):
     """One step of the script: a disclosure, who says it and what the customer must answer."""
 
@@ -308,7 +336,12 @@ class Step(_Located):
     answer: AnswerRequirement = AnswerRequirement.AFFIRMATIVE_BUTTON
     timeout_seconds: Annotated[int, Field(ge=5, le=1800)] = 60
     copy_text: Annotated[str | None, Field(min_length=1, max_length=200)] = None
-    document: Annotated[str | None, Field(min_length=1, max_length=80)] = None
+    # A DocumentRef with real pages; a bare name still loads (old versions) but the lint
+    # refuses to publish it (R-25).
+    document: DocumentRef | Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    # Hand-copy: the highest character error rate of the recognised handwriting (R-25).
+    # None: the default, 0.2 (media.handwriting.reading.DEFAULT_MAX_CER).
+    max_cer: Annotated[float | None, Field(ge=0.0, le=0.5)] = None
     conditions: Conditions = Field(default_factory=Conditions)
 
     @field_validator("text")
@@ -330,6 +363,12 @@ class Step(_Located):
     @property
     def display_title(self) -> str:
         return self.title or self.kind.label
+
+    @property
+    def document_title(self) -> str | None:
+        if isinstance(self.document, DocumentRef):
+            return self.document.title
+        return self.document
 
 
 class ScriptInfo(_Located):

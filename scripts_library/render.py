@@ -12,15 +12,18 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from scripts_library import placeholders
+from scripts_library import documents, placeholders
 from scripts_library.canonical import content_hash
 from scripts_library.model import (
     BUILTIN_VARIABLES,
     AnswerRequirement,
     Conditions,
+    DocumentGenerator,
+    DocumentRef,
     ProductType,
     ScriptDocument,
     Speaker,
@@ -28,6 +31,9 @@ from scripts_library.model import (
     StepKind,
     VariableType,
 )
+
+# The order values the licence card is drawn from (R-21's agent identity variables).
+LICENCE_CARD_VALUES = ("agent_name", "agent_licence_no", "institution_full_name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,12 @@ class RenderedStep(BaseModel):
     answer: AnswerRequirement
     timeout_seconds: int
     copy_text: str | None = None
+    # The document's title (for display and speech) and, when it has real pages, what the
+    # session pins (R-25): {"title", "source", "source_sha256", "min_page_seconds",
+    # "page_count", "pages": [{"sha256", "width", "height"}]}.
     document: str | None = None
+    document_pages: dict[str, Any] | None = None
+    max_cer: float | None = None
 
 
 class RenderedScript(BaseModel):
@@ -151,6 +162,8 @@ def render(document: ScriptDocument, context: RenderContext) -> RenderedScript:
     for step in steps:
         for text in (step.text, step.copy_text or ""):
             needed.extend(p.name for p in placeholders.scan(text)[0])
+        if isinstance(step.document, DocumentRef) and step.document.generated is not None:
+            needed.extend(LICENCE_CARD_VALUES)
     values = _formatted_values(document, context.values, dict.fromkeys(needed))
 
     missing = sorted({name for name in needed if name not in values})
@@ -172,7 +185,9 @@ def render(document: ScriptDocument, context: RenderContext) -> RenderedScript:
                 if step.copy_text is not None
                 else None
             ),
-            document=step.document,
+            document=step.document_title,
+            document_pages=_document_pages(step, values),
+            max_cer=step.max_cer,
         )
         for step in steps
     ]
@@ -211,10 +226,34 @@ def static_speech_steps(document: ScriptDocument) -> list[RenderedStep]:
                 answer=step.answer,
                 timeout_seconds=step.timeout_seconds,
                 copy_text=step.copy_text,
-                document=step.document,
+                document=step.document_title,
+                max_cer=step.max_cer,
             )
         )
     return result
+
+
+def _document_pages(step: Step, values: Mapping[str, str]) -> dict[str, Any] | None:
+    """The pages the session pins for a show_document step with a real document (R-25)."""
+    ref = step.document
+    if not isinstance(ref, DocumentRef):
+        return None
+    try:
+        if ref.generated is DocumentGenerator.AGENT_LICENCE_CARD:
+            missing = [n for n in LICENCE_CARD_VALUES if not values.get(n)]
+            if missing:
+                raise RenderError("无法生成销售人员执业证：缺少 " + "、".join(missing))
+            name_, licence_no, institution = (values[n] for n in LICENCE_CARD_VALUES)
+            source, pages = documents.licence_pages(name_, licence_no, institution)
+            name = ref.generated.value
+        else:
+            assert ref.file is not None
+            source, pages = documents.file_pages(ref.file, ref.sha256)
+            name = ref.file
+    except documents.DocumentError as exc:
+        raise RenderError(f"步骤 {step.id} 的文件「{ref.title}」无法显示：{exc.message}") from exc
+    return {"title": ref.title, "source": name, "source_sha256": source,
+            "min_page_seconds": ref.min_page_seconds, "page_count": len(pages), "pages": pages}
 
 
 def _formatted_values(

@@ -8,7 +8,14 @@ hashing is written once.
 
 Version 1 manifests were signed with the platform key; the key was outside the signed body.
 Version 2 manifests are signed with the institution's own key; the institution code, the key id
-and the public key are inside the signed body.
+and the public key are inside the signed body. Version 3 adds, signed, whether the session was
+complete when sealed (`complete`, `end`, `reason`, `missing`): an aborted or expired session
+that has evidence is sealed too, and says so. A verifier that does not know version 3 refuses it
+instead of calling an incomplete session intact.
+
+Every verdict is one of four (`VerifyStatus`): intact, incomplete (sealed, unaltered, but the
+manifest says evidence is missing, or the session could not be sealed because evidence is
+missing), altered (something changed after sealing), not sealed yet.
 """
 
 from __future__ import annotations
@@ -31,9 +38,45 @@ ALGORITHM = "Ed25519"
 BODY_FIELDS_V1 = ("version", "session_id", "items", "chain", "script_hash", "timeline_upto_seq")
 BODY_FIELDS_V2 = (*BODY_FIELDS_V1, "institution", "key_id", "public_key", "algorithm",
                   "sealed_at")
-BODY_FIELDS = {1: BODY_FIELDS_V1, 2: BODY_FIELDS_V2}
+BODY_FIELDS_V3 = (*BODY_FIELDS_V2, "complete", "end", "reason", "missing")
+BODY_FIELDS = {1: BODY_FIELDS_V1, 2: BODY_FIELDS_V2, 3: BODY_FIELDS_V3}
 GENESIS = "0" * 64
+# What manifests signed before fail-closed sealing (R-31) hold for a file that was gone at
+# sealing time. Never written now; a verifier reports such an item as sealed without its file.
 MISSING = "missing"
+_HEX = frozenset("0123456789abcdef")
+
+
+class VerifyStatus(StrEnum):
+    INTACT = "intact"
+    INCOMPLETE = "incomplete"
+    ALTERED = "altered"
+    NOT_SEALED = "not_sealed"
+
+
+def is_digest(value: object) -> bool:
+    """A hex SHA-256, as every sealed item must carry."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+def manifest_gaps(manifest: Mapping[str, Any]) -> list[str]:
+    """What a manifest itself says is missing: a version-3 manifest of a session that ended
+    before it was complete (how it ended, why, which evidence was never recorded), and items
+    sealed without a file (older manifests wrote "missing" as their hash)."""
+    gaps: list[str] = []
+    if manifest.get("complete") is False:
+        reason = str(manifest.get("reason") or "").strip()
+        gaps.append(f"the session ended {manifest.get('end') or 'early'} before it was "
+                    f"complete" + (f" (reason: {reason})" if reason else ""))
+        missing = manifest.get("missing")
+        for entry in missing if isinstance(missing, list) else []:
+            gaps.append(f"{entry} was never recorded")
+    items = manifest.get("items")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Mapping) and not is_digest(item.get("sha256")):
+            gaps.append(f"{item.get('name')} was sealed without its file (already missing "
+                        f"when sealed)")
+    return gaps
 
 
 def canonical_json(data: Any) -> bytes:
@@ -194,15 +237,18 @@ class ItemDifference:
 def compare_items(
     sealed: Iterable[Mapping[str, Any]], actual: Mapping[str, str | None]
 ) -> list[ItemDifference]:
-    """Compares the manifest's items with the hashes found now (None or "missing": the item's
-    data is gone), in manifest order, then the items that were not sealed."""
-    expected = {str(i["name"]): str(i["sha256"]) for i in sealed}
+    """Compares the manifest's items with the hashes found now (None: the item's data is
+    gone), in manifest order, then the items that were not sealed. An item sealed without a
+    real hash proves nothing either way: `manifest_gaps` reports it, not this."""
+    expected = {str(i["name"]): i["sha256"] for i in sealed}
     found: list[ItemDifference] = []
     for name, digest in expected.items():
-        now = actual.get(name) or MISSING
-        if now == digest:  # (a file already missing when sealed stays "missing")
+        if not is_digest(digest):
             continue
-        if now == MISSING:
+        now = actual.get(name)
+        if now == digest:
+            continue
+        if now is None or now == MISSING:
             found.append(ItemDifference(name, ItemStatus.MISSING))
         else:
             found.append(ItemDifference(name, ItemStatus.ALTERED))

@@ -19,13 +19,24 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from app.config import Settings, load_config
-from app.database import migrate, open_database
-from app.redis_server import EmbeddedRedis
+from infra.config import Settings, load_config
+from infra.database import migrate, open_database
+from infra.redis_server import EmbeddedRedis
 from tests.harness import Harness, start_harness
+from tests.network_guard import no_network, offline_network  # noqa: F401 (fixtures)
+
+# Bounds the wait at exit for threads that never end (and names them); names failures and slow
+# tests as they happen (a run cut off by CI's limit still says where the time went).
+pytest_plugins = ["tests.exit_guard", "tests.progress_report"]
 
 PG_URL = os.environ.get("DATABASE_URL", "")
 DB_KINDS = ["sqlite"] + (["postgres"] if PG_URL.startswith("postgres") else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # No downloads at test time (child processes inherit it): the photos come from bin/setup's
+    # test-data step (testing/face_photos.py); the network guard covers this process.
+    os.environ["SHUANGLU_TESTDATA_DOWNLOAD"] = "0"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,7 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server child process for the whole run, as the app starts it itself."""
-    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    # No fsync per write: the tests need no durability across power cuts, only speed.
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendfsync="no")
     url = asyncio.run(embedded.start())
     yield url
     embedded.stop()
@@ -98,6 +110,25 @@ async def database_url(
     name = f"shuanglu_t_{uuid.uuid4().hex[:12]}"
     await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_databases["postgres"]}"')
     try:
+        yield _pg_url(name)
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(params=DB_KINDS)
+async def unseeded_database(request: pytest.FixtureRequest, tmp_path: Path
+                            ) -> AsyncIterator[str]:
+    """A migrated database without the demo seed (and so without audit entries, which no
+    migration may move back past 0012): for migration round trips."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'unseeded.sqlite3'}"
+        await migrate(url)
+        yield url
+        return
+    name = f"shuanglu_u_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        await migrate(_pg_url(name))
         yield _pg_url(name)
     finally:
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

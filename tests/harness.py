@@ -1,29 +1,42 @@
 """A running app with an HTTP client, and helpers that walk a session through its lifecycle
-with the real API, so each test states only what it is about."""
+with the real API, so each test states only what it is about.
+
+The walk has no real call (the tests of the call hub and the browser tests have one): where the
+call hub would report to the workflow, the harness reports the same facts through the same
+functions (`workflow.media_events`): both parties' media connected and recorded, each step's
+speech played in full to the customer (or the agent heard reading it), and, before completing,
+the three recorded streams registered as segments covering the whole call. The segment files it
+writes are placeholders, not decodable media; the QA tests that look at media make real WebM
+segments (tests/qa/simulate.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import hashlib
 import itertools
 import struct
+import uuid
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 from aiohttp.test_utils import TestClient, TestServer
-from redis.exceptions import ResponseError
-from taskiq.api import run_receiver_task
 
 from api.keys import DATABASE, DEPS, JOBS, REDIS
-from app.config import Config
-from app.database import activate
 from app.factory import create_app
 from app.seed import DEMO_PRODUCT_CODE, DEMO_USERS
-from media.identity.idnumber import check_digit
-from workflow.consent_texts import CONSENT_TEXTS, RISK_SENTENCE
+from infra.config import Config
+from infra.database import activate
+from models.sessions import RecordingSession, SessionEvent
+from rules.idnumber import check_digit
+from security.audit import Actor
+from tests.written import read_documents, written_body
+from workflow import media_events
+from workflow.call import NewRecording, register_recording
+from workflow.consent_texts import CONSENT_TEXTS
 from workflow.core import WorkflowDeps
 
 PASSWORDS = {username: password for username, password, _, _ in DEMO_USERS}
@@ -83,26 +96,26 @@ class Harness:
     config: Config
     client: TestClient
     tokens: dict[str, str] = field(default_factory=dict)
+    # For a server in another process: the workflow dependencies (its database and Redis)
+    # through which the harness reports what the call hub would.
+    media_deps: WorkflowDeps | None = None
 
     @property
     def app(self) -> Any:
-        return self.client.server.app
+        return cast(TestServer, self.client.server).app
 
     @property
     def deps(self) -> WorkflowDeps:
+        if self.media_deps is not None:
+            return self.media_deps
         return self.app[DEPS]  # type: ignore[no-any-return]
 
     @contextlib.asynccontextmanager
     async def jobs_running(self, max_async_tasks: int = 4) -> AsyncIterator[None]:
         """The job receiver, as the server runs it by default (the harness leaves it off);
-        started in the test's context so the jobs see this test's database."""
-        broker = self.app[JOBS].broker
-        # The harness empties Redis after the app started, consumer group included.
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it is there already
-            await self.app[REDIS].xgroup_create(broker.queue_name, broker.consumer_group_name,
-                                                id="0", mkstream=True)
-        receiver = asyncio.create_task(run_receiver_task(broker, max_async_tasks=max_async_tasks,
-                                                         run_startup=False))
+        started in the test's context so the jobs see this test's database. The receiver
+        creates the consumer group itself (the harness empties Redis after start-up)."""
+        receiver = asyncio.create_task(self.app[JOBS].receive(max_async_tasks))
         try:
             yield
         finally:
@@ -201,7 +214,9 @@ class Harness:
             r = await self.as_(agent, "POST", f"/sessions/{sid}/call/start",
                                json={"location": HERE})
             assert r.status == 200, r.body
+            await self.connect_media(w)
         if done < 6 <= target:
+            await self.pin_speech(w)
             r = await self.as_(agent, "POST", f"/sessions/{sid}/script/start")
             assert r.status == 200, r.body
         if done < 7 <= target:
@@ -211,6 +226,7 @@ class Harness:
             if not (await self.request("GET", "/customer/session",
                                        token=w.customer_token)).body["signed"]:
                 await self.sign(w)
+            await self.record_call(w)
             r = await self.as_(agent, "POST", f"/sessions/{sid}/complete")
             assert r.status == 200 and r.body["state"] == "completed", r.body
         if done < 9 <= target:
@@ -233,16 +249,23 @@ class Harness:
 
     async def play_script(self, w: Walk, agent: str = "agent01",
                           until: str | None = None) -> list[str]:
-        """Answers every step as its kind needs (button, hand-copy or signature pad, or the
-        agent moving past a step that needs no answer); returns the step ids in order."""
+        """Hears every step and answers it as its kind needs (button, hand-copy or signature
+        pad, or the agent moving past a step that needs no answer); returns the step ids in
+        order. With `until`, stops at that step once it was heard, before answering it."""
         played = []
         while (step := await self.current_step(w)) is not None:
             if step["id"] == until:
+                await self.hear(w)  # reached and read: the test acts on it
                 break
             played.append(step["id"])
+            await self.hear(w)
+            if step["answer"] == "show_document":
+                await read_documents(self, w.session_id, w.customer_token)
             if step["answer"] in ("handwritten_copy", "signature"):
-                await self.sign(w, step.get("copy_text") or "本人亲笔签名")
+                await self.sign(w)
             elif step["answer"] == "none":
+                if step["speaker"] == "tts":
+                    continue  # moved on by itself once its speech played in full
                 r = await self.as_(agent, "POST", f"/sessions/{w.session_id}/script/advance",
                                    json={"step_id": step["id"]})
                 assert r.status == 200, r.body
@@ -251,11 +274,66 @@ class Harness:
                 assert r.status == 201, r.body
         return played
 
-    async def sign(self, w: Walk, sentence: str = RISK_SENTENCE) -> Response:
-        r = await self.request("POST", "/customer/signature", token=w.customer_token, json={
-            "risk_sentence": sentence,
-            "image_base64": base64.b64encode(png_bytes()).decode(),
-        })
+    # -- what the call hub would report (see the module docstring) ----------------------------
+
+    async def connect_media(self, w: Walk, roles: tuple[str, ...] = ("customer", "agent")) -> None:
+        """Both parties' media connected and recorded."""
+        for role in roles:
+            await media_events.party_connected(self.deps, _uuid(w), role, recording=True)
+
+    async def pin_speech(self, w: Walk) -> None:
+        """What the speech job pins on each TTS step (R-23), without rendering it (the TTS tests
+        render for real)."""
+        session = await RecordingSession.get(id=w.session_id)
+        steps = [{**s, "audio": {"duration_ms": 2000, "engine": "espeak", "voice": "test",
+                                 "sha256": hashlib.sha256(s["text"].encode()).hexdigest(),
+                                 "cache_key": "not-rendered-in-these-tests"}}
+                 if s.get("speaker") == "tts" and not s.get("audio") else s
+                 for s in session.steps]
+        await RecordingSession.filter(id=w.session_id).update(steps=steps)
+
+    async def hear(self, w: Walk) -> None:
+        """The current step is read in full: its speech played to the connected customer
+        (a step needing no answer then moves on by itself), or the agent heard reading it."""
+        session = await RecordingSession.get(id=w.session_id)
+        step = session.steps[session.current_step]
+        if step["speaker"] == "agent":
+            assert await media_events.agent_voice(self.deps, _uuid(w), step["id"], 600_000)
+            return
+        clip_id = f"{step['id']}@{session.event_seq}"
+        await media_events.speech_started(self.deps, _uuid(w), clip_id)
+        await media_events.clip_finished(self.deps, _uuid(w), clip_id, 2000, 2000, True)
+
+    async def record_call(self, w: Walk) -> None:
+        """The three streams recorded across the whole call, as the hub registers them when the
+        room closes (placeholder files, one segment per stream and stretch between
+        interruptions)."""
+        session = await RecordingSession.get(id=w.session_id)
+        assert session.recording_started_at is not None
+        events = await SessionEvent.filter(session_id=w.session_id,
+                                           type__in=["interrupted", "call_resumed"]).order_by("seq")
+        stretches, start = [], session.recording_started_at - timedelta(seconds=1)
+        for event in events:
+            if event.type == "interrupted":
+                stretches.append((start, event.at))
+            else:
+                start = event.at
+        stretches.append((start, self.deps.clock() + timedelta(seconds=5)))
+        for kind in ("customer_av", "agent_av", "tts"):
+            for n, (a, b) in enumerate(stretches, start=1):
+                stored = await self.deps.storage.put_bytes(
+                    f"{w.session_id}/{kind}/{n:05d}.webm", f"placeholder {kind} {n}".encode())
+                await register_recording(self.deps, Actor.system("media"), _uuid(w), NewRecording(
+                    kind=kind, segment=n, path=stored.path, sha256=stored.sha256,
+                    size_bytes=stored.size_bytes, duration_ms=int((b - a).total_seconds() * 1000),
+                    started_at=a, ended_at=b))
+
+    async def sign(self, w: Walk, seed: int = 0) -> Response:
+        """What the customer writes for the current written step or the final signing: the
+        hand-copy in the grid and/or the signature, as strokes and image (synthetic
+        handwriting, tests/written.py)."""
+        r = await self.request("POST", "/customer/signature", token=w.customer_token,
+                               json=await written_body(w.session_id, seed))
         assert r.status == 201, r.body
         return r
 
@@ -263,6 +341,10 @@ class Harness:
         r = await self.as_("qa01", "GET", f"/sessions/{w.session_id}")
         assert r.status == 200, r.body
         return str(r.body["state"])
+
+
+def _uuid(w: Walk) -> uuid.UUID:
+    return uuid.UUID(w.session_id)
 
 
 async def start_harness(config: Config) -> Harness:

@@ -1,5 +1,15 @@
 """The call: starting it behind the gates, playing the script step by step with the customer's
-acknowledgements (R-24), interruption and resume (R-30), signing (R-25), completion, abort."""
+acknowledgements (R-24), interruption and resume (R-30), completion, abort.
+
+The server, not the page, decides when a step may be answered (fail closed, R-23/R-24): the
+answer to a step opens only when the call hub reported its speech played in full to the
+connected customer (`ClipFinished.complete`), or, for a step the agent reads, when the agent's
+voice was heard for long enough during it (`workflow.media_events`). Until then every answer,
+hand-copy, signature or "move on" for the step is refused with 409 `answer_not_open`. The script
+starts only with both parties' media connected and recorded, and with every step's speech
+rendered; `complete` refuses a recording with gaps that no interruption explains
+(`workflow.coverage`).
+"""
 
 from __future__ import annotations
 
@@ -18,10 +28,11 @@ from models.sessions import (
     SessionState,
     Signature,
 )
+from security import audit
 from security.audit import Actor
-from workflow.consent_texts import RISK_SENTENCE
+from workflow import coverage, documents, live_liveness
 from workflow.core import Unit, WorkflowDeps, locked, require_state
-from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
+from workflow.errors import Conflict, Forbidden, NotFound
 from workflow.gates import Location
 from workflow.principals import CustomerPrincipal, StaffPrincipal
 from workflow.sessions import run_gates
@@ -40,10 +51,42 @@ def _own(principal: StaffPrincipal, session: RecordingSession) -> None:
         raise NotFound("session_not_found", "找不到该录制会话")
 
 
+ROLE_LABELS_ZH = {"customer": "客户", "agent": "销售人员"}
+
+
+def require_answer_open(session: RecordingSession, step: dict[str, Any]) -> None:
+    """R-23, R-24: the step's answer is accepted only after the server opened it (its speech
+    reached the connected customer in full, or the agent was heard reading it)."""
+    if session.answer_open_step == step["id"]:
+        return
+    if step.get("speaker") == "agent":
+        raise Conflict("answer_not_open", "销售人员尚未宣读完本项内容，请听完后再回答",
+                       step_id=step["id"])
+    raise Conflict("answer_not_open", "请先听完本项内容再回答", step_id=step["id"])
+
+
+def call_readiness(session: RecordingSession, liveness: str | None = None) -> list[str]:
+    """What keeps the script from starting (Chinese, empty when ready): both parties' media
+    connected and recorded (R-30), every spoken step's speech rendered and pinned (R-23), and
+    ``liveness``: why the live liveness check does not let it start yet (R-12,
+    `workflow.live_liveness.readiness_problem`)."""
+    problems = []
+    absent = [ROLE_LABELS_ZH[role] for role in ("customer", "agent")
+              if not (session.call_parties or {}).get(role, {}).get("recording")]
+    if absent:
+        problems.append(f"{'和'.join(absent)}的音视频尚未接通录制")
+    unready = [s for s in session.steps if s.get("speaker") == "tts" and not s.get("audio")]
+    if unready:
+        problems.append(f"还有 {len(unready)} 段话术语音正在生成")
+    if liveness:
+        problems.append(liveness)
+    return problems
+
+
 def _offset_ms(session: RecordingSession, at: datetime) -> int:
     if session.recording_started_at is None:
         return 0
-    return int((at - session.recording_started_at).total_seconds() * 1000)
+    return (at - session.recording_started_at) // timedelta(milliseconds=1)
 
 
 async def start_call(
@@ -74,7 +117,14 @@ async def start_script(
         _own(principal, unit.session)
         if not unit.session.steps:
             raise Conflict("script_empty", "话术没有任何步骤")
+        liveness = live_liveness.readiness_problem(
+            await live_liveness.live_state(unit.session.id, unit.conn), deps.settings)
+        problems = call_readiness(unit.session, liveness)
+        if problems:
+            raise Conflict("call_not_ready", "暂不能开始播报话术：" + "；".join(problems),
+                           problems=problems)
         unit.session.current_step = 0
+        unit.session.answer_open_step = ""
         await unit.move(principal.actor, SessionState.DISCLOSING, "script_started",
                         {"step_id": unit.session.steps[0]["id"], "index": 0})
         result: RecordingSession = unit.session
@@ -84,6 +134,8 @@ async def start_script(
 async def _advance(unit: Unit, actor: Actor, step: dict[str, Any]) -> None:
     session = unit.session
     session.current_step += 1
+    session.answer_open_step = ""
+    session.spoken = {}
     if session.current_step >= len(session.steps):
         await unit.move(actor, SessionState.SIGNING, "script_finished",
                         {"last_step_id": step["id"]})
@@ -126,30 +178,48 @@ async def acknowledge(
             raise Conflict("step_needs_no_answer", "该步骤无需客户确认")
         if step.get("answer") in WRITTEN_ANSWERS:
             raise Conflict("step_needs_writing", "该步骤需要在签名区抄录或签名")
-        if session.speaking_step == step_id:
-            raise Conflict("step_still_speaking", "请先听完本项内容再回答")
+        require_answer_open(session, step)
         now = deps.clock()
-        ack = await Acknowledgement.create(
-            session_id=session.id, step_id=step_id, step_index=session.current_step,
-            answer_kind=answer_kind, answer=answer, text=text[:500], at=now,
-            offset_ms=_offset_ms(session, now), client_event_id=client_event_id,
-            using_db=unit.conn,
-        )
-        data = {"step_id": step_id, "index": session.current_step, "answer": answer.value,
-                "answer_kind": answer_kind, "offset_ms": ack.offset_ms}
-        await unit.event(principal.actor, "acknowledged", data)
-        if answer == AnswerValue.AFFIRMATIVE:
-            await _advance(unit, principal.actor, step)
-        else:
-            session.paused = True
-            session.pause_reason = f"customer answered {answer.value} at step {step_id}"
-            await unit.move(principal.actor, SessionState.DISCLOSING, "script_paused", data)
+        if step.get("answer") == "show_document" and answer == AnswerValue.AFFIRMATIVE:
+            await documents.require_pages_shown(unit, principal.actor, step, now)  # R-25
+        ack = await store_answer(unit, principal.actor, step, answer, answer_kind, text,
+                                 client_event_id, now)
     return AckResult(ack, session, False)
+
+
+async def store_answer(unit: Unit, actor: Actor, step: dict[str, Any], answer: AnswerValue,
+                       answer_kind: str, text: str, client_event_id: str, at: datetime,
+                       speech: dict[str, Any] | None = None) -> Acknowledgement:
+    """The answer to the current (open) step, in the caller's transaction: an affirmative one
+    moves the script on; a negative or unclear one pauses it for the agent to explain, after
+    which the step is played again (R-24). Button and spoken answers alike."""
+    session = unit.session
+    ack = await Acknowledgement.create(
+        session_id=session.id, step_id=step["id"], step_index=session.current_step,
+        answer_kind=answer_kind, answer=answer, text=text[:500], at=at,
+        offset_ms=_offset_ms(session, at), client_event_id=client_event_id, speech=speech,
+        using_db=unit.conn,
+    )
+    data = {"step_id": step["id"], "index": session.current_step, "answer": answer.value,
+            "answer_kind": answer_kind, "offset_ms": ack.offset_ms}
+    if speech is not None:
+        data["transcript"] = str(speech.get("transcript", ""))[:200]
+    await unit.event(actor, "acknowledged", data)
+    if answer == AnswerValue.AFFIRMATIVE:
+        await _advance(unit, actor, step)
+    else:
+        session.paused = True
+        session.answer_open_step = ""  # the step is played again after the explanation
+        session.spoken = {}
+        session.pause_reason = f"customer answered {answer.value} at step {step['id']}"
+        await unit.move(actor, SessionState.DISCLOSING, "script_paused", data)
+    return ack
 
 
 async def advance(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUID,
                   step_id: str) -> RecordingSession:
-    """The agent moves past a step that needs no answer (e.g. the agent shows the licence)."""
+    """The agent moves past a step that needs no answer (e.g. the agent shows the licence),
+    once it was read in full (its speech played, or the agent heard reading it)."""
     async with locked(deps, session_id, "advance") as unit:
         _own(principal, unit.session)
         session = unit.session
@@ -161,6 +231,7 @@ async def advance(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUI
             raise Conflict("acknowledgement_required", "该步骤需要客户明确肯定答复后才能继续")
         if session.paused:
             raise Conflict("session_paused", "请先解释说明并继续")
+        require_answer_open(session, step)
         await _advance(unit, principal.actor, step)
         result: RecordingSession = unit.session
     return result
@@ -185,6 +256,7 @@ async def resume_script(
             raise Conflict("session_not_paused", "话术没有暂停，无需继续")
         unit.session.paused = False
         unit.session.pause_reason = ""
+        unit.session.answer_open_step = ""
         step = unit.session.steps[unit.session.current_step]
         await unit.move(principal.actor, SessionState.DISCLOSING, "script_resumed",
                         {"step_id": step["id"], "index": unit.session.current_step,
@@ -200,6 +272,7 @@ async def interrupt(
         session = unit.session
         session.resume_state = session.state
         session.interrupted_at = deps.clock()
+        session.answer_open_step = ""  # the interrupted step is played again after resuming
         await unit.move(actor, SessionState.INTERRUPTED, "interrupted",
                         {"reason": reason[:200], "step_index": session.current_step})
         result: RecordingSession = unit.session
@@ -238,7 +311,7 @@ async def resume_call(
         window = timedelta(seconds=deps.settings.resume_window_seconds)
         if now - session.interrupted_at > window:
             raise Conflict("resume_window_passed", "中断时间已超过可续录时限，请重新发起录制")
-        gap_ms = int((now - session.interrupted_at).total_seconds() * 1000)
+        gap_ms = (now - session.interrupted_at) // timedelta(milliseconds=1)
         target = session.resume_state
         data: dict[str, Any] = {"gap_ms": gap_ms, "resumed_into": target.value}
         if target == SessionState.DISCLOSING:
@@ -251,89 +324,48 @@ async def resume_call(
     return result
 
 
-def _image_kind(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    return None
-
-
-async def sign(
-    deps: WorkflowDeps, principal: CustomerPrincipal, risk_sentence: str, image: bytes
-) -> Signature:
-    """R-25: the hand-copied risk sentence (exact, where the product needs it) and a signature."""
-    kind = _image_kind(image)
-    if kind is None:
-        raise InvalidInput("signature_not_image", "签名图片格式不正确，请重新签名")
-    if len(image) > deps.settings.max_signature_bytes:
-        raise InvalidInput("signature_too_large", "签名图片过大，请重新签名")
-    async with locked(deps, principal.session_id, None) as unit:
-        session = unit.session
-        step = _written_step(session)
-        product = await Product.get(id=session.product_id, using_db=unit.conn)
-        if step is not None:  # a script step says what must be copied (signature steps: none)
-            expected = step.get("copy_text")
-        else:  # the final signing state of a script without a copy step
-            expected = (RISK_SENTENCE if product.product_type in RISK_SENTENCE_PRODUCTS
-                        else None)
-        if expected is not None and _normalised(risk_sentence) != _normalised(expected):
-            raise InvalidInput("risk_sentence_mismatch",
-                               "抄录的风险提示语句与要求不一致，请逐字抄录",
-                               expected=expected)
-        count = await Signature.filter(session_id=session.id).using_db(unit.conn).count()
-        stored = deps.storage.put(f"sessions/{session.id}/signature-{count + 1}.{kind}", image)
-        now = deps.clock()
-        signature = await Signature.create(
-            session_id=session.id, risk_sentence=risk_sentence[:500], image_path=stored.path,
-            image_sha256=stored.sha256, at=now, offset_ms=_offset_ms(session, now),
-            using_db=unit.conn,
-        )
-        await unit.event(principal.actor, "signed",
-                         {"image_sha256": stored.sha256, "offset_ms": signature.offset_ms,
-                          "step_id": step["id"] if step else None})
-        if step is not None:
-            # The written answer is the acknowledgement of its step (R-24, R-25).
-            await Acknowledgement.create(
-                session_id=session.id, step_id=step["id"], step_index=session.current_step,
-                answer_kind="handwriting" if step["answer"] == "handwritten_copy"
-                else "signature",
-                answer=AnswerValue.AFFIRMATIVE, text=risk_sentence[:500], at=now,
-                offset_ms=signature.offset_ms, client_event_id=f"signature-{signature.id}",
-                using_db=unit.conn,
-            )
-            await _advance(unit, principal.actor, step)
-    return signature
-
-
-def _normalised(text: str) -> str:
-    return "".join(text.split()).rstrip("。")
-
-
-def _written_step(session: RecordingSession) -> dict[str, Any] | None:
-    """The script step waiting for a hand-copy or signature; None in the final signing state.
-    Raises the 409 when the session is in neither."""
-    if session.state == SessionState.DISCLOSING and not session.paused:
-        step = session.steps[session.current_step]
-        if step.get("answer") in WRITTEN_ANSWERS:
-            if session.speaking_step == step["id"]:
-                raise Conflict("step_still_speaking", "请先听完本项内容再签名")
-            return step
-    require_state(session, "sign")
+def completion_problem(session: RecordingSession, signed: bool) -> Conflict | None:
+    """Why the session cannot be completed yet, before the recording is looked at."""
+    if session.state != SessionState.SIGNING:
+        try:
+            require_state(session, "complete")
+        except Conflict as refusal:
+            return refusal
+    if not signed:
+        return Conflict("signature_missing", "客户尚未完成抄录和签名，不能完成录制")
     return None
 
 
 async def complete(deps: WorkflowDeps, principal: StaffPrincipal,
                    session_id: UUID) -> RecordingSession:
+    """R-30: only a whole recording completes. The call room must have been closed first (so
+    every segment is registered); a gap in any stream that no recorded interruption explains
+    refuses the completion with what is missing, and the refusal is audited. Such a session
+    can only be aborted: what exists is kept and sealed as incomplete."""
     async with locked(deps, session_id, "complete") as unit:
         _own(principal, unit.session)
-        if not await Signature.filter(session_id=session_id).using_db(unit.conn).exists():
-            raise Conflict("signature_missing", "客户尚未完成抄录和签名，不能完成录制")
+        signed = await Signature.filter(session_id=session_id).using_db(unit.conn).exists()
+        problem = completion_problem(unit.session, signed)
+        if problem is not None:
+            raise problem
         now = deps.clock()
-        unit.session.completed_at = now
-        unit.session.ended_at = now
-        await unit.move(principal.actor, SessionState.COMPLETED, "completed")
+        s = deps.settings
+        gaps = await coverage.recording_gaps(unit.session, now, unit.conn,
+                                             s.call_keepalive_timeout_seconds,
+                                             s.recording_gap_tolerance_seconds)
+        if not gaps:
+            unit.session.completed_at = now
+            unit.session.ended_at = now
+            await unit.move(principal.actor, SessionState.COMPLETED, "completed")
         result: RecordingSession = unit.session
+    if gaps:
+        details = [g.as_dict() for g in gaps]
+        await audit.record_alone(principal.actor, "session.complete_refused",
+                                 object_type="session", object_id=str(session_id),
+                                 details={"reason": "recording_incomplete", "gaps": details})
+        raise Conflict("recording_incomplete",
+                       "录像不完整，不能完成录制：" + "；".join(g.describe() for g in gaps[:5])
+                       + "。请终止本次录制后重新录制", gaps=details)
     return result
 
 

@@ -15,14 +15,15 @@ from redis.exceptions import RedisError
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from models import lean
 from models.sessions import RecordingSession, SessionEvent, SessionState
 from security import audit
 from security.audit import Actor
 from security.crypto import FieldCipher
+from storage import ObjectStore
 from workflow.errors import Conflict, NotFound
 from workflow.events import EventPublisher
 from workflow.states import ACTION_LABELS_ZH, STATE_LABELS_ZH, TRANSITIONS
-from workflow.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,20 @@ class WorkflowSettings:
     resume_window_seconds: int = 30 * 60
     stale_session_seconds: int = 7 * 24 * 3600
     max_signature_bytes: int = 512 * 1024
+    # A party is reported lost this long after its media stopped (the hub's keep-alive).
+    call_keepalive_timeout_seconds: float = 10.0
+    # The longest hole in a recorded stream that `complete` lets pass (R-30).
+    recording_gap_tolerance_seconds: float = 3.0
+    # Voice needed before an agent-read step may be answered: this share of the time the text
+    # takes at `agent_chars_per_second`, at least `agent_voice_min_seconds` (R-24).
+    agent_voice_share: float = 0.4
+    agent_chars_per_second: float = 4.0
+    agent_voice_min_seconds: float = 1.5
     public_url: str = "http://127.0.0.1:8080"
+    # Liveness proven in the call before the script may start (workflow/live_liveness.py):
+    # required in production; the runs a session may fail before it can never start.
+    live_liveness_required: bool = False
+    live_liveness_max_attempts: int = 3
 
 
 class JobQueue(Protocol):
@@ -52,7 +66,7 @@ class WorkflowDeps:
     settings: WorkflowSettings
     cipher: FieldCipher
     publisher: EventPublisher
-    storage: LocalStorage
+    storage: ObjectStore  # evidence objects (storage/): local folder or S3
     seal_key: bytes
     jobs: JobQueue
     clock: Callable[[], datetime] = utcnow
@@ -126,9 +140,8 @@ async def locked(deps: WorkflowDeps, session_id: UUID, action: str | None) -> As
     transitions on one session; SQLite serialises all transactions anyway)."""
     unit: Unit | None = None
     async with in_transaction() as conn:
-        session = await RecordingSession.select_for_update().using_db(conn).get_or_none(
-            id=session_id
-        )
+        # Every transition starts here: the row is read without the ORM's query builder.
+        session = await lean.by_pk(RecordingSession, session_id, conn, for_update=True)
         if session is None:
             raise NotFound("session_not_found", "找不到该录制会话")
         if action is not None:

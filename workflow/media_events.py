@@ -1,26 +1,28 @@
 """What the call hub reports, applied to the session (R-23, R-24, R-30): recorded segments are
-registered, every TTS clip's outcome goes on the timeline (played in full or cut), a step that
-needs no answer moves on once its speech has played in full, and a lost party interrupts the
-call; the presence monitor's reference (R-13) is the verified live face. The hub itself knows
-nothing of sessions; `app/call_bridge.py` wires it to this module."""
+registered, the parties' media connections are kept on the session (the script starts only
+with both), every TTS clip's outcome goes on the timeline (played in full or cut), a step's
+answer opens once its speech has played in full to the connected customer (or, for a step the
+agent reads, once the agent was heard long enough), a step that needs no answer moves on once
+its speech has played in full, and a lost party interrupts the call; the presence monitor's
+reference (R-13) is the verified live face. The hub itself knows nothing of sessions;
+`app/call_bridge.py` wires it to this module."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from models.sessions import IdentityCheck, RecordingSession
-from scripts_library.speech import SpeechSettings
+from models.sessions import AnswerValue, IdentityCheck, RecordingSession, SessionState
 from security.audit import Actor
-from workflow import call
-from workflow.core import WorkflowDeps, locked
+from workflow import call, customer_controls
+from workflow.core import Unit, WorkflowDeps, WorkflowSettings, locked
 from workflow.errors import WorkflowError
 from workflow.evidence import EvidenceStore
+from workflow.script_speech import SpeechSettings
 from workflow.states import CALL_STATES
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,28 @@ async def segment_written(
     except WorkflowError as exc:
         # The file stays on disk; sealing would list it as added, so make it loud.
         log.error("segment %s/%s/%s not registered: %s", session_id, kind, segment, exc)
+
+
+async def party_connected(deps: WorkflowDeps, session_id: UUID, role: str,
+                          recording: bool) -> None:
+    """A party's media is up (and recorded when the hub records): kept on the session and on
+    the timeline, where `workflow.coverage` reads when an interrupted party was back."""
+    async with locked(deps, session_id, None) as unit:
+        if unit.session.state not in CALL_STATES | {SessionState.INTERRUPTED}:
+            return
+        parties = dict(unit.session.call_parties or {})
+        parties[role] = {"at": deps.clock().isoformat(), "recording": recording}
+        unit.session.call_parties = parties
+        await unit.event(MEDIA, "party_connected", {"role": role, "recording": recording})
+
+
+async def _forget_party(deps: WorkflowDeps, session_id: UUID, role: str, reason: str) -> None:
+    async with locked(deps, session_id, None) as unit:
+        parties = dict(unit.session.call_parties or {})
+        if parties.pop(role, None) is None:
+            return
+        unit.session.call_parties = parties
+        await unit.event(MEDIA, "party_lost", {"role": role, "reason": reason})
 
 
 async def speech_started(deps: WorkflowDeps, session_id: UUID, clip_id: str) -> None:
@@ -62,16 +86,197 @@ async def clip_finished(
         session = unit.session
         if session.speaking_step == step_id:
             session.speaking_step = ""
-        if complete and session.state.value == "disclosing" and not session.paused:
-            step = session.steps[session.current_step]
-            advance_to_next = step["id"] == step_id and step.get("answer") == call.NO_ANSWER
+        step = _current_step(session)
+        if (complete and step is not None and step["id"] == step_id
+                # 再听一遍 asked after this clip started: the replay's clip must be heard.
+                and not await customer_controls.replay_superseded(unit.conn, session_id,
+                                                                  clip_id)):
+            if step.get("answer") == call.NO_ANSWER:
+                advance_to_next = True
+            else:
+                await _open_answer(unit, step, {"by": "speech_complete", "clip_id": clip_id})
     if advance_to_next:
         await call.advance_after_speech(deps, session_id, step_id)
 
 
+def reading_step(session: RecordingSession) -> dict[str, Any] | None:
+    """The step being read now and not yet open for its answer (None when paused, between
+    steps or outside the script)."""
+    step = _current_step(session)
+    return step if step is not None and session.answer_open_step != step["id"] else None
+
+
+def _current_step(session: RecordingSession) -> dict[str, Any] | None:
+    """The step being disclosed, while it can be answered (not paused)."""
+    if session.state != SessionState.DISCLOSING or session.paused:
+        return None
+    if session.current_step >= len(session.steps):
+        return None
+    return session.steps[session.current_step]
+
+
+async def _open_answer(unit: Unit, step: dict[str, Any], how: dict[str, Any]) -> None:
+    """R-24: from now on the server accepts the answer to this step; the pages are told by
+    the timeline event (the customer's snapshot carries `answer_open`)."""
+    if unit.session.answer_open_step == step["id"]:
+        return
+    unit.session.answer_open_step = step["id"]
+    await unit.event(MEDIA, "answer_opened",
+                     {"step_id": step["id"], "index": unit.session.current_step, **how})
+
+
+def agent_voice_needed_ms(step: dict[str, Any], settings: WorkflowSettings) -> int:
+    """How much of the agent's voice an agent-read step needs before it may be answered: a
+    share of the time its text takes to read (R-24)."""
+    chars = sum(1 for c in str(step.get("text", "")) if not c.isspace())
+    reading_s = chars / settings.agent_chars_per_second
+    return int(1000 * max(settings.agent_voice_min_seconds,
+                          reading_s * settings.agent_voice_share))
+
+
+async def agent_voice(deps: WorkflowDeps, session_id: UUID, step_id: str,
+                      voiced_ms: int) -> bool:
+    """The hub heard the agent for `voiced_ms` since the agent-read step `step_id` started;
+    opens its answer once that is enough. Returns whether the answer is open."""
+    async with locked(deps, session_id, None) as unit:
+        step = _current_step(unit.session)
+        if step is None or step["id"] != step_id or step.get("speaker") != "agent":
+            return False
+        needed = agent_voice_needed_ms(step, deps.settings)
+        if voiced_ms < needed:
+            return False
+        await _open_answer(unit, step, {"by": "agent_voice", "voiced_ms": voiced_ms,
+                                        "needed_ms": needed})
+        return True
+
+
+SPOKEN_ANSWER = "spoken_answer"
+# Answers the recogniser could not understand before the page offers the buttons (R-24).
+UNCLEAR_BEFORE_BUTTONS = 2
+
+
+def listening_step(session: RecordingSession) -> dict[str, Any] | None:
+    """The step whose spoken answer is awaited now: its answer is open, it expects a spoken
+    answer and it has not been answered."""
+    step = _current_step(session)
+    if (step is None or step.get("answer") != SPOKEN_ANSWER
+            or session.answer_open_step != step["id"]):
+        return None
+    return step
+
+
+def _spoken_state(session: RecordingSession, step_id: str) -> dict[str, Any]:
+    if session.spoken.get("step_id") == step_id:
+        return dict(session.spoken)
+    return {"step_id": step_id, "attempts": 0, "heard": "", "verdict": "", "buttons": False}
+
+
+async def spoken_answer(deps: WorkflowDeps, session_id: UUID, step_id: str,
+                        heard: dict[str, Any], start_ms: int, end_ms: int) -> str:
+    """What the customer said to an open spoken-answer step (R-24), as the recogniser judged
+    it (`heard`: verdict, transcript, confidence, engine …; start/end on the recording clock).
+
+    Affirmative → the acknowledgement, `answer_kind` "voice", with the transcript, the audio
+    span and the engine; negative → the same pause-and-explain as the "不清楚" button (never
+    stored as affirmative); unclear → the page asks again, and after
+    `UNCLEAR_BEFORE_BUTTONS` such answers offers the buttons. Every hearing goes on the
+    timeline (`answer_heard`). Returns what happened: acknowledged, paused, unclear, ignored
+    (the step moved on meanwhile)."""
+    verdict = str(heard.get("verdict", "unclear"))
+    async with locked(deps, session_id, None) as unit:
+        session = unit.session
+        step = listening_step(session)
+        if step is None or step["id"] != step_id:
+            return "ignored"
+        spoken = _spoken_state(session, step_id)
+        spoken.update(attempts=int(spoken["attempts"]) + 1,
+                      heard=str(heard.get("transcript", ""))[:100], verdict=verdict)
+        await unit.event(MEDIA, "answer_heard", {
+            "step_id": step_id, "verdict": verdict, "start_ms": start_ms, "end_ms": end_ms,
+            **{k: heard[k] for k in ("transcript", "confidence", "reason", "engine",
+                                     "engine_version", "seconds") if k in heard}})
+        if verdict not in ("affirmative", "negative"):
+            if spoken["attempts"] >= UNCLEAR_BEFORE_BUTTONS and not spoken["buttons"]:
+                spoken["buttons"] = True
+                await unit.event(MEDIA, "answer_buttons_offered",
+                                 {"step_id": step_id, "reason": "unclear"})
+            session.spoken = spoken
+            return "unclear"
+        session.spoken = spoken
+        at = (session.recording_started_at + timedelta(milliseconds=end_ms)
+              if session.recording_started_at else deps.clock())
+        speech: dict[str, Any] = {k: heard[k] for k in ("transcript", "confidence", "reason",
+                                                        "engine", "engine_version") if k in heard}
+        speech.update(verdict=verdict, start_ms=start_ms, end_ms=end_ms)
+        answer = AnswerValue.AFFIRMATIVE if verdict == "affirmative" else AnswerValue.NEGATIVE
+        await call.store_answer(unit, MEDIA, step, answer, "voice",
+                                str(heard.get("transcript", "")), f"voice-{step_id}-"
+                                f"{session.event_seq}-{end_ms}", at, speech)
+        return "acknowledged" if answer == AnswerValue.AFFIRMATIVE else "paused"
+
+
+async def offer_buttons(deps: WorkflowDeps, session_id: UUID, step_id: str,
+                        reason: str) -> None:
+    """The page offers the answer buttons for a spoken-answer step (nothing understood in
+    time, or no recogniser)."""
+    async with locked(deps, session_id, None) as unit:
+        step = listening_step(unit.session)
+        if step is None or step["id"] != step_id:
+            return
+        spoken = _spoken_state(unit.session, step_id)
+        if spoken["buttons"]:
+            return
+        spoken["buttons"] = True
+        unit.session.spoken = spoken
+        await unit.event(MEDIA, "answer_buttons_offered", {"step_id": step_id, "reason": reason})
+
+
+async def room_lost(deps: WorkflowDeps, session_id: UUID, reason: str) -> None:
+    """The node holding the call died (R-30): nobody is connected any more and the call is
+    interrupted, resumable within the window on any live node."""
+    async with locked(deps, session_id, None) as unit:
+        lost = sorted(unit.session.call_parties or {})
+        unit.session.call_parties = {}
+        await unit.event(MEDIA, "call_node_lost", {"reason": reason[:200], "parties": lost})
+    session = await RecordingSession.get_or_none(id=session_id)
+    if session is not None and session.state in CALL_STATES:
+        try:
+            await call.interrupt(deps, MEDIA, session_id, reason)
+        except WorkflowError as exc:
+            log.info("session %s not interrupted: %s", session_id, exc)
+
+
+async def segment_unreadable(deps: WorkflowDeps, session_id: UUID, path: str) -> None:
+    """An unfinished segment of a dead process had nothing readable: kept, and on the
+    timeline so QA and the seal see the hole."""
+    async with locked(deps, session_id, None) as unit:
+        await unit.event(MEDIA, "segment_unreadable", {"path": path})
+
+
+async def presence_hold(deps: WorkflowDeps, session_id: UUID, mark: str, message: str) -> None:
+    """R-13 live: the customer left the picture, a second face appeared or the face changed.
+    The reading stops (the bridge cuts the clip) and the current step's answer closes until the
+    customer is back alone; the agent's console shows the alert from this event."""
+    async with locked(deps, session_id, None) as unit:
+        unit.session.answer_open_step = ""
+        await unit.event(MEDIA, "presence_alert", {"type": mark, "message": message[:200]})
+
+
+async def presence_release(deps: WorkflowDeps, session_id: UUID) -> None:
+    """The customer is back alone in view: the current step is read again from its start."""
+    async with locked(deps, session_id, None) as unit:
+        step = _current_step(unit.session)
+        await unit.event(MEDIA, "presence_restored",
+                         {"step_id": step["id"] if step else None})
+
+
 async def party_lost(deps: WorkflowDeps, session_id: UUID, role: str, reason: str) -> None:
     session = await RecordingSession.get_or_none(id=session_id)
-    if session is None or session.state not in CALL_STATES:
+    if session is None:
+        return
+    if session.state in CALL_STATES | {SessionState.INTERRUPTED}:
+        await _forget_party(deps, session_id, role, reason)
+    if session.state not in CALL_STATES:
         return
     try:
         await call.interrupt(deps, MEDIA, session_id, f"{role} lost: {reason}")
@@ -110,14 +315,16 @@ async def presence_reference(deps: WorkflowDeps, session_id: UUID) -> PresenceRe
     if check is None:
         raise NoPresenceReference("no passed identity check")
     path = live_face_path(session_id, check.attempt)
-    if not deps.storage.exists(path):
+    if not await deps.storage.exists(path):
         raise NoPresenceReference(f"no live face stored for attempt {check.attempt}")
-    image = await asyncio.to_thread(EvidenceStore(deps.storage, deps.cipher).get, path)
+    image = await EvidenceStore(deps.storage, deps.cipher).get(path)
     return PresenceReference(image, check.attempt, session.recording_started_at.timestamp())
 
 
-def clip_for(session: RecordingSession, speech: SpeechSettings) -> tuple[str, Path] | None:
-    """The current step's pre-rendered speech (R-23): its clip id and WAV file, if any."""
+async def clip_for(session: RecordingSession,
+                   speech: SpeechSettings) -> tuple[str, Path] | None:
+    """The current step's pre-rendered speech (R-23): its clip id and WAV file, if any; a
+    rendering made on another node is fetched from the shared store into this node's cache."""
     if session.state.value != "disclosing" or session.paused:
         return None
     step: dict[str, Any] = session.steps[session.current_step]
@@ -126,7 +333,7 @@ def clip_for(session: RecordingSession, speech: SpeechSettings) -> tuple[str, Pa
         return None
     from media.tts.cache import SpeechCache
 
-    cached = SpeechCache(speech.cache_dir).get(audio["cache_key"])
+    cached = await SpeechCache(speech.cache_dir, speech.store).fetch(audio["cache_key"])
     if cached is None or cached.wav_sha256 != audio["sha256"]:
         log.error("speech of step %s is missing or changed in the cache", step["id"])
         return None

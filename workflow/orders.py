@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from media.identity import idnumber
 from models.people import Agent, Customer
 from models.sales import Order, Product
+from rules import idnumber
 from security import audit
 from workflow.core import WorkflowDeps
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound

@@ -11,15 +11,15 @@ from uuid import UUID, uuid4
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from media.identity import idnumber
 from models.org import Institution, Premises
 from models.people import Agent
 from models.sales import Order, Product, ScriptVersion
 from models.sessions import RecordingSession, SessionEvent, SessionState
-from scripts_library import versions
+from rules import idnumber
 from scripts_library.render import RenderContext, RenderError, render
 from security import audit
 from security.roles import Scope
+from workflow import script_versions as versions
 from workflow.core import WorkflowDeps, event_payload
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from workflow.gates import GateFailure, Location, check_agent, check_gates, check_location

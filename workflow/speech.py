@@ -9,9 +9,9 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from models.sessions import RecordingSession
-from scripts_library.speech import SpeechSettings, prerender_session_speech
 from security.audit import Actor
 from workflow.core import WorkflowDeps, locked
+from workflow.script_speech import SpeechSettings, prerender_session_speech
 
 
 async def prepare_session_speech(

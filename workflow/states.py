@@ -3,6 +3,10 @@
 created → invited → opened → consented → identity_verified → in_call → disclosing → signing →
 completed → sealed → qa_pending → qa_passed | qa_rejected, with the exits declined,
 identity_failed, interrupted (resumable within a window), expired and aborted.
+
+completed → evidence_incomplete when sealing finds a registered file missing, unreadable or not
+what was written (R-31); the sweep retries it, and it is sealed once the file is back. Aborted
+and expired sessions that recorded anything are sealed as incomplete and stay where they are.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ PRE_CALL_STATES = frozenset({S.CREATED, S.INVITED, S.OPENED, S.CONSENTED, S.IDEN
 ABORTABLE = PRE_CALL_STATES | CALL_STATES | {S.INTERRUPTED}
 # States in which nothing has been agreed yet: a stale one expires.
 STALE_CANDIDATES = frozenset({S.CREATED, S.INVITED, S.OPENED, S.CONSENTED, S.IDENTITY_VERIFIED})
+# Ended before completion: sealed as incomplete when anything was recorded (R-31).
+ENDED_EARLY = frozenset({S.ABORTED, S.EXPIRED})
 
 # action -> (states it may start from, state it leads to; None when it depends on the outcome)
 TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
@@ -30,7 +36,9 @@ TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "resume_script": (frozenset({S.DISCLOSING}), S.DISCLOSING),
     "sign": (frozenset({S.SIGNING}), S.SIGNING),
     "complete": (frozenset({S.SIGNING}), S.COMPLETED),
-    "seal": (frozenset({S.COMPLETED}), S.SEALED),
+    # sealed (then qa_pending), or evidence_incomplete when a file fails its check (R-31)
+    "seal": (frozenset({S.COMPLETED, S.EVIDENCE_INCOMPLETE}), None),
+    "seal_incomplete": (ENDED_EARLY, None),  # the state stays: sealed as incomplete, or not
     "submit_qa": (frozenset({S.SEALED}), S.QA_PENDING),
     "review": (frozenset({S.QA_PENDING}), None),  # qa_passed or qa_rejected
     "interrupt": (CALL_STATES, S.INTERRUPTED),
@@ -59,6 +67,7 @@ STATE_LABELS_ZH: dict[S, str] = {
     S.INTERRUPTED: "通话中断",
     S.EXPIRED: "已过期",
     S.ABORTED: "已终止",
+    S.EVIDENCE_INCOMPLETE: "证据不完整",
 }
 
 ACTION_LABELS_ZH: dict[str, str] = {
@@ -74,6 +83,7 @@ ACTION_LABELS_ZH: dict[str, str] = {
     "sign": "签名",
     "complete": "完成录制",
     "seal": "封存",
+    "seal_incomplete": "封存未完成的录制",
     "submit_qa": "提交质检",
     "review": "质检",
     "interrupt": "中断",

@@ -1,3 +1,4 @@
+// @ts-check
 // Statistics dashboard (R-55): sessions by outcome, QA and identity pass rates and median call
 // durations by branch, agent, product or period. Charts are inline SVG drawn here: no chart
 // library, no CDN (the system runs on networks without internet access).
@@ -65,7 +66,7 @@ async function enter() {
     const me = await api("GET", "/auth/me", { token });
     $("#who").textContent = `${me.display_name}（${me.username}）`;
   } catch (err) {
-    if (err.status === 401) { show("login"); return; }
+    if (err instanceof ApiError && err.status === 401) { show("login"); return; }
     fail(err); return;
   }
   show("dashboard");

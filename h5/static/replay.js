@@ -1,10 +1,34 @@
+// @ts-check
 // QA replay (R-41): the recording with its timeline beside it. Every mark (step, answer,
 // identity result, presence mark, interruption, finding) seeks the video to its time in the
 // recording. Segments are separate files on the session's clock: seeking loads the segment
 // that holds the time, and playback runs on into the next one. The playback copy (both parties
 // side by side, TTS mixed in) is offered beside them once the background job has made it.
-// Opening the page, playing and every download are audited by the server.
+// Opening the page, playing and every download are audited by the server. The after-call
+// transcript (what each party said, on the same clock) is listed beside the timeline: the search
+// box filters its lines, and clicking a line seeks the video there.
 import { $, ApiError, api, setStatus, show, staffLoginForm } from "/static/api.js";
+
+/**
+ * A recorded segment with its ticket URL, on the session clock.
+ * @typedef {{ id: number, segment: number, start_ms: number, end_ms: number, url: string,
+ *   [member: string]: any }} Segment
+ */
+/**
+ * GET /qa/sessions/{id}/replay (ReplayView in api/responses.py; the members used here).
+ * @typedef {{ session: { duration_ms: number, [member: string]: any }, steps: any[], marks: any[],
+ *   recordings: Record<string, Segment[]>, findings: any[], conversation: any[],
+ *   playback: any }} ReplayView
+ */
+/**
+ * GET /qa/sessions/{id}/transcript (TranscriptView).
+ * @typedef {{ status: string, label: string, lines: { party: string, party_label: string,
+ *   start_ms: number, end_ms: number, clock: string, text: string }[] }} Transcript
+ */
+/**
+ * @typedef {{ position_ms: number, segment: Segment | null, seeking: boolean,
+ *   view: ReplayView | null, transcript: Transcript | null }} ReplayState
+ */
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const KIND_LABELS = { step: "话术步骤", answer: "客户答复", identity: "身份核验",
@@ -15,7 +39,11 @@ const message = $("#message");
 const video = $("#video");
 const agentVideo = $("#agentVideo");
 // Exposed for tests and for the curious: where the player is on the session's clock.
-const state = window.replayState = { position_ms: 0, segment: null, seeking: false, view: null };
+/** @type {ReplayState} */
+const state = { position_ms: 0, segment: null, seeking: false, view: null, transcript: null };
+/** @type {any} */ (window).replayState = state;
+/** The loaded replay (set before anything is drawn). */
+const loadedView = () => /** @type {ReplayView} */ (state.view);
 const hidden = new Set();
 
 const fail = (err) => setStatus(message, err instanceof ApiError ? err.message : String(err), "error");
@@ -39,16 +67,79 @@ async function load() {
     $("#who").textContent = `${me.display_name}（${me.username}）`;
     state.view = await api("GET", `/qa/sessions/${id}/replay`, { token });
   } catch (err) {
-    if (err.status === 401) { show("login"); return; }
+    if (err instanceof ApiError && err.status === 401) { show("login"); return; }
     fail(err); return;
   }
   render(state.view);
   show("replay");
   await seek(0, false);
+  await loadTranscript(id);
 }
 
+// The transcript is its own (audited) read: it may still be in the making when the page opens.
+async function loadTranscript(id) {
+  try {
+    state.transcript = await api("GET", `/qa/sessions/${id}/transcript`, { token });
+  } catch (err) { fail(err); return; }
+  renderTranscript();
+}
+
+// Case and spaces do not matter; punctuation in the query is kept (a line's text has it too).
+const folded = (text) => text.toLowerCase().replace(/\s+/g, "");
+
+function highlighted(text, query) {
+  const span = document.createElement("span");
+  if (!query) { span.textContent = text; return span; }
+  let rest = text;
+  while (rest) {
+    const at = folded(rest).indexOf(query);
+    if (at < 0 || query.length === 0) { span.append(rest); break; }
+    // Map the folded index back (the text's own spaces were removed for matching).
+    let i = 0, seen = 0;
+    while (seen < at) { if (!/\s/.test(rest[i])) seen++; i++; }
+    while (/\s/.test(rest[i])) i++;
+    let j = i, taken = 0;
+    while (taken < query.length && j < rest.length) { if (!/\s/.test(rest[j])) taken++; j++; }
+    span.append(rest.slice(0, i));
+    const mark = document.createElement("mark");
+    mark.textContent = rest.slice(i, j);
+    span.append(mark);
+    rest = rest.slice(j);
+  }
+  return span;
+}
+
+function renderTranscript() {
+  const t = state.transcript;
+  if (!t) return;
+  const query = folded($("#transcriptSearch").value || "");
+  $("#transcriptStatus").textContent = t.label + (t.status === "done" ? `（${t.lines.length} 条）` : "");
+  const shown = t.lines.filter((line) => !query || folded(line.text).includes(query));
+  $("#transcript").replaceChildren(...shown.map((line) => {
+    const li = document.createElement("li");
+    li.className = line.party;
+    li.dataset.atMs = String(line.start_ms);
+    li.dataset.party = line.party;
+    const time = document.createElement("time");
+    time.textContent = line.clock;
+    const party = document.createElement("span");
+    party.className = "party";
+    party.textContent = line.party_label;
+    li.append(time, party, highlighted(line.text, query));
+    li.title = "点击跳转到此处";
+    li.onclick = () => seek(line.start_ms, true);
+    return li;
+  }));
+  const count = $("#transcriptCount");
+  count.textContent = query ? `找到 ${shown.length} 条` : "";
+  count.classList.toggle("hidden", !query);
+}
+
+$("#transcriptSearch").addEventListener("input", () => renderTranscript());
+
+/** @param {string} kind @returns {Segment[]} */
 function segmentsOf(kind) {
-  return (state.view.recordings[kind] || []).slice().sort((a, b) => a.start_ms - b.start_ms);
+  return (loadedView().recordings[kind] || []).slice().sort((a, b) => a.start_ms - b.start_ms);
 }
 
 function render(view) {
@@ -190,18 +281,20 @@ function renderChat(view) {
     const li = document.createElement("li");
     li.className = m.direction === "out" ? "out" : "in";
     li.textContent = `${new Date(m.at).toLocaleTimeString("zh-CN")} ${m.text || `[${m.type}]`}`;
-    if (m.offset_ms >= 0 && m.offset_ms <= state.view.session.duration_ms) li.onclick = () => seek(m.offset_ms, true);
+    if (m.offset_ms >= 0 && m.offset_ms <= loadedView().session.duration_ms) li.onclick = () => seek(m.offset_ms, true);
     return li;
   });
   $("#chat").replaceChildren(...items);
   $("#noChat").classList.toggle("hidden", items.length > 0);
 }
 
+/** @param {Segment[]} list @param {number} ms @returns {Segment | null} */
 function segmentAt(list, ms) {
   return list.find((s) => ms >= s.start_ms && ms < s.end_ms)
     || list.find((s) => s.start_ms >= ms) || list[list.length - 1] || null;
 }
 
+/** @param {HTMLMediaElement} el @returns {Promise<void>} */
 function loaded(el) {
   return new Promise((resolve, reject) => {
     if (el.readyState >= 1) { resolve(); return; }
@@ -210,6 +303,7 @@ function loaded(el) {
   });
 }
 
+/** @param {HTMLMediaElement} el @param {Segment[]} list @param {number} ms */
 async function place(el, list, ms) {
   const seg = segmentAt(list, ms);
   if (!seg) return null;
@@ -230,7 +324,7 @@ async function seek(ms, play) {
     await place(agentVideo, segmentsOf("agent_av"), ms).catch(() => null);
     state.segment = seg;
     if (seg) {
-      await new Promise((resolve) => {
+      await new Promise(/** @param {(value?: unknown) => void} resolve */ (resolve) => {
         if (!video.seeking) { resolve(); return; }
         video.addEventListener("seeked", () => resolve(), { once: true });
       });
@@ -249,23 +343,33 @@ function update() {
   state.position_ms = Math.round(seg.start_ms + video.currentTime * 1000);
   $("#position").textContent = clock(state.position_ms);
   $("#segmentInfo").textContent = `客户录像第 ${seg.segment} 段`;
-  const total = Math.max(state.view.session.duration_ms, 1);
+  const total = Math.max(loadedView().session.duration_ms, 1);
   const head = $("#head");
   if (head) head.style.left = `${Math.min(100, (state.position_ms / total) * 100)}%`;
+  /** @type {HTMLElement | null} */
   let active = null;
-  document.querySelectorAll("#marks li").forEach((li) => {
+  for (const el of document.querySelectorAll("#marks li")) {
+    const li = /** @type {HTMLElement} */ (el);
     const at = Number(li.dataset.atMs);
     if (li.dataset.atMs !== "" && at <= state.position_ms + 250) active = li;
     li.classList.remove("active");
-  });
+  }
   if (active) active.classList.add("active");
+  /** @type {HTMLElement | null} */
+  let line = null;
+  for (const el of document.querySelectorAll("#transcript li")) {
+    const li = /** @type {HTMLElement} */ (el);
+    if (Number(li.dataset.atMs) <= state.position_ms + 250) line = li;
+    li.classList.remove("active");
+  }
+  if (line) line.classList.add("active");
 }
 
 video.addEventListener("timeupdate", () => { if (!state.seeking) update(); });
 video.addEventListener("ended", async () => {
   // Continue in the next segment of the same track (segments meet on the session clock).
   const list = segmentsOf("customer_av");
-  const next = list[list.indexOf(state.segment) + 1];
+  const next = state.segment ? list[list.indexOf(state.segment) + 1] : list[0];
   if (next) await seek(next.start_ms, true);
 });
 staffLoginForm(TOKEN_KEY, async (t) => { token = t; await load(); }, fail);

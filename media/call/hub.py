@@ -28,6 +28,7 @@ needs to look at it: the presence monitor (R-13, :mod:`media.call.presence`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
@@ -50,6 +51,7 @@ from aiortc import (
 from pydantic import BaseModel
 
 from media.call import messages
+from media.call.admission import Admission, AdmissionConfig, Headroom
 from media.call.events import (
     ROLES,
     ClipFinished,
@@ -64,6 +66,7 @@ from media.call.ice import (
     include_loopback_candidates,
     rtc_configuration,
 )
+from media.call.listen import AudioListener, Samples
 from media.call.passthrough import forward_keyframe_requests, request_keyframe, tap_receiver
 from media.call.presence import Frame, SamplingPool, VideoSampler
 from media.call.relay import PacketFanout, RelayTrack
@@ -116,6 +119,8 @@ class CallHubConfig:
     # Worker threads shared by all rooms' video samplers (decode + analysis, R-13); a sample
     # that finds them all busy is dropped, never queued.
     sample_workers: int = 1
+    # Admission control (media/call/admission.py): None admits every room.
+    admission: AdmissionConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,7 @@ class _Room:
     parties: dict[Role, _Party] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     samplers: list[VideoSampler[Any]] = field(default_factory=list)
+    listeners: list[AudioListener[Any]] = field(default_factory=list)
 
 
 def _other(role: Role) -> Role:
@@ -194,9 +200,13 @@ class CallHub:
         self._on_message = on_message
         self._on_room_closed = on_room_closed
         self._sampling_pool = SamplingPool(config.sample_workers)
+        self._listen_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._rooms: dict[str, _Room] = {}
         self._epochs = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.admission = (Admission(config.admission, rooms=lambda: len(self._rooms))
+                          if config.admission is not None else None)
+        self._admission_task: asyncio.Task[None] | None = None
         if config.include_loopback:
             include_loopback_candidates()
 
@@ -209,13 +219,22 @@ class CallHub:
 
         A party that joins again (after a network drop) replaces its previous connection; its
         recording continues in new segments (R-30).
+
+        A new room is refused with :class:`media.call.admission.CallRefused` when the hub has
+        no headroom for one more call (admission control); a party joining a room already open
+        (the second party, or a rejoin) is always admitted.
         """
         check_session_id(session_id)
         if role not in ROLES:
             raise SignallingError(f"unknown role {role!r}")
         if type_ != "offer":
             raise SignallingError(f"expected an SDP offer, got {type_!r}")
-        room = self._rooms.get(session_id) or self._open_room(session_id)
+        room = self._rooms.get(session_id)
+        if room is None:
+            if self.admission is not None:
+                self._measure_load()
+                self.admission.check()  # no await before the room is opened
+            room = self._open_room(session_id)
         async with room.lock:
             if self._rooms.get(session_id) is not room:
                 raise UnknownSession(f"{session_id} was closed while joining")
@@ -227,6 +246,9 @@ class CallHub:
             for sampler in room.samplers:
                 if sampler.role == role:
                     sampler.attach(room.sources[(role, "video")], party.epoch)
+            for listener in room.listeners:
+                if listener.role == role:
+                    listener.attach(room.sources[(role, "audio")], party.epoch)
             party.watchdog = asyncio.get_running_loop().create_task(self._watch(room, party))
             party.watchdog.add_done_callback(self._log_failure)
         description = party.pc.localDescription
@@ -290,6 +312,44 @@ class CallHub:
             sampler.attach(room.sources[(role, "video")], party.epoch)
         return sampler
 
+    def listen_audio(
+        self,
+        session_id: str,
+        role: Literal["customer", "agent"],
+        consume: Callable[[float, Samples], T],
+        *,
+        on_result: Callable[[T], Awaitable[None] | None] | None = None,
+        block_seconds: float = 1.0,
+    ) -> AudioListener[T]:
+        """Decode ``role``'s voice until :meth:`stop_listening` (or the room closes): every
+        ``block_seconds`` the 16 kHz samples go to ``consume(t, samples)`` in a worker thread
+        and its result to ``on_result`` in the loop. Follows the party across rejoins. See
+        :mod:`media.call.listen`."""
+        room = self._room(session_id)
+        if self._listen_executor is None:
+            self._listen_executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="audio-listener")
+        listener = AudioListener(role, consume, executor=self._listen_executor,
+                                 on_result=on_result, block_seconds=block_seconds,
+                                 name=f"{session_id}/{role}/audio listener")
+        room.listeners.append(listener)
+        party = room.parties.get(role)
+        if party is not None and not party.closing:
+            listener.attach(room.sources[(role, "audio")], party.epoch)
+        return listener
+
+    async def stop_listening(self, session_id: str, listener: AudioListener[Any]) -> None:
+        room = self._rooms.get(session_id)
+        if room is not None and listener in room.listeners:
+            room.listeners.remove(listener)
+        await listener.close()
+
+    def video_source(self, session_id: str, role: Literal["customer", "agent"]) -> PacketFanout:
+        """The room's stream of ``role``'s encoded video (it follows rejoins): for whoever
+        decodes it for a while, e.g. a live liveness challenge (media/call/live_liveness.py).
+        A subscriber must unsubscribe when done."""
+        return self._room(session_id).sources[(role, "video")]
+
     def video_samplers(self, session_id: str) -> list[VideoSampler[Any]]:
         """The samplers watching the room's video (for monitoring and tests)."""
         return list(self._room(session_id).samplers)
@@ -318,6 +378,8 @@ class CallHub:
                 await room.recorder.finish()
             for sampler in room.samplers:
                 await sampler.close()
+            for listener in room.listeners:
+                await listener.close()
         self._emit(self._on_room_closed, RoomClosed(session_id))
         await self._settle()
 
@@ -326,7 +388,31 @@ class CallHub:
         for session_id in list(self._rooms):
             await self.close(session_id)
         await self._settle()
+        if self._admission_task is not None:
+            self._admission_task.cancel()
+            self._admission_task = None
         await asyncio.to_thread(self._sampling_pool.shutdown)
+        if self._listen_executor is not None:
+            await asyncio.to_thread(self._listen_executor.shutdown)
+
+    def headroom(self) -> Headroom | None:
+        """What admission control measured and would decide for a new room now (None when
+        admission control is off)."""
+        return self.admission.headroom() if self.admission is not None else None
+
+    def _measure_load(self) -> None:
+        """Start sampling CPU and loop lag (in the loop the rooms run in) on the first join."""
+        if self.admission is not None and self._admission_task is None:
+            self._admission_task = asyncio.get_running_loop().create_task(self.admission.run())
+            self._admission_task.add_done_callback(self._log_failure)
+
+    def room_ids(self) -> list[str]:
+        """The sessions with a room open in this hub."""
+        return list(self._rooms)
+
+    def has_room(self, session_id: str) -> bool:
+        """Whether a room is open for the session in this hub (someone joined here)."""
+        return session_id in self._rooms
 
     def connected_roles(self, session_id: str) -> set[Role]:
         """Roles whose media connection is up right now."""
@@ -575,6 +661,9 @@ class CallHub:
         for sampler in room.samplers:
             if sampler.role == party.role:
                 sampler.detach(party.epoch)
+        for listener in room.listeners:
+            if listener.role == party.role:
+                listener.detach(party.epoch)
         for kind in ("audio", "video"):
             room.sources[(party.role, kind)].clear_keyframe_source(party.epoch)  # type: ignore[index]
         try:

@@ -5,8 +5,8 @@ liveness with random challenges (plus passive anti-spoofing when configured), an
 monitoring during the call. Start with ``IdentityService``; docs/identity.md has the details.
 """
 
-# The names below are loaded on first use (PEP 562), so that the rules layer can import the
-# light modules of this package (e.g. ``media.identity.idnumber``) without loading the engines.
+# The names below are loaded on first use (PEP 562), so that the workflow can import the
+# light modules of this package (e.g. ``media.identity.results``) without loading the engines.
 from __future__ import annotations
 
 import importlib

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from media.identity.results import Challenge
+
 
 def default_cache_dir() -> Path:
     """Where model folders and copied weights go: ``$SHUANGLU_CACHE_DIR`` or the XDG cache."""
@@ -52,22 +54,39 @@ class CardQualityConfig(BaseModel):
     min_field_score: float = 0.80
 
 
+# Default pass threshold per face engine, in that engine's own metric (docs/identity.md, "Face
+# match threshold"): dlib-chip = euclidean distance of 5-point-aligned dlib descriptors, chosen
+# from the ROC of bench/identity.py; deepface-dlib = cosine distance of deepface's Dlib model.
+FACE_THRESHOLDS: dict[str, float] = {"dlib-chip": 0.54, "deepface-dlib": 0.075}
+
+
 class FaceConfig(BaseModel):
     """Face comparison: ID portrait against the live face."""
 
-    engine: Literal["deepface-dlib"] = "deepface-dlib"
+    # dlib-chip: dlib's own pipeline (aligned chips, euclidean); deepface-dlib: deepface's Dlib.
+    engine: Literal["dlib-chip", "deepface-dlib"] = "dlib-chip"
+    # Detector of the deepface engine (dlib-chip always uses dlib's HOG detector).
     detector_backend: Literal["dlib", "opencv"] = "dlib"
-    # Cosine distance of deepface's Dlib embeddings; calibrated in docs/identity.md.
-    threshold: float = Field(default=0.075, gt=0.0, lt=1.0)
+    # In the engine's metric; None = FACE_THRESHOLDS[engine] (calibrated in docs/identity.md).
+    threshold: float | None = Field(default=None, gt=0.0, lt=2.0)
     # Frames larger than this (longest side) are scaled down before detection: dlib's HOG detector
     # upsamples once, so a 12-megapixel phone photo would take seconds for no gain.
     max_side_px: int = 800
+    # dlib-chip: HOG detections scoring below this are not faces (faces in the package photos
+    # score 0.58–2.4; a badge on astronaut.png's suit 0.12).
+    min_detection_score: float = 0.25
+
+    def resolved_threshold(self) -> float:
+        return FACE_THRESHOLDS[self.engine] if self.threshold is None else self.threshold
 
 
 class AntiSpoofConfig(BaseModel):
     """Passive anti-spoofing (MiniFASNet through deepface) and the policy when it is absent."""
 
-    # Folder holding 2.7_80x80_MiniFASNetV2.onnx and 4_0_0_80x80_MiniFASNetV1SE.onnx.
+    # Folder holding 2.7_80x80_MiniFASNetV2.onnx and 4_0_0_80x80_MiniFASNetV1SE.onnx; the
+    # deployment sets it with SHUANGLU_ANTI_SPOOF_WEIGHTS_DIR, read by infra.config.load_config
+    # (production refuses to start when it is set and the files are missing; when unset the
+    # evidence pack says none runs).
     weights_dir: Path | None = None
     # What to do without weights: rely on the active challenges (and say so), or fail closed.
     policy_without_weights: Literal["rely_on_active", "fail_closed"] = "rely_on_active"
@@ -79,6 +98,11 @@ class AntiSpoofConfig(BaseModel):
 class LivenessConfig(BaseModel):
     """Active liveness: random challenges checked on landmarks (dlib 68-point)."""
 
+    # The actions a plan is drawn from. All four in production; the dev and test profiles
+    # draw from the blink alone (infra/config.py `liveness_challenges`), because the only faces
+    # those machines have are synthesized from still photos, whose turns and open mouths the
+    # flat-photo checks below rightly refuse (docs/identity.md).
+    challenges: tuple[Challenge, ...] = tuple(Challenge)
     min_challenges: int = Field(default=2, ge=1, le=4)
     max_challenges: int = Field(default=3, ge=1, le=4)
     time_limit_s: float = Field(default=6.0, gt=0.0, description="per challenge")
@@ -92,13 +116,31 @@ class LivenessConfig(BaseModel):
     mouth_open_delta: float = 0.15
     # Yaw proxy in [-1, 1] (nose position between the jaw contour); a turn must move it this far.
     turn_delta: float = 0.18
+    # What a flat photo cannot show (docs/identity.md "Liveness against photo attacks"):
+    # a turn frame counts only when the nose moved this far (over the inter-ocular distance)
+    # beyond the homography of the face contour and eye corners (bench/liveness_attacks.py:
+    # flat prints of near-frontal faces turned 25-60°: <= 0.065; real heads, frontal photo to
+    # turned photo of one person: 0.104 and 0.160). The reference must be near-frontal: on a
+    # print of an already turned face (yaw proxy -0.44) dlib's shape prior invents up to 0.09.
+    turn_parallax_min: float = 0.08
+    turn_reference_max_yaw: float = 0.35
+    # a closed eye must show a lash line this deep (skin patches: <= 0.03) and its patch must
+    # differ from the open eye's (1 - correlation) by this much;
+    blink_lash_min: float = 0.10
+    blink_change_min: float = 0.15
+    # an open mouth's interior must show structure (smoothed std over the lips' level; dark
+    # fills and the synthetic jaw drop <= 0.06, a real open mouth 0.63) and be partly darker
+    # than the lips.
+    mouth_structure_min: float = 0.15
+    mouth_dark_share_min: float = 0.15
     # Camera frames are not mirrored (the H5 page mirrors only its own preview); set True if the
     # client sends mirrored frames, otherwise left and right swap.
     mirrored: bool = False
     # A face may be lost this long (seconds) before the run is failed.
     max_face_gap_s: float = 1.5
-    # Same-person check between keyframes of the run (deepface Dlib cosine distance).
-    same_face_threshold: float = 0.075
+    # Same-person check between keyframes of the run, in the face engine's metric;
+    # None = the face engine's pass threshold (FaceConfig).
+    same_face_threshold: float | None = None
     same_face_every_s: float = 1.5
 
 
@@ -118,11 +160,14 @@ class PresenceConfig(BaseModel):
     detect_max_side_px: int = Field(default=480, ge=160)
     # Below this thumbnail correlation the face "looks different" and is checked at once.
     same_look_correlation: float = Field(default=0.8, ge=0.0, le=1.0)
-    face_threshold: float = 0.075
+    # In the face engine's metric; None = the face engine's pass threshold (FaceConfig).
+    face_threshold: float | None = None
 
 
 class IdentityConfig(BaseModel):
-    """All identity settings; build once from the application's configuration."""
+    """All identity settings: the identity section of the application's configuration
+    (`infra.config.Config.identity`, built once by `load_config`); constructed alone (tests,
+    benches) it holds the engines' defaults."""
 
     cache_dir: Path = Field(default_factory=default_cache_dir)
     ocr: OcrConfig = Field(default_factory=OcrConfig)

@@ -11,6 +11,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -18,14 +19,18 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from media.identity import idnumber
 from media.identity.config import CardQualityConfig
 from media.identity.imaging import (
     Frame,
     ImageDecodeError,
     as_frame,
+    count_faces,
     encode_jpeg,
+    glare_share,
+    moire_score,
     rotate_quarter,
+    text_layout,
+    text_rows_sharpness,
     text_sharpness,
 )
 from media.identity.ocr import IdCardOcr, OcrLine
@@ -37,6 +42,7 @@ from media.identity.results import (
     IdCardFront,
     IdCardVerification,
 )
+from rules import idnumber
 
 Side = Literal["front", "back"]
 
@@ -325,7 +331,7 @@ def _parse_front(rows: list[_Row]) -> _Parsed:
         if address:
             f.address, f.scores["address"] = address, min(r.score for r in address_rows)
     p.required_missing = [
-        k for k in ("name", "sex", "birth_date", "id_number") if getattr(f, k) is None
+        k for k in ("name", "sex", "birth_date", "address", "id_number") if getattr(f, k) is None
     ]
     p.field_scores = list(f.scores.values())
     return p
@@ -449,6 +455,62 @@ def _text_region_sharpness(image: Frame, lines: list[_Line]) -> float:
     return text_sharpness(image, [(int(ln.x0), int(ln.y0), int(ln.x1), int(ln.y1)) for ln in lines])
 
 
+def _fold_skew(angle: float) -> float:
+    """An angle folded into [-45°, 45°): what is left after the nearest quarter turn."""
+    return (angle + 45.0) % 90.0 - 45.0
+
+
+def _mostly_vertical(lines: list[OcrLine]) -> bool:
+    """Most boxes taller than wide: the text runs top-to-bottom, the card lies on its side."""
+    return bool(lines) and sum(ln.height > (ln.right - ln.left) for ln in lines) > len(lines) / 2
+
+
+def _rotation_order(
+    raw_lines: list[OcrLine], parse: Callable[[list[_Row]], _Parsed]
+) -> tuple[int, ...]:
+    """The quarter turns to try (counter-clockwise), the likeliest first.
+
+    Upright or upside down (horizontal boxes): 0, then 180. On its side (vertical boxes): the
+    engines turn a tall crop 90° counter-clockwise before recognising it, so when that already
+    reads labels the photo was turned clockwise and 90 undoes it; otherwise 270 comes first.
+    The search goes on through all four until a reading passes ``_reading_rank``'s checks.
+    """
+    if not _mostly_vertical(raw_lines):
+        return (0, 180, 90, 270)
+    _, lines = _deskew(np.zeros((1, 1, 3), np.uint8), raw_lines, 0.0)
+    labels_read = parse(_rows(lines)).anchors >= 2
+    return (0, 90, 270, 180) if labels_read else (0, 270, 90, 180)
+
+
+def _reading_rank(parsed: _Parsed, raw: list[OcrLine]) -> tuple[int, ...]:
+    """How much a reading is to be trusted; the first element says it passes every check.
+
+    A reading passes when its text runs left to right, at least two labels are found, every
+    required field is there and the fields agree: the number's check digit, the birth date and
+    sex printed against the ones in the number (front), the issuing authority and the validity
+    dates in order (back).
+    Trap: recognising a card turned on its side still finds labels (the engines turn tall
+    crops upright), but rows become columns and the address goes missing; labels alone are no
+    proof of the orientation.
+    """
+    horizontal = not _mostly_vertical(raw)
+    consistent = horizontal and parsed.anchors >= 2 and not parsed.required_missing
+    f, b = parsed.front, parsed.back
+    if consistent and f is not None and f.id_number is not None:
+        facts = idnumber.IdNumberFacts.of(f.id_number)
+        consistent = (
+            facts.check_digit_ok
+            and (f.birth_date is None or f.birth_date == facts.birth_date)
+            and (f.sex is None or f.sex == facts.sex)
+        )
+    if consistent and b is not None:
+        consistent = b.issuing_authority is not None and b.valid_from is not None and (
+            b.long_term or (b.valid_until is not None and b.valid_until > b.valid_from)
+        )
+    found = len(parsed.field_scores)
+    return (int(consistent), int(horizontal), min(parsed.anchors, 2), found, parsed.anchors)
+
+
 def read_card_side(
     ocr: IdCardOcr, image: bytes | Frame, side: Side, quality: CardQualityConfig
 ) -> CardSideRead:
@@ -474,12 +536,9 @@ def read_card_side(
         return done(False, "low_resolution")
 
     parse = _parse_front if side == "front" else _parse_back
-    best: tuple[_Parsed, Frame, list[_Line], int] | None = None
+    best: tuple[tuple[int, ...], _Parsed, Frame, list[_Line], int] | None = None
     raw_lines = ocr.recognize(frame)
-    # Mostly vertical boxes mean the card lies on its side: try the quarter turns first.
-    vertical = sum(ln.height > (ln.right - ln.left) for ln in raw_lines) > len(raw_lines) / 2
-    order = (0, 90, 270, 180) if vertical else (0, 180, 90, 270)
-    for rotation in order:
+    for rotation in _rotation_order(raw_lines, parse):
         if rotation:
             if not raw_lines:
                 break  # no text at all: another orientation will not find a card either
@@ -487,23 +546,28 @@ def read_card_side(
             lines_r = ocr.recognize(rotated)
         else:
             rotated, lines_r = frame, raw_lines
-        skew = _skew_deg(lines_r)
+        # Beyond 45° a "skew" is a quarter turn plus a tilt: the turns are this loop's job
+        # (straightening 77° in one warp loses labels), only the tilt is corrected here.
+        skew = _fold_skew(_skew_deg(lines_r))
         if abs(skew) > _RE_OCR_SKEW_DEG:
             # The detector misses short boxes (a lone 男 or 汉) on a tilted card: read it again
             # upright rather than only rotating the boxes.
             rotated = _rotate(rotated, skew)
             lines_r = ocr.recognize(rotated)
-            skew = _skew_deg(lines_r)
+            skew = _fold_skew(_skew_deg(lines_r))
         upright, lines = _deskew(rotated, lines_r, skew)
         parsed = parse(_rows(lines))
-        if best is None or parsed.anchors > best[0].anchors:
-            best = (parsed, upright, lines, rotation)
-        if parsed.anchors >= 2 or parsed.other_side_anchors >= 2:
-            break
+        if parsed.front is not None and parsed.anchors >= 2 and not _mostly_vertical(lines_r):
+            _reread_short_values(ocr, upright, lines, parsed)
+        rank = _reading_rank(parsed, lines_r)
+        if best is None or rank > best[0]:
+            best = (rank, parsed, upright, lines, rotation)
+        if rank[0]:
+            break  # every field there and consistent: this orientation is the card's
+        if parsed.anchors < 2 and parsed.other_side_anchors >= 2 and not _mostly_vertical(lines_r):
+            break  # the other side of the card, upright: that is the verdict
     assert best is not None
-    parsed, upright, lines, rotation = best
-    if parsed.front is not None and parsed.anchors >= 2:
-        _reread_short_values(ocr, upright, lines, parsed)
+    _, parsed, upright, lines, rotation = best
     texts = [ln.text for ln in lines]
     mean_score = float(np.mean(parsed.field_scores)) if parsed.field_scores else 0.0
     common = {"lines": texts, "rotation": rotation, "mean_score": round(mean_score, 4)}
@@ -626,3 +690,111 @@ def validate_card(
         age=age,
         engine=front.engine,
     )
+
+
+# ---------------------------------------------------------------- checks before an attempt
+# R-12 (issue 15): photos the engines would refuse are refused on upload, with what to do,
+# so they never cost one of the attempts. Model-free and cheap (tens of milliseconds of one
+# core; the face search on the portrait side about 50–150 ms): run them in the CPU pool.
+
+UPLOAD_REASONS: dict[str, str] = {
+    "low_resolution": REASONS["low_resolution"],
+    "no_card": "未检测到身份证，请将身份证原件平放、完整放入取景框后重新拍摄",
+    "blurred": "照片不够清晰，请对准身份证、对焦清晰后重新拍摄",
+    "glare": "证件上有反光，请避开灯光直射、调整角度后重新拍摄",
+    "no_face": "人像面未检测到证件照片，请拍摄本人居民身份证原件的人像面",
+}
+# Text rows a card side shows at least (the emblem side has two labelled rows and its title).
+_MIN_TEXT_ROWS = 2
+# Sharpness of the rows (``text_sharpness``, resolution- and contrast-independent): generated
+# cards 0.36–3.0 sharp, 0.19–0.28 at Gaussian blur σ 1 px (which the OCR still reads), ≤ 0.11
+# at σ 1.5 px; the engine's own threshold on its text boxes is 0.2.
+_MIN_UPLOAD_SHARPNESS = 0.15
+# Burnt-out share of the text area that hides fields (a reflection across two rows).
+_MAX_GLARE_SHARE = 0.04
+# Screen recapture (a warning for QA, not a refusal): the highest spectral peak away from the
+# first peak's direction, on the blue-minus-red chroma and on the grey level. Generated genuine
+# cards: ≤ 8.8 and ≤ 15.5; photos of the same cards on a simulated RGB-stripe screen: a
+# chroma peak of 29–54 or a grey peak of 31–56 (docs: bench/identity.py --orientations).
+MOIRE_CHROMA_WARN = 15.0
+MOIRE_GRAY_WARN = 25.0
+
+
+@dataclass(frozen=True)
+class CardPhotoCheck:
+    """The verdict of ``check_card_photo``: a refusal ``code`` with its Chinese ``message`` (none
+    when the photo may go on), the measures, and warnings for QA (``screen_recapture``)."""
+
+    code: str | None
+    message: str | None
+    measures: dict[str, float]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+def recapture_measures(image: Frame, box: tuple[int, int, int, int] | None) -> dict[str, float]:
+    """Moiré scores of a card photo (see ``MOIRE_*``) and whether they suggest a screen;
+    over the print's box when it holds a few 256 px tiles, else over the whole photo."""
+    if box is not None and min(box[2] - box[0], box[3] - box[1]) < 384:
+        box = None
+    chroma = moire_score(image, box, chroma=True)
+    gray = moire_score(image, box, chroma=False)
+    return {"moire_chroma": round(chroma, 2), "moire_gray": round(gray, 2),
+            "screen_recapture": float(chroma > MOIRE_CHROMA_WARN or gray > MOIRE_GRAY_WARN)}
+
+
+def recapture_of_photo(image: bytes | Frame) -> dict[str, float]:
+    """``recapture_measures`` over the card's print (found as in ``check_card_photo``)."""
+    frame = as_frame(image)
+    rows, _ = text_layout(frame)
+    box = (min(b[0] for b in rows), min(b[1] for b in rows),
+           max(b[2] for b in rows), max(b[3] for b in rows)) if rows else None
+    return recapture_measures(frame, box)
+
+
+def check_card_photo(
+    image: bytes | Frame, side: Side, quality: CardQualityConfig | None = None
+) -> CardPhotoCheck:
+    """Resolution, a card (rows of print), sharpness of the print, glare over it, a face on
+    the portrait side; and the recapture warning. Refuses only what the OCR would refuse."""
+    quality = quality or CardQualityConfig()
+    try:
+        frame = as_frame(image)
+    except ImageDecodeError:
+        return CardPhotoCheck("no_card", UPLOAD_REASONS["no_card"], {})
+    measures: dict[str, float] = {"short_side_px": float(min(frame.shape[:2]))}
+
+    def refuse(code: str) -> CardPhotoCheck:
+        return CardPhotoCheck(code, UPLOAD_REASONS[code], measures)
+
+    if min(frame.shape[:2]) < quality.min_short_side_px:
+        return refuse("low_resolution")
+    rows, vertical = text_layout(frame)
+    measures["text_rows"] = float(len(rows))
+    box = (min(b[0] for b in rows), min(b[1] for b in rows),
+           max(b[2] for b in rows), max(b[3] for b in rows)) if rows else None
+    measures.update(recapture_measures(frame, box))
+    if measures["screen_recapture"]:
+        # A screen's moiré fools these cheap measures (rows, sharpness, the face search):
+        # the engines judge the photo; QA is told.
+        return CardPhotoCheck(None, None, measures, ("screen_recapture",))
+    if box is None or len(rows) < _MIN_TEXT_ROWS:
+        return refuse("no_card")
+    sharp = text_rows_sharpness(frame, rows, vertical)
+    measures["sharpness"] = round(sharp, 3)
+    if sharp < _MIN_UPLOAD_SHARPNESS:
+        return refuse("blurred")
+    glare = glare_share(frame, box)
+    measures["glare_share"] = round(glare, 4)
+    if glare > _MAX_GLARE_SHARE:
+        return refuse("glare")
+    if side == "front":
+        faces = count_faces(frame, box, vertical)
+        measures["faces"] = float(faces)
+        if not faces:
+            return refuse("no_face")
+    warnings: tuple[str, ...] = ()
+    return CardPhotoCheck(None, None, measures, warnings)

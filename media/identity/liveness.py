@@ -5,6 +5,16 @@ limit each; the customer performs them in order in front of the camera. Each fra
 give eye/mouth aspect ratios and a yaw proxy, compared with the customer's own neutral baseline.
 Throughout the run exactly one face must be visible and it must stay the same person. A still
 photo held up to the camera, or replayed as video, performs nothing and fails on the time limits.
+
+Landmarks alone are fooled by a printed photo (issue 15): turned in front of the camera it moves
+the yaw proxy, patches over its eyes lower the eye aspect ratio, a dark fill over its mouth
+raises the mouth's. So a frame counts for an action only when it also shows what a flat photo
+cannot (``media.identity.liveness_geometry``): for a turn, nose parallax beyond the homography of
+the face contour and eye corners; for a blink, a closed eye with a lash line whose patch differs
+from the open eye's; for an open mouth, a cavity with structure. A challenge whose landmarks were
+met only on refused frames times out with its own reason (``turn_flat``, ``blink_texture``,
+``mouth_texture``). What these checks do not stop (a clip generated offline with 3-D-looking
+warps, a replayed recording of the real person) is in docs/identity.md.
 """
 
 from __future__ import annotations
@@ -23,9 +33,16 @@ import numpy as np
 
 from media.identity.antispoof import PassiveAntiSpoofing, judge_passive
 from media.identity.config import AntiSpoofConfig, LivenessConfig
-from media.identity.face import FaceMatcher, cosine_distance
+from media.identity.face import FaceMatcher
 from media.identity.imaging import Frame
 from media.identity.landmarks import Dlib68Landmarker, FaceObservation
+from media.identity.liveness_geometry import (
+    eye_change,
+    eye_patches,
+    eye_texture,
+    mouth_interior,
+    parallax,
+)
 from media.identity.results import (
     Challenge,
     ChallengeOutcome,
@@ -42,6 +59,17 @@ REASONS: dict[str, str] = {
     "multiple_faces": "画面中出现多张人脸，请确保仅投保人本人出镜后重试",
     "face_changed": "检测过程中人脸发生变化，请由投保人本人完成全部动作",
     "passive_failed": "活体检测未通过，请勿使用照片、视频或屏幕翻拍，由本人正对摄像头重试",
+    "not_frontal": "开始时未正对摄像头，无法判断转头动作，请先正对摄像头再按提示转头",
+    "turn_flat": "未检测到真实的转头动作（画面疑似照片翻转），请本人面对摄像头重新转头",
+    "blink_texture": "未检测到真实的眨眼（眼部疑似遮挡或照片），请本人面对摄像头重新眨眼",
+    "mouth_texture": "未检测到真实的张嘴（口部疑似遮挡或照片），请本人面对摄像头重新张嘴",
+}
+# The challenge whose landmarks were met only on frames the appearance checks refused.
+_APPEARANCE_REASON = {
+    Challenge.BLINK: "blink_texture",
+    Challenge.TURN_LEFT: "turn_flat",
+    Challenge.TURN_RIGHT: "turn_flat",
+    Challenge.OPEN_MOUTH: "mouth_texture",
 }
 _TIMEOUT_REASON = "未在规定时间内完成「{action}」动作，请按提示重新操作"
 _ACTION_NAMES = {
@@ -62,10 +90,9 @@ class TimedFrame(NamedTuple):
 def new_challenge_plan(config: LivenessConfig, rng: random.Random | None = None) -> ChallengePlan:
     """A random sequence of distinct challenges; the default source is the OS's CSPRNG."""
     r = rng or secrets.SystemRandom()
-    count = r.randint(config.min_challenges, config.max_challenges)
-    return ChallengePlan(
-        challenges=r.sample(list(Challenge), count), time_limit_s=config.time_limit_s
-    )
+    allowed = list(dict.fromkeys(config.challenges)) or list(Challenge)
+    count = min(r.randint(config.min_challenges, config.max_challenges), len(allowed))
+    return ChallengePlan(challenges=r.sample(allowed, count), time_limit_s=config.time_limit_s)
 
 
 def frames_from_video(data: bytes, max_fps: float = 15.0, suffix: str = ".mp4") -> list[TimedFrame]:
@@ -108,6 +135,13 @@ class _ChallengeState:
     peak: float | None = None
     seen_closed: bool = False
     hits: int = 0
+    appearance: float | None = None
+    refused: int = 0
+    not_frontal: bool = False
+    seen_neutral: bool = False  # a neutral frame was judged since the challenge began
+
+    def saw(self, value: float) -> None:
+        self.appearance = value if self.appearance is None else max(self.appearance, value)
 
 
 @dataclass
@@ -150,9 +184,23 @@ class LivenessRun:
         self._max_distance: float | None = None
         self._best: tuple[float, int] | None = None
         self._keyframes: list[Frame] = []
+        self._pts0: np.ndarray | None = None
+        self._open_eyes: list[np.ndarray] | None = None
         self._started = time.perf_counter()
 
     # ------------------------------------------------------------------ feeding
+    def prime(self, image: Frame) -> bool:
+        """A frame from before the challenge was given (the live call): it may only set the
+        neutral baseline, never count towards an action, so an action done before the server
+        asked for it is not seen (it would at most spoil the baseline, after which the asked
+        action cannot be measured from it). True when it showed exactly one face."""
+        obs = self.landmarker.observe(image)
+        self._max_faces = max(self._max_faces, obs.faces)
+        if obs.faces != 1:
+            return False
+        self._update_baseline(obs, image)
+        return True
+
     def add_frame(self, t: float, image: Frame) -> LivenessProgress:
         if self._failure is None and self._index < len(self._states):
             self._process(t, image)
@@ -187,14 +235,14 @@ class LivenessRun:
         if self._first_face_t is None:
             self._first_face_t = t
         self._last_face_t = t
-        self._update_baseline(obs)
+        self._update_baseline(obs, image)
         state = self._states[self._index]
         if state.started_at is None:
             state.started_at = t
         self._check_identity(t, image, obs)
         if self._failure is not None:
             return
-        if self._performed(state, obs):
+        if self._performed(state, obs, image):
             state.completed_at = t
             self._index += 1
             if self._index < len(self._states):
@@ -207,18 +255,37 @@ class LivenessRun:
             return
         state = self._states[self._index]
         if state.started_at is not None and t - state.started_at > self.plan.time_limit_s:
+            self._fail_challenge(state)
+
+    def _fail_challenge(self, state: _ChallengeState) -> None:
+        if state.not_frontal:
+            self._fail("not_frontal")
+        elif state.refused:
+            self._fail(_APPEARANCE_REASON[state.challenge])
+        else:
             self._fail(
                 "challenge_timeout", _TIMEOUT_REASON.format(action=_ACTION_NAMES[state.challenge])
             )
 
     # ------------------------------------------------------------------ metrics
-    def _update_baseline(self, obs: FaceObservation) -> None:
+    def _update_baseline(self, obs: FaceObservation, image: Frame) -> None:
         # The first ~6 face frames, while the customer looks at the camera, define "neutral".
         if len(self._baseline) < 6:
             self._baseline.append(obs)
             self._ear0 = float(np.median([o.ear for o in self._baseline]))
             self._mar0 = float(np.median([o.mar for o in self._baseline]))
             self._yaw0 = float(np.median([o.yaw for o in self._baseline]))
+            # Landmarks in the analysed frame: the homography makes their scale irrelevant.
+            self._pts0 = np.median(
+                np.array([o.landmarks for o in self._baseline], dtype=np.float64), axis=0
+            )
+            if self._open_eyes is None or abs((obs.ear or 0) - self._ear0) < 0.02:
+                self._open_eyes = eye_patches(image, self._full_res(image, obs))
+
+    def _full_res(self, image: Frame, obs: FaceObservation) -> np.ndarray:
+        """The observation's landmarks in ``image``'s own pixels (textures are read there)."""
+        assert obs.landmarks is not None
+        return obs.landmarks * (image.shape[1] / min(image.shape[1], self.config.analysis_width_px))
 
     def _neutral(self, obs: FaceObservation) -> bool:
         assert obs.ear is not None and obs.yaw is not None and obs.mar is not None
@@ -229,29 +296,84 @@ class LivenessRun:
             and obs.mar < self._mar0 + 0.08
         )
 
-    def _performed(self, state: _ChallengeState, obs: FaceObservation) -> bool:
+    def _performed(self, state: _ChallengeState, obs: FaceObservation, image: Frame) -> bool:
         cfg = self.config
         assert obs.ear is not None and obs.mar is not None and obs.yaw is not None
         assert self._ear0 is not None and self._mar0 is not None and self._yaw0 is not None
         c = state.challenge
+        if not state.seen_neutral:
+            # The action must begin after the challenge did: frames count only once one
+            # neutral frame was judged (a blink or turn already under way is not an answer).
+            state.seen_neutral = self._neutral(obs)
+            return False
         if c is Challenge.BLINK:
             closed_below = min(cfg.blink_closed_ear, cfg.blink_relative * self._ear0)
             state.peak = obs.ear if state.peak is None else min(state.peak, obs.ear)
             if obs.ear < closed_below:
-                state.seen_closed = True
+                if self._closed_eye_is_real(state, obs, image):
+                    state.seen_closed = True
                 return False
-            # A blink is closing *and reopening*: a photo with closed eyes does not blink.
-            return state.seen_closed and obs.ear > 0.85 * self._ear0
+            # A blink is closing *and reopening*: a photo with closed eyes does not blink. The
+            # reopened eye must look open again (its patch back near the open one).
+            return (
+                state.seen_closed
+                and obs.ear > 0.85 * self._ear0
+                and self._eye_change(obs, image) < cfg.blink_change_min
+            )
         if c is Challenge.OPEN_MOUTH:
             state.peak = obs.mar if state.peak is None else max(state.peak, obs.mar)
-            return obs.mar > max(cfg.mouth_open_mar, self._mar0 + cfg.mouth_open_delta)
+            if obs.mar <= max(cfg.mouth_open_mar, self._mar0 + cfg.mouth_open_delta):
+                return False
+            inside = mouth_interior(image, self._full_res(image, obs))
+            if inside is not None:
+                state.saw(inside.structure)
+            if (
+                inside is None
+                or inside.structure < cfg.mouth_structure_min
+                or inside.dark_share < cfg.mouth_dark_share_min
+            ):
+                state.refused += 1
+                return False
+            return True
         shift = obs.yaw - self._yaw0
         # Customer's left is image-right on an unmirrored camera: the nose moves to image-right.
         towards_left = shift if not cfg.mirrored else -shift
         wanted = towards_left if c is Challenge.TURN_LEFT else -towards_left
         state.peak = wanted if state.peak is None else max(state.peak, wanted)
-        state.hits = state.hits + 1 if wanted > cfg.turn_delta else 0
+        if wanted <= cfg.turn_delta:
+            state.hits = 0
+            return False
+        # The yaw proxy moved; a real head also shows the nose's parallax, a turned print not.
+        assert self._pts0 is not None and obs.landmarks is not None
+        if abs(self._yaw0) > cfg.turn_reference_max_yaw:
+            state.not_frontal = True  # no frontal reference to measure the parallax from
+            state.refused += 1
+            return False
+        depth = parallax(self._pts0, obs.landmarks)
+        if depth is not None:
+            state.saw(depth.towards)
+        if depth is None or depth.towards < cfg.turn_parallax_min:
+            state.refused += 1
+            state.hits = 0
+            return False
+        state.hits += 1
         return state.hits >= 2  # two frames in a row: one jittery landmark fit is not a turn
+
+    def _eye_change(self, obs: FaceObservation, image: Frame) -> float:
+        assert self._open_eyes is not None
+        return eye_change(self._open_eyes, image, self._full_res(image, obs))
+
+    def _closed_eye_is_real(
+        self, state: _ChallengeState, obs: FaceObservation, image: Frame
+    ) -> bool:
+        """The eye region changed from the open eye's and shows a lash line (not skin)."""
+        cfg = self.config
+        lash = eye_texture(image, self._full_res(image, obs)).lash
+        state.saw(lash)
+        if lash >= cfg.blink_lash_min and self._eye_change(obs, image) >= cfg.blink_change_min:
+            return True
+        state.refused += 1
+        return False
 
     def _check_identity(self, t: float, image: Frame, obs: FaceObservation) -> None:
         if not self._neutral(obs):
@@ -273,9 +395,9 @@ class LivenessRun:
         if self._reference is None:
             self._reference = faces[0].vector
             return
-        distance = cosine_distance(self._reference, faces[0].vector)
+        distance = self.matcher.distance(self._reference, faces[0].vector)
         self._max_distance = max(self._max_distance or 0.0, distance)
-        if distance > self.config.same_face_threshold:
+        if distance > (self.config.same_face_threshold or self.matcher.threshold):
             self._fail("face_changed")
 
     # ------------------------------------------------------------------ result
@@ -286,11 +408,7 @@ class LivenessRun:
             elif self._first_face_t is None:
                 self._fail("no_face")
             elif self._index < len(self._states):
-                state = self._states[self._index]
-                self._fail(
-                    "challenge_timeout",
-                    _TIMEOUT_REASON.format(action=_ACTION_NAMES[state.challenge]),
-                )
+                self._fail_challenge(self._states[self._index])
         active_ok = self._failure is None
         if active_ok:
             passive = judge_passive(self.anti_spoofing, self._keyframes, self.anti_spoof_config)
@@ -317,6 +435,8 @@ class LivenessRun:
                 completed_at_s=None if s.completed_at is None else round(s.completed_at, 3),
                 time_limit_s=self.plan.time_limit_s,
                 peak=None if s.peak is None else round(s.peak, 4),
+                appearance=None if s.appearance is None else round(s.appearance, 4),
+                appearance_refused_frames=s.refused,
             )
             for s in self._states
         ]

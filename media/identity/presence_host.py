@@ -1,15 +1,18 @@
 """Presence monitors (R-13) in a child process, for the call hub's process.
 
-Face detection and embedding (dlib through deepface) hold the GIL for most of their 0.5–0.8 s
-per sample. Run in a thread of the call hub's process they stall its event loop, which relays
-and paces every call's media: measured here, loop lags up to 0.33 s (p99 89 ms) while a thread
-analysed frames. A child process has its own interpreter and GIL; the hub's sampling thread
-waits on a pipe (which releases the GIL) while the child works.
+Face detection and embedding (dlib) hold the GIL while they run (~0.045 and ~0.075–0.14 CPU-s;
+most samples of a steady call need neither and cost ~2 ms, see media/identity/presence.py). Run
+in a thread of the call hub's process they stall its event loop, which relays and paces every
+call's media: measured here (with the former 0.5–0.8 s per sample), loop lags up to 0.33 s (p99
+89 ms) while a thread analysed frames. A child process has its own interpreter and GIL; the
+hub's sampling thread waits on a pipe (which releases the GIL) while the child works.
 
 One child per :class:`PresenceHost`, started on first use as ``python -m
 media.identity.presence_host`` (not forked: the hub's process has threads and an event loop;
 not ``multiprocessing`` spawn either, which re-runs the parent's main script), talking pickled
-requests over two pipes, and holding one :class:`PresenceMonitor` per key (a call room). Calls
+requests over two pipes, and holding one :class:`PresenceMonitor` per key (a call room) and
+one :class:`~media.identity.liveness.LivenessRun` per live liveness challenge (``live_*``, fed
+by :mod:`media.call.live_liveness`). Calls
 are blocking and serialised: make them from a worker thread. If the child dies, the next call
 starts a new one and re-creates the monitors from their references (their debounce state and
 samples so far are lost, which is logged). Sending a 480×640 frame costs ~1 ms.
@@ -31,7 +34,12 @@ from media.identity.config import IdentityConfig
 
 if TYPE_CHECKING:  # the parent stays light: the engines load in the child only
     from media.identity.imaging import Frame
-    from media.identity.results import PresenceMark, PresenceReport
+    from media.identity.results import (
+        ChallengePlan,
+        LivenessResult,
+        PresenceMark,
+        PresenceReport,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ class PresenceHostError(RuntimeError):
 def _serve(requests: Connection, replies: Connection) -> None:
     """The child's loop: the configuration first, then requests ``(op, key, args)``, each
     answered ``(ok, result or message)``. Ends at "stop" or when the parent goes away."""
+    from media.identity.liveness import LivenessRun
     from media.identity.presence import PresenceMonitor
     from media.identity.service import IdentityService
 
@@ -54,6 +63,7 @@ def _serve(requests: Connection, replies: Connection) -> None:
         return
     service = IdentityService(IdentityConfig.model_validate_json(config_json))
     monitors: dict[str, PresenceMonitor] = {}
+    runs: dict[str, LivenessRun] = {}
     while True:
         try:
             op, key, args = requests.recv()
@@ -73,6 +83,17 @@ def _serve(requests: Connection, replies: Connection) -> None:
                 result = monitors.pop(key).finish(*args)
             elif op == "drop":
                 result = monitors.pop(key, None) is not None
+            elif op == "live_open":  # a liveness challenge judged on the call's frames
+                runs[key] = service.start_liveness(*args)
+                result = None
+            elif op == "live_prime":
+                result = runs[key].prime(*args)
+            elif op == "live_add":
+                result = runs[key].add_frame(*args).finished
+            elif op == "live_finish":
+                result = runs.pop(key).finish()
+            elif op == "live_drop":
+                result = runs.pop(key, None) is not None
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as error:
@@ -114,6 +135,28 @@ class PresenceHost:
         with self._lock:
             self._opened.pop(key, None)
         self._call("drop", key, ())
+
+    # -- live liveness challenges (the call's frames, media/call/live_liveness.py) ----------
+
+    def live_open(self, key: str, plan: ChallengePlan) -> None:
+        """Start judging ``plan`` (one challenge) on frames to come. Not re-created when the
+        child dies: the run then fails (PresenceHostError) and the server may ask again."""
+        self._call("live_open", key, (plan,))
+
+    def live_prime(self, key: str, image: Frame) -> bool:
+        """A frame from before the challenge was sent: the neutral baseline only."""
+        return bool(self._call("live_prime", key, (image,)))
+
+    def live_add(self, key: str, t: float, image: Frame) -> bool:
+        """A frame ``t`` s after the challenge was sent; True once the run has decided."""
+        return bool(self._call("live_add", key, (t, image)))
+
+    def live_finish(self, key: str) -> LivenessResult:
+        result: LivenessResult = self._call("live_finish", key, ())
+        return result
+
+    def live_drop(self, key: str) -> None:
+        self._call("live_drop", key, ())
 
     def shutdown(self) -> None:
         with self._lock:

@@ -62,6 +62,9 @@ class CardSideRead(BaseModel):
     mean_score: float = 0.0
     rotation: int = 0
     portrait_box: tuple[int, int, int, int] | None = None
+    # True when ``portrait_jpeg`` was cut from the card warped back to its canonical shape from
+    # its corners (media/identity/face/card.py), False when it is the OCR's own crop.
+    portrait_straightened: bool = False
     lines: list[str] = Field(default_factory=list)
     engine: EngineInfo
     elapsed_s: float = 0.0
@@ -91,7 +94,7 @@ class IdCardVerification(BaseModel):
 
 
 class FaceMatchResult(BaseModel):
-    """ID portrait against a live face; ``distance`` is a cosine distance (0 = identical)."""
+    """ID portrait against a live face; ``distance`` in the engine's ``metric`` (0 = identical)."""
 
     kind: Literal["face_match"] = "face_match"
     passed: bool
@@ -100,7 +103,7 @@ class FaceMatchResult(BaseModel):
     distance: float | None = None
     similarity: float | None = None
     threshold: float
-    metric: Literal["cosine"] = "cosine"
+    metric: Literal["cosine", "euclidean"] = "cosine"
     faces_in_reference: int = 0
     faces_in_probe: int = 0
     engine: EngineInfo
@@ -147,6 +150,12 @@ class ChallengeOutcome(BaseModel):
     time_limit_s: float
     # The most extreme metric seen in the window (EAR for blink, MAR for mouth, yaw shift to turn).
     peak: float | None = None
+    # What a flat photo cannot show (media/identity/liveness_geometry.py), best value on the
+    # frames whose landmarks met the action: nose parallax / inter-ocular distance (turns),
+    # lash-line depth of the closed eye (blink), structure of the mouth interior (open mouth).
+    appearance: float | None = None
+    # Frames whose landmarks met the action but whose appearance check refused it.
+    appearance_refused_frames: int = 0
 
 
 class PassiveLivenessResult(BaseModel):

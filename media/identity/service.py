@@ -16,8 +16,9 @@ from typing import Literal
 from media.identity.antispoof import PassiveAntiSpoofing, create_anti_spoofing
 from media.identity.config import IdentityConfig
 from media.identity.face import FaceMatcher, create_face_matcher, match_faces
+from media.identity.face.card import straightened_portrait
 from media.identity.idcard import read_card_side, validate_card
-from media.identity.imaging import Frame, as_frame
+from media.identity.imaging import Frame, as_frame, encode_jpeg
 from media.identity.landmarks import Dlib68Landmarker
 from media.identity.liveness import (
     LivenessRun,
@@ -87,7 +88,20 @@ class IdentityService:
 
     # ------------------------------------------------------------------ ID card
     def read_card_side(self, image: bytes | Frame, side: Literal["front", "back"]) -> CardSideRead:
-        return read_card_side(self.ocr, image, side, self.config.card_quality)
+        read = read_card_side(self.ocr, image, side, self.config.card_quality)
+        if side == "front" and read.portrait_jpeg is not None:
+            read = self._straighten_portrait(as_frame(image), read)
+        return read
+
+    def _straighten_portrait(self, photo: Frame, read: CardSideRead) -> CardSideRead:
+        """The portrait cut from the card warped to its canonical shape (its corners found in
+        the photo), when a face is found in it; else the OCR's own crop (R-12)."""
+        portrait = straightened_portrait(photo, read.rotation)
+        if portrait is None or not self.matcher.detect(portrait):
+            return read
+        return read.model_copy(
+            update={"portrait_jpeg": encode_jpeg(portrait, 95), "portrait_straightened": True}
+        )
 
     def verify_card(
         self,

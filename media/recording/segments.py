@@ -264,7 +264,10 @@ class SegmentWriter:
         part_path = final_path.with_name(final_path.name + ".part")
         # O_EXCL: two writers (or a restarted process) can never share or truncate a file.
         os.close(os.open(part_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
-        container = av.open(str(part_path), "w", format="webm")
+        # Clusters of at most a second, written through at once: a process that is killed
+        # leaves a .part file holding all but its last second (media/recording/salvage.py).
+        container = av.open(str(part_path), "w", format="webm",
+                            options={"cluster_time_limit": "1000", "flush_packets": "1"})
         container.metadata["title"] = f"{self.session_id} {self.kind} {number}"
         container.metadata["session_id"] = self.session_id
         container.metadata["recording_kind"] = self.kind

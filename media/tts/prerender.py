@@ -15,12 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from media.tts.base import TtsError
 from media.tts.cache import CachedSpeech, SpeechCache, cache_key
 from media.tts.chain import AllEnginesFailed, EngineAttempt, EngineChain
 from media.tts.registry import EngineSpec
+
+if TYPE_CHECKING:
+    from storage import ObjectStore
 
 _UNFILLED = re.compile(r"\{[a-z][a-z0-9_]*\}")
 
@@ -103,13 +106,16 @@ async def prerender(
     progress_callback: ProgressCallback | None = None,
     *,
     concurrency: int = 1,
+    store: ObjectStore | None = None,
 ) -> PrerenderReport:
     """Render the speech of every TTS step into `cache_dir`; agent-spoken steps are skipped.
 
     A step whose text still holds a `{variable}` is refused (`ValueError`) before anything is
     rendered: the audio must never read a placeholder aloud. A cached rendering by any engine of
     the chain is reused before any engine is asked, so a warm run never waits on an unreachable
-    online engine and a re-published text keeps the audio it already had.
+    online engine and a re-published text keeps the audio it already had. With `store` (the
+    evidence store every node shares) the cache reads through it and publishes what it renders
+    there, so a text is rendered once in the whole cluster.
     """
     started = time.perf_counter()
     chain = (
@@ -117,7 +123,7 @@ async def prerender(
         if isinstance(engine_chain, EngineChain)
         else EngineChain.from_config(engine_chain)
     )
-    cache = SpeechCache(cache_dir)
+    cache = SpeechCache(cache_dir, store)
     report = PrerenderReport()
     spoken: list[SpeakableStep] = []
     for step in steps:
@@ -164,12 +170,12 @@ async def _render_step(
     step: SpeakableStep, chain: EngineChain, cache: SpeechCache
 ) -> PrerenderedStep:
     for link in chain.links:
-        cached = cache.get(cache_key(link.name, link.voice, chain.rate, step.text))
+        cached = await cache.fetch(cache_key(link.name, link.voice, chain.rate, step.text))
         if cached is not None:
             return PrerenderedStep(step.id, True, cached)
     try:
         result = await chain.speak(step.text)
     except AllEnginesFailed as error:
         raise PrerenderFailed(step.id, error) from error
-    stored = await asyncio.to_thread(cache.put, result)
+    stored = await cache.store_result(result)
     return PrerenderedStep(step.id, False, stored)

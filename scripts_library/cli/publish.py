@@ -21,13 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _publish(args: argparse.Namespace) -> int:
     # Imported here: `scripts validate` must work without a database or the app's settings.
-    from app.config import load_config
-    from app.database import open_database
     from app.factory import speech_settings
+    from infra.config import load_config
+    from infra.database import open_database
     from media.tts.prerender import prerender
     from models.people import Agent, User
-    from scripts_library import versions
     from scripts_library.render import static_speech_steps
+    from workflow import script_versions as versions
     from workflow.errors import WorkflowError
     from workflow.principals import StaffPrincipal
 

@@ -23,9 +23,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from wechatpy.crypto import WeChatCrypto
 
-from bot.bank_signing import NonceStore, SignatureError, signed_headers, verify_request
 from bot.runtime import CHANNELS, Channels, run_once
 from models.channels import WechatUser
+from security.partner_signing import NonceStore, SignatureError, signed_headers, verify_request
 from tests.channels.fake_wechat import FakeWeChat
 from tests.harness import Harness
 

@@ -1,7 +1,8 @@
 """A local stand-in for WeChat's server API (api.weixin.qq.com), speaking its request and
 response formats and error codes, so wechatpy talks to it exactly as it would to WeChat.
 
-Implemented: cgi-bin/token, message/template/send, message/custom/send,
+Implemented: cgi-bin/token, message/template/send, message/custom/send (text and
+miniprogrampage cards),
 message/subscribe/bizsend (official account), message/subscribe/send (mini-program),
 qrcode/create, sns/jscode2session, sns/oauth2/access_token. Switches let a test expire or
 invalidate tokens (42001 / 40001), close the 48-hour window (45015), make a user refuse
@@ -137,6 +138,12 @@ class FakeWeChat:
             return self._error(error)
         if body.get("touser") not in self.recent:
             return self._error(45015)
+        if body.get("msgtype") == "miniprogrampage":
+            card = body.get("miniprogrampage") or {}
+            if not all(card.get(k) for k in ("title", "appid", "pagepath", "thumb_media_id")):
+                return self._error(47001)
+            if card["appid"] not in self.apps:
+                return self._error(40013)
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     async def subscribe_send(self, request: web.Request, path: str) -> web.Response:

@@ -1,5 +1,7 @@
 """Channel settings per profile (R-54): dev/test secrets generated once outside the repository,
-production refusing to start without real ones or with a dev/test value."""
+production refusing to start without real ones or with a dev/test value. The channels are a
+section of the one configuration (`load_config` resolves them, `Config.channels`);
+`load_channel_config` re-resolves it with a section replaced, through the same checks."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Config, ConfigurationError, Settings, load_config
 from bot.settings import BankSettings, WeChatSettings, load_channel_config
+from infra.config import Config, ConfigurationError, Settings, load_config
 
 AES = "a" * 43
 BANK = json.dumps({"b": {"institution": "B", "api_secret": "s" * 40, "webhook_secret": "w" * 40,
@@ -25,11 +27,16 @@ def _no_channel_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def _prod(tmp_path: Path) -> Config:
+OFF = {"shuanglu_wechat_enabled": "false", "shuanglu_bank_enabled": "false"}
+
+
+def _prod(tmp_path: Path, env: dict[str, str] | None = None) -> Config:
+    """The prod profile with the given environment (channels off unless `env` says)."""
     keys = {n: f"{c * 43}" for n, c in (("secret_key", "A"), ("field_encryption_key", "B"),
                                         ("seal_signing_key", "C"))}
     return load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y",
-                                **keys))  # type: ignore[arg-type]
+                                **keys),  # type: ignore[arg-type]
+                       env=OFF if env is None else env)
 
 
 def test_dev_channel_secrets_are_generated_once_outside_the_repository_R54(
@@ -47,14 +54,34 @@ def test_dev_channel_secrets_are_generated_once_outside_the_repository_R54(
 
 
 def test_production_refuses_to_start_without_channel_secrets_R54(tmp_path: Path) -> None:
-    config = _prod(tmp_path)
     with pytest.raises(ConfigurationError, match="SHUANGLU_WECHAT_APP_ID"):
-        load_channel_config(config)
-    wechat = WeChatSettings(enabled=False)
+        _prod(tmp_path, {})
     with pytest.raises(ConfigurationError, match="SHUANGLU_BANK"):
-        load_channel_config(config, wechat=wechat)
-    bank = BankSettings(enabled=False)
-    assert load_channel_config(config, wechat=wechat, bank=bank)
+        _prod(tmp_path, {"shuanglu_wechat_enabled": "false"})
+    config = _prod(tmp_path)
+    assert not config.channels.wechat.enabled and not config.channels.bank.enabled
+    assert load_channel_config(config) is config.channels
+    with pytest.raises(ConfigurationError, match="SHUANGLU_WECHAT_APP_ID"):
+        load_channel_config(config, wechat=WeChatSettings())
+
+
+def test_production_channel_secrets_from_their_environment_variables_R54(
+        tmp_path: Path) -> None:
+    env = {"shuanglu_wechat_app_id": "wxprod", "shuanglu_wechat_app_secret": "p" * 32,
+           "shuanglu_wechat_token": "prodToken1", "shuanglu_wechat_encoding_aes_key": AES,
+           "shuanglu_wechat_mp_app_id": "wxmp", "shuanglu_wechat_mp_app_secret": "m" * 32,
+           "shuanglu_wechat_message_mode": "compatible", "shuanglu_bank_clients": BANK,
+           "shuanglu_bank_deep_link_key": "k" * 40, "shuanglu_channels_outbox_batch": "7",
+           "shuanglu_sms_engine": "log", "shuanglu_sms_report_pull_seconds": "12"}
+    channels = _prod(tmp_path, env).channels
+    assert (channels.app_id, channels.token, channels.mp_app_secret) == (
+        "wxprod", "prodToken1", "m" * 32)
+    assert channels.wechat.message_mode == "compatible"
+    assert channels.bank_clients["b"].webhook_url == "https://bank.example/hooks"
+    assert channels.deep_link_key == b"k" * 40 and channels.worker.outbox_batch == 7
+    assert channels.sms_engine == "log" and channels.sms.report_pull_seconds == 12
+    with pytest.raises(ConfigurationError, match="SHUANGLU_SMS_SECRET_ID"):
+        _prod(tmp_path, {**env, "shuanglu_sms_engine": "tencent"})
 
 
 def test_production_refuses_weak_or_malformed_channel_secrets(tmp_path: Path) -> None:
@@ -82,9 +109,9 @@ def test_production_refuses_weak_or_malformed_channel_secrets(tmp_path: Path) ->
 
 def test_production_refuses_a_dev_channel_secret(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import bot.settings as settings_module
+    import infra.secrets
 
-    monkeypatch.setattr(settings_module, "PROJECT_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(infra.secrets, "PROJECT_ROOT", tmp_path / "repo")
     dev = load_channel_config(load_config(Settings(profile="dev",
                                                    data_dir=tmp_path / "repo/data/dev")))
     good = {"app_id": "wxprod", "app_secret": dev.app_secret, "token": "prodToken1",

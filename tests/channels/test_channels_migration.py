@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 import models.migrations
-from app.database import migrate, open_database
+from infra.database import migrate, open_database
 
 CHANNEL_TABLES = {"wechat_user", "channel_invitation", "conversation_message",
                   "outbound_message", "subscription_grant", "channel_feed"}
@@ -34,7 +34,9 @@ async def _tables(url: str) -> set[str]:
         return {r["name"] for r in rows}
 
 
-async def test_the_channels_migration_rolls_back_and_forward_R53(database_url: str) -> None:
+async def test_the_channels_migration_rolls_back_and_forward_R53(
+        unseeded_database: str) -> None:
+    database_url = unseeded_database  # no audit entries: 0012 refuses to roll back over them
     assert await _tables(database_url) >= CHANNEL_TABLES
     await migrate(database_url, target=_before_channels())
     remaining = await _tables(database_url)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from app.config import ConfigurationError, Settings, load_config
-from app.database import migrate, open_database
-from app.redis_server import EmbeddedRedis, find_redis_binary
+from infra.config import ConfigurationError, Settings, load_config
+from infra.database import migrate, open_database
+from infra.redis_server import EmbeddedRedis, find_redis_binary
 
 
 def test_dev_secrets_are_generated_once_into_the_profile_folder(
@@ -42,6 +42,37 @@ def test_production_refuses_weak_or_dev_secrets(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="different"):
         load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y",
                              secret_key=same, field_encryption_key=same, seal_signing_key=same))
+
+
+def test_liveness_actions_by_profile_and_production_refuses_blink_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: dev/test draw plans from the blink alone (their faces are synthesized from
+    stills, whose turns and open mouths the flat-photo checks refuse); production from all
+    four and never from the blink alone (a drawn lid line passes a blink)."""
+    from app.factory import identity_engines_factory
+    from media.identity.results import Challenge
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    dev = load_config(Settings(profile="dev", data_dir=tmp_path / "dev"))
+    assert dev.liveness_challenges == ("blink",)
+    plans = {c for _ in range(5)
+             for c in identity_engines_factory(dev)().new_challenge_plan().challenges}
+    assert plans == {Challenge.BLINK}
+    strong = {"secret_key": "A" * 43, "field_encryption_key": "B" * 43,
+              "seal_signing_key": "C" * 43, "database_url": "postgres://x/y"}
+    channels_off = {"shuanglu_wechat_enabled": "false", "shuanglu_bank_enabled": "false"}
+    prod = load_config(Settings(profile="prod", data_dir=tmp_path / "prod", **strong),
+                       env=channels_off)
+    assert set(prod.liveness_challenges) == {c.value for c in Challenge}
+    with pytest.raises(ConfigurationError, match="blink alone"):
+        load_config(Settings(profile="prod", data_dir=tmp_path / "prod",
+                             liveness_challenges="blink", **strong), env=channels_off)
+    with pytest.raises(ConfigurationError, match="unknown"):
+        load_config(Settings(profile="dev", data_dir=tmp_path / "dev",
+                             liveness_challenges="blink,smile"))
+    chosen = load_config(Settings(profile="dev", data_dir=tmp_path / "dev",
+                                  liveness_challenges="turn_left, open_mouth"))
+    assert chosen.liveness_challenges == ("turn_left", "open_mouth")
 
 
 def test_audit_retention_below_one_year_is_refused() -> None:

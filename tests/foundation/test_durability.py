@@ -9,13 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
+from redis.asyncio import Redis
 
-from app.config import Settings, load_config
+from app.factory import workflow_deps
+from infra.config import Settings, load_config
+from infra.database import open_database
 from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +41,16 @@ class ServerProcess:
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        async with aiohttp.ClientSession() as client:
-            for _ in range(200):
+        # Start-up imports the media stack: on a loaded machine it took longer than the 20 s
+        # this used to allow (CI); 60 s, as test_redis_persistence's server start.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
                 try:
                     async with client.get(f"http://127.0.0.1:{self.port}/api/v1/health") as r:
                         if r.status == 200:
                             return
-                except aiohttp.ClientConnectionError:
+                except (aiohttp.ClientConnectionError, TimeoutError):
                     pass
                 assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
                 await asyncio.sleep(0.1)
@@ -71,9 +78,15 @@ async def test_an_acknowledgement_survives_a_kill_right_after_the_response_R24(
     await server.start()
     config = load_config(Settings(profile="test", data_dir=tmp_path / "data"))
     client = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
-    harness = Harness(config, client)  # type: ignore[arg-type]
+    redis = Redis.from_url(server_env["REDIS_URL"])
+    database = open_database(server_env["DATABASE_URL"])
+    await database.__aenter__()
+    # The call hub's reports (media connected, speech played) go to the server's database.
+    deps = workflow_deps(config, redis, jobs=None)  # type: ignore[arg-type]
+    harness = Harness(config, client, media_deps=deps)  # type: ignore[arg-type]
     try:
         walk = await harness.walk_to("disclosing")
+        await harness.hear(walk)
         response = await harness.ack(walk, "opening", event_id="durable-0001")
         assert response.status == 201
         server.kill()  # no graceful shutdown: whatever was not committed is gone
@@ -86,5 +99,7 @@ async def test_an_acknowledgement_survives_a_kill_right_after_the_response_R24(
         assert step is not None and step["id"] == "agent-identity"
     finally:
         await client.close()
+        await database.__aexit__(None, None, None)
+        await redis.aclose()
         if server.process and server.process.poll() is None:
             server.kill()

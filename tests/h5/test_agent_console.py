@@ -39,6 +39,7 @@ async def test_an_agent_prechecks_creates_and_invites_R03(
     await page.screenshot(path=screenshot_dir / "console-02-new-session.png")
     await page.get_by_role("button", name="创建录制会话").click()
     await page.get_by_role("button", name="发送邀请").click()
+    await page.locator("[data-channel=link]").click()  # the channels: test_console_invitations
     link = page.locator("#inviteLink")
     await link.wait_for()
     url = await link.text_content()

@@ -9,27 +9,38 @@ from typing import Any
 
 import pytest
 
-from models.sessions import Acknowledgement, Consent, Signature
+from models.sessions import Acknowledgement, Consent, SessionEvent, Signature
 from tests.harness import HERE, PASSED, Harness
+from tests.written import (
+    publish,
+    quick_documents_script,
+    read_pages_in_browser,
+    sign_in_browser,
+    write_copy_in_browser,
+)
 
 pytestmark = pytest.mark.one_database
 
 
-async def _draw(page: Any, selector: str) -> None:
+async def _rule(page: Any, selector: str) -> None:
+    """One straight line across the pad: not a signature."""
     await page.locator(selector).scroll_into_view_if_needed()
     box = await page.locator(selector).bounding_box()
     x, y, w, h = box["x"], box["y"], box["width"], box["height"]
     await page.mouse.move(x + w * 0.1, y + h * 0.5)
     await page.mouse.down()
     for i in range(1, 20):
-        await page.mouse.move(x + w * (0.1 + 0.04 * i), y + h * (0.5 + (0.2 if i % 2 else -0.2)))
+        await page.mouse.move(x + w * (0.1 + 0.04 * i), y + h * 0.5)
     await page.mouse.up()
 
 
 async def test_a_customer_goes_through_every_page_R10_R24_R25(
     harness: Harness, browser: Any, screenshot_dir: Path
 ) -> None:
-    walk = await harness.walk_to("invited", birth="19500307")
+    # The participating product: documents to page through, the risk sentence to hand-copy and
+    # a signature (R-25); one second per page so the test reads every page in real time.
+    await publish(harness, quick_documents_script("YA-NJF-002"))
+    walk = await harness.walk_to("invited", birth="19500307", product="YA-NJF-002")
     base = str(harness.client.make_url("/"))
     page = await browser.new_page()
     shot = 0
@@ -63,37 +74,74 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
     await page.get_by_text("正在等待销售人员接入视频").wait_for()
     await snap("waiting")
     await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start", json={"location": HERE})
+    await harness.connect_media(walk)
+    await harness.pin_speech(walk)
     await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
     yes = page.locator("#yes")  # its label follows the step: 「是的，我已清楚」/「我已看清，确认」
+    await harness.hear(walk)
     await yes.wait_for()
     await snap("call-first-step")
     answered = 0
+    shown = set()
     while True:
         r = await harness.request("GET", "/customer/session", token=await _customer_token(page))
         step = r.body["current_step"]
         if r.body["state"] != "disclosing":
             break
         if step["answer"] == "none":
-            await harness.as_("agent01", "POST", f"/sessions/{sid}/script/advance",
-                              json={"step_id": step["id"]})
+            await page.get_by_text(step["text"][:8]).wait_for()
+            await harness.hear(walk)  # the closing words move on once played in full
             await page.get_by_text(step["text"][:8]).wait_for(state="detached")
             continue
         await page.get_by_text(step["text"][:12]).wait_for()
-        if step["answer"] in ("signature", "handwritten_copy"):
+        if step["answer"] == "show_document":
+            # R-25: the real pages, read one by one before the answer is taken.
+            await page.locator("#docImage[src^='blob:']").wait_for()
+            await harness.hear(walk)
+            if step["document_pages"]["page_count"] > 1 and "doc" not in shown:
+                shown.add("doc")
+                await page.screenshot(path=screenshot_dir / "customer-document-page.png")
+                await yes.wait_for()
+                assert await yes.is_disabled()  # not before every page was read
+            await read_pages_in_browser(page, step["document_pages"]["page_count"])
+            if "doc-read" not in shown:
+                shown.add("doc-read")
+                await page.screenshot(path=screenshot_dir / "customer-document-read.png")
+            await yes.click()
+            answered += 1
+        elif step["answer"] == "handwritten_copy":
+            await harness.hear(walk)
+            await page.get_by_role("heading", name="请抄录以下风险提示语句").wait_for()
+            assert await yes.is_hidden()
+            await snap("copy-grid")
+            # First a sloppy attempt: two boxes left empty, the page names them.
+            await page.get_by_role("button", name="确认提交").click()
+            await page.get_by_text("个字格没有写").wait_for()
+            await write_copy_in_browser(page, step["copy_text"], seed=2)
+            await snap("copy-written")
+            await page.get_by_role("button", name="确认提交").click()
+        elif step["answer"] == "signature":
             # R-25: written on the pad in the page, never with a button
+            await harness.hear(walk)
             await page.get_by_role("heading", name="请在下方亲笔签名").wait_for()
             assert await yes.is_hidden()
             await snap("signing")
-            await _draw(page, "#signPad")
+            await _rule(page, "#signPad")  # a ruled line is not a signature
+            await page.get_by_role("button", name="确认提交").click()
+            await page.get_by_text("签名只是一条直线，请亲笔签写您的姓名").wait_for()
+            await snap("signature-refused")
+            await sign_in_browser(page)
             await snap("signed")
             await page.get_by_role("button", name="确认提交").click()
         else:
+            await harness.hear(walk)
             if answered == 1:
                 await page.get_by_role("button", name="不清楚，需要解释").click()
                 await page.get_by_text("已通知销售人员为您解释").wait_for()
                 await snap("paused-for-explanation")
                 await harness.as_("agent01", "POST", f"/sessions/{sid}/script/resume",
                                   json={"note": "已解释"})
+                await harness.hear(walk)  # played again after the explanation
                 await yes.wait_for()
             await yes.click()
             answered += 1
@@ -101,8 +149,9 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
             "(t) => !document.querySelector('#caption').textContent.startsWith(t)",
             arg=step["text"][:12])
     await page.get_by_text("签名已提交，请等待销售人员完成录制").wait_for()
+    await _agent_stream_recorded(harness, sid)
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/complete")
-    assert r.status == 200
+    assert r.status == 200, r.body
     await page.get_by_role("heading", name="录制已完成").wait_for()
     await snap("done")
 
@@ -111,9 +160,37 @@ async def test_a_customer_goes_through_every_page_R10_R24_R25(
     ids = [a.step_id for a in acks]
     assert "elderly-intro" in ids and "elderly-confirm" in ids  # the customer is 76
     assert acks[-1].step_id == "signature" and acks[-1].answer_kind == "signature"
-    signature = await Signature.get(session_id=sid)
-    image = harness.deps.storage.read(signature.image_path)
-    assert image.startswith(b"\x89PNG") and len(image) > 2000
+    copy, signature = await Signature.filter(session_id=sid).order_by("id")
+    assert copy.risk_sentence and copy.cer is not None and copy.cer <= 0.2, copy.recognised_text
+    assert acks[-2].step_id == "risk-sentence" and acks[-2].answer_kind == "handwriting"
+    for written in (copy, signature):
+        image = harness.deps.storage.read(written.image_path)
+        assert image.startswith(b"\x89PNG") and len(image) > 2000
+        assert harness.deps.storage.read(written.strokes_path).startswith(b"{")
+    views = await SessionEvent.filter(session_id=sid, type="document_page_viewed")
+    assert {(v.data["step_id"], v.data["page"]) for v in views} >= {
+        ("notice", 1), ("notice", 2), ("agent-identity", 1)}
+
+
+async def _agent_stream_recorded(harness: Harness, sid: str) -> None:
+    """This test has the customer's browser only: the agent's stream, as the hub would register
+    it, is a placeholder across the whole call (the whole-session E2E has both browsers)."""
+    from datetime import timedelta
+    from uuid import UUID
+
+    from models.sessions import RecordingSession
+    from security.audit import Actor
+    from workflow.call import NewRecording, register_recording
+
+    session = await RecordingSession.get(id=sid)
+    assert session.recording_started_at is not None
+    start = session.recording_started_at - timedelta(seconds=1)
+    end = harness.deps.clock() + timedelta(seconds=5)
+    stored = harness.deps.storage.put(f"{sid}/agent_av/placeholder-00001.webm", b"agent")
+    await register_recording(harness.deps, Actor.system("media"), UUID(sid), NewRecording(
+        kind="agent_av", segment=1, path=stored.path, sha256=stored.sha256,
+        size_bytes=stored.size_bytes, duration_ms=int((end - start).total_seconds() * 1000),
+        started_at=start, ended_at=end))
 
 
 async def _customer_token(page: Any) -> str:
@@ -126,8 +203,10 @@ async def test_a_reused_link_shows_a_clear_message(harness: Harness, browser: An
     walk = await harness.walk_to("opened")
     page = await browser.new_page()
     await page.goto(str(harness.client.make_url(f"/h5/invite/{walk.invitation_token}")))
-    await page.get_by_role("button", name="开始").click()
     await page.get_by_text("该邀请链接已被使用，不能重复打开").wait_for()
+    # Issue 17: the used link's page asks for the agent's one-time code, never opens again.
+    await page.get_by_role("heading", name="继续办理").wait_for()
+    assert await page.get_by_role("button", name="开始").is_hidden()
 
 
 async def test_declining_shows_the_end_page_R10(harness: Harness, browser: Any) -> None:
@@ -151,14 +230,19 @@ async def test_the_identity_page_uploads_records_and_shows_the_engines_verdict_R
     from uuid import UUID
 
     from media.identity import IdentityService
-    from media.identity import synthetic as synth
     from media.identity.imaging import encode_jpeg
     from media.identity.results import ChallengePlan
+    from testing import identity_material as synth
+    from testing.face_photos import load_sample
     from workflow.identity import run_identity_check
 
     walk = await harness.walk_to("consented")
     card = synth.random_identity(random.Random("page"), today=date.today())
-    (tmp_path / "front.jpg").write_bytes(encode_jpeg(synth.draw_front(card), 92))
+    # A card side without a portrait is refused on upload (issue 15): print a face on it.
+    face_photo = load_sample("obama.jpg")
+    box = IdentityService().matcher.detect(face_photo)[0]
+    portrait = synth.crop_portrait(face_photo, (box.x, box.y, box.w, box.h))
+    (tmp_path / "front.jpg").write_bytes(encode_jpeg(synth.draw_front(card, portrait), 92))
     (tmp_path / "back.jpg").write_bytes(encode_jpeg(synth.draw_back(card), 92))
     page = await browser.new_page()
     await page.add_init_script(

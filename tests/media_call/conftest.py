@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from media.call import CallHub, CallHubConfig, Role
 from media.call.client import CallClient
-from media.call.synthetic import EncodedMedia, PrerecordedTrack, write_test_media
 from media.recording.packets import EncodedPacket
+from testing.call_media import EncodedMedia, PrerecordedTrack, write_test_media
 
 CUSTOMER_RGB = (220, 30, 30)
 AGENT_RGB = (30, 30, 220)
@@ -192,3 +192,28 @@ def corner_colour(frame: av.VideoFrame) -> tuple[int, int, int]:
     corner = picture[height // 8 : height // 3, width // 8 : width // 3]
     red, green, blue = corner.reshape(-1, 3).mean(axis=0)
     return round(red), round(green), round(blue)
+
+
+AGENT_WORDS = ("nin2 hao3, wo3 shi4 ning2 bo1 fen1 hang2 de5 xiao1 shou4 ren2 yuan2, "
+               "wo3 de5 zhi2 ye4 zheng4 hao4 ma3 shi4 yi1 er4 san1 si4")
+
+
+def agent_voice_wav(folder: Path) -> Path:
+    """The agent reading aloud (espeak-ng, Mandarin) as a WAV: a browser's fake microphone
+    loops it."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    voice = folder / "voice.wav"
+    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-s", "160", "-w", str(voice),
+                    AGENT_WORDS], check=True, capture_output=True)
+    return voice
+
+
+def speaking_media(folder: Path, seconds: float = 8.0) -> Path:
+    """A party whose microphone carries speech (espeak-ng, Mandarin), looped: what the agent
+    sends while reading a step aloud (voice activity detection must hear it, R-24)."""
+    voice = agent_voice_wav(folder)
+    return write_test_media(folder / "speaking.webm", seconds=seconds, size=(320, 240),
+                            keyframe_interval=15, video_bitrate=300_000, rgb=AGENT_RGB,
+                            voice=voice)

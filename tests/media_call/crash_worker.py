@@ -13,7 +13,7 @@ from pathlib import Path
 
 from media.call import CallHub, CallHubConfig, SegmentWritten
 from media.call.client import CallClient
-from media.call.synthetic import EncodedMedia, PrerecordedTrack
+from testing.call_media import EncodedMedia, PrerecordedTrack
 
 
 def report(event: SegmentWritten) -> None:

@@ -18,11 +18,13 @@ from api.keys import CALL_HUB
 from app.factory import speech_settings
 from media.call import UnknownSession
 from media.call.client import CallClient
-from media.call.synthetic import EncodedMedia, PrerecordedTrack, write_test_media
 from models.sessions import Acknowledgement, Recording, SessionEvent
 from qa.playback import COPY_NAME, make_playback_copy, playback_folder
+from testing.call_media import EncodedMedia, PrerecordedTrack, write_test_media
 from tests.h5.test_call_e2e import _publish_short_script
 from tests.harness import HERE, Harness, Walk
+from tests.media_call.conftest import speaking_media
+from tests.written import read_documents
 from workflow.expiry import sweep
 from workflow.sealing import verify_manifest
 from workflow.speech import prepare_session_speech
@@ -42,6 +44,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> EncodedMedia:
     path = write_test_media(tmp_path_factory.mktemp("m") / "party.webm", seconds=4,
                             size=(320, 240), keyframe_interval=15, video_bitrate=300_000)
     return EncodedMedia.load(path)
+
+
+@pytest.fixture(scope="module")
+def agent_media(tmp_path_factory: pytest.TempPathFactory) -> EncodedMedia:
+    """The agent speaks (espeak-ng), so the step the agent reads is heard (R-24)."""
+    return EncodedMedia.load(speaking_media(tmp_path_factory.mktemp("agent")))
 
 
 def _signal(harness: Harness, path: str, token: str) -> Callable[[str, str],
@@ -85,7 +93,7 @@ async def _state(harness: Harness, walk: Walk) -> str:
 
 
 async def test_a_dropped_customer_resumes_without_losing_anything_R30(
-    harness: Harness, media: EncodedMedia, tmp_path: Path
+    harness: Harness, media: EncodedMedia, agent_media: EncodedMedia, tmp_path: Path
 ) -> None:
     await _publish_short_script(harness)
     walk = await harness.walk_to("identity_verified")
@@ -94,8 +102,8 @@ async def test_a_dropped_customer_resumes_without_losing_anything_R30(
                                  UUID(sid))
     agent_token = await harness.login("agent01")
     await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start", json={"location": HERE})
-    agent = await _join(harness, media, f"/sessions/{sid}/call/offer", agent_token)
-    customer = await _join(harness, media, "/customer/call/offer", walk.customer_token)
+    agent = await _join(harness, agent_media, f"/calls/{sid}/agent/offer", agent_token)
+    customer = await _join(harness, media, f"/calls/{sid}/customer/offer", walk.customer_token)
     await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
     await _answer(harness, walk, "opening")
 
@@ -110,11 +118,13 @@ async def test_a_dropped_customer_resumes_without_losing_anything_R30(
                           json={"location": HERE})
     assert r.status == 200 and r.body["state"] == "disclosing"
     assert r.body["current_step"]["id"] == "agent-identity"  # replayed from its start
-    customer = await _join(harness, media, "/customer/call/offer", walk.customer_token)
+    customer = await _join(harness, media, f"/calls/{sid}/customer/offer", walk.customer_token)
     while (step := await harness.current_step(walk)) is not None:
-        if step["answer"] == "signature":
-            await _until(lambda s=step: _spoken(sid, s["id"]), "the signature step's speech")
-            await harness.sign(walk, "本人亲笔签名")
+        if step["answer"] == "show_document":
+            await read_documents(harness, sid, walk.customer_token, advance=asyncio.sleep)
+        if step["answer"] in ("signature", "handwritten_copy"):
+            await _until(lambda s=step: _spoken(sid, s["id"]), "the written step's speech")
+            await harness.sign(walk)
         elif step["answer"] == "none":
             await _until(lambda s=step: _moved_past(harness, walk, s["index"]),
                          "the closing words", 40)

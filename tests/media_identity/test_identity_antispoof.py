@@ -22,10 +22,10 @@ from media.identity import (
     IdentityService,
     LivenessResult,
 )
-from media.identity import synthetic as synth
 from media.identity.config import AntiSpoofConfig
 from media.identity.imaging import Frame
 from media.identity.weights import FASNET_FILES
+from testing import identity_material as synth
 
 onnx = pytest.importorskip("onnx", reason="the onnx package builds the stand-in weights")
 
@@ -63,7 +63,9 @@ def _run(
     getattr(modeling, "cached_models", {}).get("spoofing", {}).pop("Fasnet", None)
     guarded = IdentityService(IdentityConfig(anti_spoof=AntiSpoofConfig(weights_dir=weights)))
     guarded._matcher, guarded._landmarker = service.matcher, service.landmarker
-    plan = ChallengePlan(challenges=[Challenge.BLINK, Challenge.OPEN_MOUTH], time_limit_s=6.0)
+    # A blink: the one action a clip generated from a photo still performs since issue 15
+    # (its mouth opening is a dark fill, refused by the mouth-interior check).
+    plan = ChallengePlan(challenges=[Challenge.BLINK], time_limit_s=6.0)
     return guarded.check_liveness(clip, plan)
 
 
@@ -74,7 +76,7 @@ def test_r12_passive_check_uses_operator_weights_and_its_verdict_counts(
     tmp_path: Path,
 ) -> None:
     base = selfie("obama.jpg")
-    clip = synth.performing_clip(base, landmarks(base), ["blink", "open_mouth"], seed=21)
+    clip = synth.performing_clip(base, landmarks(base), ["blink"], seed=21)
 
     real = _run(service, _stand_in_fasnet(tmp_path / "real", [0.05, 0.9, 0.05]), clip)
     assert real.passed, real

@@ -11,9 +11,9 @@ import cv2
 import pytest
 
 from media.identity import ExpectedHolder, IdentityConfig, IdentityService
-from media.identity import synthetic as synth
 from media.identity.config import OcrConfig
 from media.identity.imaging import Frame, encode_jpeg
+from testing import identity_material as synth
 
 DEGRADATIONS = {
     "clean": synth.Degradation(),

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from media.identity import idnumber
+from rules import idnumber
 
 
 @pytest.mark.parametrize(

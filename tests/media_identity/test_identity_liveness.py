@@ -1,4 +1,15 @@
-"""R-12: active liveness on synthesised clips of a real face performing (or not) the challenges."""
+"""R-12: active liveness on clips synthesised from one still photo of a real face.
+
+These clips are NOT genuine material: they are generated offline from one photo
+(``synthetic.performing_clip``: cylindrical remap for turns, cloned skin with a drawn lid line
+for blinks, a jaw drop with a dark cavity for the mouth), i.e. the "offline-generated clip"
+attack of issue 15. Since the appearance checks (media/identity/liveness_geometry.py), their
+turns and mouth openings are refused; their blink still passes (a drawn lash line on skin is
+what a closed eye looks like to the texture check). So the sequencing tests below use blinks
+where they need a challenge to pass, and the clips' refusals are asserted where they are now
+refused. No real video of a person performing the challenges exists on this machine: there is
+no genuine-run test (docs/identity.md, "Liveness against photo attacks").
+"""
 
 from __future__ import annotations
 
@@ -12,10 +23,10 @@ import pytest
 from numpy.typing import NDArray
 
 from media.identity import Challenge, ChallengePlan, IdentityConfig, IdentityService
-from media.identity import synthetic as synth
 from media.identity.config import AntiSpoofConfig
 from media.identity.imaging import Frame
 from media.identity.liveness import new_challenge_plan
+from testing import identity_material as synth
 
 Clip = list[tuple[float, Frame]]
 
@@ -24,33 +35,54 @@ def _plan(*names: str) -> ChallengePlan:
     return ChallengePlan(challenges=[Challenge(n) for n in names], time_limit_s=6.0)
 
 
-@pytest.mark.parametrize(
-    ("face", "actions"),
-    [
-        ("obama.jpg", ["blink", "turn_left", "open_mouth"]),
-        ("astronaut.png", ["turn_right", "blink"]),
-    ],
-)
-def test_r12_liveness_passes_when_the_challenges_are_performed(
+@pytest.mark.parametrize("face", ["obama.jpg", "astronaut.png"])
+def test_r12_a_completed_plan_is_recorded_in_order(
     service: IdentityService,
     selfie: Callable[[str], Frame],
     landmarks: Callable[[Frame], NDArray[np.float64]],
     face: str,
-    actions: list[str],
 ) -> None:
+    """The machinery of a passing run (times, same face, best frame, passive policy), on the
+    one action a clip generated from a photo still performs: the blink."""
     base = selfie(face)
-    clip = synth.performing_clip(base, landmarks(base), actions, seed=3)
-    result = service.check_liveness(clip, _plan(*actions))
+    clip = synth.performing_clip(base, landmarks(base), ["blink"], seed=3)
+    result = service.check_liveness(clip, _plan("blink"))
     assert result.passed, result
-    assert [c.challenge.value for c in result.challenges] == actions
-    assert all(c.passed and c.completed_at_s is not None for c in result.challenges)
-    times = [c.completed_at_s or 0.0 for c in result.challenges]
-    assert times == sorted(times)
+    (blink,) = result.challenges
+    assert blink.passed and blink.completed_at_s is not None
+    assert blink.appearance is not None and blink.appearance >= 0.10  # the drawn lash line
     assert result.same_face and result.max_faces_seen == 1
     assert result.best_frame_index is not None
     # Without MiniFASNet weights the default policy relies on the active check, and says so.
     assert result.passive.status == "not_run" and result.passive.policy == "rely_on_active"
     assert "动作活体" in result.passive.note
+
+
+@pytest.mark.parametrize(
+    ("face", "actions", "refused_at", "reason"),
+    [
+        ("obama.jpg", ["blink", "turn_left", "open_mouth"], 1, "turn_flat"),
+        ("astronaut.png", ["open_mouth", "blink"], 0, "mouth_texture"),
+    ],
+)
+def test_r12_clip_generated_from_one_photo_is_refused_at_its_turn_or_mouth(
+    service: IdentityService,
+    selfie: Callable[[str], Frame],
+    landmarks: Callable[[Frame], NDArray[np.float64]],
+    face: str,
+    actions: list[str],
+    refused_at: int,
+    reason: str,
+) -> None:
+    """Before issue 15 these clips passed (the landmark rules were met); now the cylinder warp's
+    nose parallax is below a real head's and the dark cavity has no structure."""
+    base = selfie(face)
+    clip = synth.performing_clip(base, landmarks(base), actions, seed=3)
+    result = service.check_liveness(clip, _plan(*actions))
+    assert not result.passed and result.reason_code == reason, result
+    assert [c.passed for c in result.challenges][: refused_at + 1] == [True] * refused_at + [False]
+    refused = result.challenges[refused_at]
+    assert refused.appearance_refused_frames > 0  # the landmark rule alone was met
 
 
 def test_r12_still_photo_replayed_as_video_fails(
@@ -108,13 +140,13 @@ def test_r12_uploaded_clip_is_decoded_and_checked(
     tmp_path: Path,
 ) -> None:
     base = selfie("astronaut.png")
-    clip = synth.performing_clip(base, landmarks(base), ["open_mouth", "turn_left"], seed=11)
+    clip = synth.performing_clip(base, landmarks(base), ["blink"], seed=11, pause_s=1.0)
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (480, 640))
     for _, frame in clip:
         writer.write(frame)
     writer.release()
-    result = service.check_liveness(path.read_bytes(), _plan("open_mouth", "turn_left"))
+    result = service.check_liveness(path.read_bytes(), _plan("blink"))
     assert result.passed, result
     assert result.frames_analysed >= len(clip) - 12
 
@@ -140,8 +172,8 @@ def test_r12_fail_closed_policy_without_passive_model_fails_a_good_run(
     # Share the loaded engines; only the policy differs.
     strict._matcher, strict._landmarker = service.matcher, service.landmarker
     base = selfie("obama.jpg")
-    clip = synth.performing_clip(base, landmarks(base), ["blink", "open_mouth"], seed=12)
-    result = strict.check_liveness(clip, _plan("blink", "open_mouth"))
+    clip = synth.performing_clip(base, landmarks(base), ["blink"], seed=12)
+    result = strict.check_liveness(clip, _plan("blink"))
     assert all(c.passed for c in result.challenges)
     assert not result.passed and result.passive.status == "failed"
     assert result.passive.policy == "fail_closed"

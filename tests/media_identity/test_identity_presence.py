@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from media.identity import IdentityService
-from media.identity import synthetic as synth
 from media.identity.imaging import Frame
+from testing import identity_material as synth
 
 
 def _empty_room(shape: tuple[int, ...]) -> Frame:
@@ -70,5 +70,59 @@ def test_r13_customer_in_view_all_call_passes(
         monitor.add_frame(float(second), synth.jitter(customer, rng))
     report = monitor.finish(end_t=8.0)
     assert monitor.identity_checks <= 3  # the first sample and the periodic re-check
+    # Between detections the face is followed by its template: the detector ran once.
+    assert monitor.detections == 1, monitor.detections
     assert report.passed, report
     assert report.marks == [] and report.in_view_share == 1.0
+
+
+def _face_of(service: IdentityService, frame: Frame, pad: float = 0.15) -> Frame:
+    b = service.matcher.detect(frame)[0]
+    px, py = int(b.w * pad), int(b.h * pad)
+    return frame[max(0, b.y - py): b.y + b.h + py, max(0, b.x - px): b.x + b.w + px]
+
+
+def test_r13_a_face_swapped_in_place_is_caught_while_the_customer_is_followed(
+    service: IdentityService, selfie: Callable[[str], Frame]
+) -> None:
+    """Tracking follows the face between detections; another face put exactly where the
+    customer's was (same place, same size) is still compared and marked at its first sample."""
+    customer = selfie("obama.jpg")
+    box = service.matcher.detect(customer)[0]
+    px, py = int(box.w * 0.15), int(box.h * 0.15)
+    swapped = customer.copy()
+    swapped[box.y - py: box.y + box.h + py, box.x - px: box.x + box.w + px] = cv2.resize(
+        _face_of(service, selfie("astronaut.png")), (box.w + 2 * px, box.h + 2 * py))
+    rng = np.random.default_rng(3)
+    monitor = service.presence_monitor(selfie("obama2.jpg"))
+    for second in range(12):
+        monitor.add_frame(float(second), synth.jitter(customer if second < 7 else swapped, rng))
+    assert [(m.type, m.at_s) for m in monitor.marks] == [("face_changed", 7.0)]
+    # The face changing slowly (a cross-fade over 12 s) is compared with the last check, not
+    # the previous sample, so it is caught too.
+    other = selfie("astronaut.png")
+    monitor = service.presence_monitor(selfie("obama2.jpg"))
+    for second in range(20):
+        blend = min(1.0, max(0.0, (second - 4) / 12))
+        frame = cv2.addWeighted(customer, 1 - blend, other, blend, 0)
+        monitor.add_frame(float(second), synth.jitter(frame, rng))
+    assert [m.type for m in monitor.marks] == ["face_changed"]
+
+
+def test_r13_a_small_second_face_beside_or_behind_the_customer_is_seen_at_once(
+    service: IdentityService, selfie: Callable[[str], Frame]
+) -> None:
+    """Between detections something that changes outside the customer's face makes the detector
+    run: a second face of ~70 px (the smallest the detector finds) is counted at the first
+    sample it is in, whether at the back or right beside the customer's head."""
+    customer = selfie("obama.jpg")
+    face = _face_of(service, selfie("astronaut.png"))
+    rng = np.random.default_rng(4)
+    for at in [(10, 10), (330, 20), (360, 300), (5, 330)]:  # (360, 300): by the right ear
+        crowded = synth.paste(customer, face, at, 70)
+        assert len(service.matcher.detect(crowded)) == 2  # the detector alone finds it
+        monitor = service.presence_monitor(selfie("obama2.jpg"))
+        for second in range(8):
+            monitor.add_frame(float(second), synth.jitter(customer if second < 5 else crowded, rng))
+        assert [(m.type, m.at_s) for m in monitor.marks] == [("second_face_appeared", 5.0)], at
+        assert monitor.detections == 2, at  # the first sample and the one the face came in

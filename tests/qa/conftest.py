@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from qa.vad import SileroVad, VoiceActivityDetector, silero_model_path
+from media.voice.vad import SileroVad, VoiceActivityDetector, silero_model_path
 from tests.qa.simulate import MediaKit
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"

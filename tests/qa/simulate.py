@@ -12,21 +12,29 @@ import wave
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import av
 import numpy as np
 
-from models.sessions import Acknowledgement, RecordingSession
-from qa.timeline import PRESENCE_MARK, record_media_event
+from models.sessions import Acknowledgement, RecordingSession, SessionEvent
+from qa.timeline import (
+    PRESENCE_MARK,
+    PRESENCE_STARTED,
+    PRESENCE_UNAVAILABLE,
+    record_media_event,
+)
 from security.audit import Actor
+from storage import LocalFolderStore
 from tests.harness import HERE, Harness, Walk
+from tests.written import read_documents
 from workflow import call, media_events
 
 RATE = 48_000
 FPS = 15
 Window = tuple[int, int]
+Said = tuple[str, np.ndarray]  # what a party says: its text and its audio (48 kHz)
 
 
 class FakeClock:
@@ -148,6 +156,24 @@ class Scenario:
     interruption_ms: int = 6000
     negative_at: str | None = None  # a negative answer first, explained, then affirmative
     video_size: tuple[int, int] = (640, 480)
+    # The presence monitor watched the customer (`presence_started`, R-13; written here unless
+    # the walk did); or could not (`presence_unavailable` with this reason).
+    presence_watched: bool = True
+    presence_unavailable: str | None = None
+    # Spoken-answer steps are answered by voice (answer_kind "voice" with the span the live
+    # recogniser heard, R-24) as the live call stores them; False: by the button.
+    voice_answers: bool = True
+    customer_speech_ms: int = 1000
+    # What the parties say instead of the kit's default speech: the customer's answer to a
+    # step, the agent's reading of an agent step (which also becomes the step's text), a remark
+    # the agent makes at the start of a step.
+    customer_says: dict[str, Said] = field(default_factory=dict)
+    agent_reads: dict[str, Said] = field(default_factory=dict)
+    agent_remarks: dict[str, Said] = field(default_factory=dict)
+    # The after-call transcript (qa/transcripts.py): "scripted" stores what a recogniser that
+    # heard every window exactly would write (engine "simulated"), "none" stores nothing (the
+    # tests that run the real job on the recorded audio).
+    transcript: str = "scripted"
 
 
 @dataclass
@@ -159,6 +185,12 @@ class Recorded:
     answers: dict[str, int] = field(default_factory=dict)  # step id -> ack offset
     step_kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
     end_ms: int = 0
+    said: list[tuple[str, int, int, str]] = field(default_factory=list)  # party, start, end, text
+    remarks: dict[str, int] = field(default_factory=dict)  # step id -> start of the remark
+
+
+def _ms(audio: np.ndarray) -> int:
+    return audio.size * 1000 // RATE
 
 
 def _place(track: np.ndarray, sound: np.ndarray, start_ms: int, length_ms: int) -> None:
@@ -184,25 +216,36 @@ async def record_session(h: Harness, kit: MediaKit, sc: Scenario,
     steps = [{**s, "audio": {"duration_ms": sc.tts_ms, "engine": "espeak", "voice": "test",
                              "sha256": hashlib.sha256(s["id"].encode()).hexdigest(),
                              "cache_key": "not-rendered-in-these-tests"}}
-             if s["speaker"] == "tts" else s for s in session.steps]
+             if s["speaker"] == "tts" else
+             {**s, "text": sc.agent_reads[s["id"]][0]} if s["id"] in sc.agent_reads else s
+             for s in session.steps]
     await RecordingSession.filter(id=sid).update(steps=steps)
     rec = Recorded(w, sid, t0, step_kinds={s["id"]: s for s in steps})
-    windows: dict[str, list[Window]] = {"customer": [], "agent": [], "tts": []}
+    windows: dict[str, list[tuple[int, int, np.ndarray | None]]] = {
+        "customer": [], "agent": [], "tts": []}
     offline: list[Window] = []
 
     def now_ms() -> int:
-        return int((clock.now - t0).total_seconds() * 1000)
+        return (clock.now - t0) // timedelta(milliseconds=1)
 
     clock.advance(800)
     r = await h.as_(agent, "POST", f"/sessions/{sid}/script/start")
     assert r.status == 200, r.body
+    # What the live call writes when the presence monitor starts (or cannot) — unless the walk
+    # already did.
+    if sc.presence_watched and not await SessionEvent.filter(
+            session_id=sid, type=PRESENCE_STARTED).exists():
+        await record_media_event(h.deps, UUID(sid), PRESENCE_STARTED, {"attempt": 1})
+    if sc.presence_unavailable:
+        await record_media_event(h.deps, UUID(sid), PRESENCE_UNAVAILABLE,
+                                 {"reason": sc.presence_unavailable})
     negative_done = False
     while (step := await h.current_step(w)) is not None:
         step_id = step["id"]
         start = now_ms()
         if step["speaker"] == "tts":
             played = 1000 if step_id == sc.skip_step else sc.tts_ms
-            windows["tts"].append((start, start + played))
+            windows["tts"].append((start, start + played, None))
             clip_id = f"{step_id}@{start}"
             await media_events.speech_started(h.deps, UUID(sid), clip_id)
             clock.advance(played)
@@ -210,10 +253,31 @@ async def record_session(h: Harness, kit: MediaKit, sc: Scenario,
             # answer moves on by itself once played in full).
             await media_events.clip_finished(h.deps, UUID(sid), clip_id, played, sc.tts_ms,
                                              played == sc.tts_ms)
+            if step_id == sc.skip_step:
+                # The gate refuses this answer now; the QA check still has to catch a
+                # session where it was let through (recorded before the gate, a forged report).
+                await RecordingSession.filter(id=sid).update(answer_open_step=step_id)
         else:
-            windows["agent"].append((start + 200, start + sc.agent_ms - 200))
-            clock.advance(sc.agent_ms)
+            # The agent reads it aloud, as long as the server needs to hear it (voice activity
+            # on the agent's audio, R-24).
+            voiced = max(sc.agent_ms - 400,
+                         media_events.agent_voice_needed_ms(step, h.deps.settings))
+            text, sound = sc.agent_reads.get(step_id, (step["text"], None))
+            if sound is not None:
+                voiced = max(voiced, _ms(sound))
+            windows["agent"].append((start + 200, start + voiced + 200, sound))
+            rec.said.append(("agent", start + 200, start + voiced + 200, text))
+            clock.advance(voiced + 400)
+            assert await media_events.agent_voice(h.deps, UUID(sid), step_id, voiced)
+        if step_id in sc.agent_remarks:
+            text, sound = sc.agent_remarks[step_id]
+            windows["agent"].append((start + 100, start + 100 + _ms(sound), sound))
+            rec.said.append(("agent", start + 100, start + 100 + _ms(sound), text))
+            rec.remarks[step_id] = start + 100
         answer = step["answer"]
+        if answer == "show_document":
+            await read_documents(h, sid, w.customer_token,
+                                 advance=lambda s: clock.advance(int(s * 1000)))
         if answer == "none":
             clock.advance(300)
             current = await h.current_step(w)
@@ -223,28 +287,44 @@ async def record_session(h: Harness, kit: MediaKit, sc: Scenario,
                 assert r.status == 200, r.body
         elif answer in ("signature", "handwritten_copy"):
             clock.advance(sc.sign_ms)
-            await h.sign(w, step.get("copy_text") or "本人亲笔签名")
+            await h.sign(w)
         else:
             if step_id == sc.negative_at and not negative_done:
                 negative_done = True
                 if not sc.silent_customer:
-                    windows["customer"].append((now_ms() + 300, now_ms() + 1300))
+                    windows["customer"].append((now_ms() + 300, now_ms() + 1300, None))
+                    rec.said.append(("customer", now_ms() + 300, now_ms() + 1300, "不清楚"))
                 clock.advance(sc.answer_ms)
                 r = await h.ack(w, step_id, "negative")
                 assert r.status == 201, r.body
                 rec.plays.setdefault(step_id, []).append((start, now_ms()))
-                windows["agent"].append((now_ms() + 300, now_ms() + 3300))
+                windows["agent"].append((now_ms() + 300, now_ms() + 3300, None))
+                rec.said.append(("agent", now_ms() + 300, now_ms() + 3300,
+                                 "我再为您解释一下保险责任"))
                 clock.advance(3600)
                 r = await h.as_(agent, "POST", f"/sessions/{sid}/script/resume",
                                 json={"note": "已向客户解释保险责任"})
                 assert r.status == 200, r.body
                 continue
+            text, sound = sc.customer_says.get(step_id, ("是的，明白", None))
+            spoken = (now_ms() + 300, now_ms() + 300 + (
+                _ms(sound) if sound is not None else sc.customer_speech_ms))
             if not sc.silent_customer:
-                windows["customer"].append((now_ms() + 300, now_ms() + 1300))
-            clock.advance(sc.answer_ms)
-            r = await h.ack(w, step_id)
-            assert r.status == 201, r.body
-            rec.answers[step_id] = now_ms()
+                windows["customer"].append((*spoken, sound))
+                rec.said.append(("customer", *spoken, text))
+            clock.advance(max(sc.answer_ms, spoken[1] - now_ms() + 200))
+            if answer == media_events.SPOKEN_ANSWER and sc.voice_answers:
+                # What the live call stores for an answer its recogniser judged affirmative.
+                outcome = await media_events.spoken_answer(
+                    h.deps, UUID(sid), step_id, {"verdict": "affirmative", "transcript": text,
+                                                 "confidence": 0.99, "engine": "simulated"},
+                    *spoken)
+                assert outcome == "acknowledged", outcome
+                rec.answers[step_id] = spoken[1]
+            else:
+                r = await h.ack(w, step_id)
+                assert r.status == 201, r.body
+                rec.answers[step_id] = now_ms()
         rec.plays.setdefault(step_id, []).append((start, now_ms()))
         if step_id == sc.interrupt_after:
             clock.advance(200)
@@ -269,11 +349,25 @@ async def record_session(h: Harness, kit: MediaKit, sc: Scenario,
         await Acknowledgement.filter(session_id=sid, step_id=sc.drop_ack_of).delete()
     clock.advance(1000)
     r = await h.as_(agent, "POST", f"/sessions/{sid}/complete")
-    assert r.status == 200 and r.body["state"] == "completed", r.body
+    if sc.gap:
+        # `complete` refuses a recording with a gap now; the QA check must still catch
+        # one that got through (recorded before the gate): completed behind its back.
+        assert r.status == 409 and r.body["code"] == "recording_incomplete", r.body
+        await RecordingSession.filter(id=sid).update(state="completed",
+                                                     completed_at=clock(), ended_at=clock())
+    else:
+        assert r.status == 200 and r.body["state"] == "completed", r.body
     from workflow.expiry import sweep
 
     result = await sweep(h.deps)
     assert sid in {str(s) for s in result.sealed}
+    if sc.transcript == "scripted":
+        from qa.transcripts import store_transcript
+
+        await store_transcript(h.deps, UUID(sid), {
+            "status": "done", "engine": "simulated", "attempts": 1,
+            "lines": [{"party": party, "start_ms": a, "end_ms": b, "text": text}
+                      for party, a, b, text in sorted(rec.said, key=lambda x: x[1])]})
     return rec
 
 
@@ -291,18 +385,18 @@ def _pieces(end_ms: int, segment_ms: int, offline: list[Window]) -> list[Window]
 
 
 async def _write_recordings(h: Harness, kit: MediaKit, sc: Scenario, rec: Recorded,
-                            windows: dict[str, list[Window]], offline: list[Window]) -> None:
+                            windows: dict[str, list[tuple[int, int, np.ndarray | None]]],
+                            offline: list[Window]) -> None:
     rng = np.random.default_rng(7)
     total = rec.end_ms
     tracks = {kind: (rng.standard_normal(total * RATE // 1000) * 0.0008).astype(np.float32)
               for kind in ("customer_av", "agent_av", "tts")}
-    for a, b in windows["customer"]:
-        _place(tracks["customer_av"], kit.customer_speech * 0.5, a, b - a)
-    for a, b in windows["agent"]:
-        _place(tracks["agent_av"], kit.agent_speech * 0.5, a, b - a)
-    for a, b in windows["tts"]:
-        _place(tracks["tts"], kit.tts_speech * 0.5, a, b - a)
-    root = h.deps.storage.root
+    defaults = {"customer": ("customer_av", kit.customer_speech),
+                "agent": ("agent_av", kit.agent_speech), "tts": ("tts", kit.tts_speech)}
+    for party, (kind, default) in defaults.items():
+        for a, b, sound in windows[party]:
+            _place(tracks[kind], (default if sound is None else sound) * 0.5, a, b - a)
+    root = cast(LocalFolderStore, h.deps.storage).root  # the harness stores in a local folder
     for kind, audio in tracks.items():
         pieces = _pieces(total, sc.segment_ms, offline)
         for n, (a, b) in enumerate(pieces, start=1):

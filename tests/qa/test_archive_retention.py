@@ -7,19 +7,20 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
+from aftercall.runtime import check_and_queue
 from api.routes_qa import AFTER_CALL
 from archive import retention
 from archive.policies import StatusReport, report_status
 from archive.settings import ArchiveSettings
 from models.archive import PolicyState, RetentionRecord, Tombstone
 from models.audit import AuditEntry
-from models.qa import QaTask
+from models.qa import QaDismissal, QaTask
 from models.sales import Order
 from models.sessions import Recording, RecordingSession, SessionEvent, Signature
-from qa.runtime import check_and_queue
 from security.audit import Actor, verify_chain
 from tests.harness import Harness
 from tests.qa.simulate import MediaKit, Scenario, record_session
+from tests.qa.verdict_kit import queue_with_findings
 
 INSURER = Actor("service", "core", "insurer:core")
 
@@ -45,6 +46,11 @@ async def test_retention_deletes_exactly_what_is_due_and_nothing_on_hold_R42(
     disputed = (await h.walk_to("qa_pending")).session_id
     in_force = (await h.walk_to("qa_pending")).session_id
     unknown = (await h.walk_to("qa_pending")).session_id
+    # A proposed dismissal (four eyes) is among the QA rows a purge deletes.
+    _, (face,) = await queue_with_findings(h, disputed, ["second_face"])
+    r = await h.as_("qa01", "POST", f"/qa/sessions/{disputed}/findings/{face.id}/dismissal",
+                    json={"reason_code": "bystander_not_involved", "note": "保安经过"})
+    assert r.status == 201, r.body
 
     for sid in (due.session_id, held, disputed):
         await _ended(h, sid, date(2010, 1, 1))
@@ -79,7 +85,9 @@ async def test_retention_deletes_exactly_what_is_due_and_nothing_on_hold_R42(
     files = await Recording.filter(session_id=due.session_id).values_list("path", "sha256")
     signature = await Signature.get(session_id=due.session_id)
     root = h.deps.storage.root
-    assert all((root / path).exists() for path, _ in files) and len(files) == 9
+    assert all((root / path).exists() for path, _ in files)
+    # every stream of the recorded call (several segments each) and the signature are purged
+    assert {path.split("/")[1] for path, _ in files} == {"customer_av", "agent_av", "tts"}
 
     # The day before the retention end: nothing.
     result = await retention.purge_due(h.deps, rt.store, rt.archive, today=date(2020, 1, 1))
@@ -109,6 +117,8 @@ async def test_retention_deletes_exactly_what_is_due_and_nothing_on_hold_R42(
     # A day after the disputed order's end: it goes too; the held one never.
     result = await retention.purge_due(h.deps, rt.store, rt.archive, today=date(2021, 6, 2))
     assert [str(s) for s in result.purged] == [disputed]
+    assert not await QaDismissal.exists(session_id=disputed)
+    assert (await Tombstone.get(session_id=disputed)).rows["qa_dismissal"] == 1
     result = await retention.purge_due(h.deps, rt.store, rt.archive, today=date(2099, 1, 1))
     assert result.purged == []
     for sid in (held, in_force, unknown):

@@ -16,11 +16,12 @@ from aiohttp.test_utils import TestServer
 from api.routes_qa import AFTER_CALL
 from archive import insurer
 from archive.settings import InsurerClient, InsurerSettings
-from bot.bank_signing import NonceStore, SignatureError, signed_headers, verify_request
 from models.archive import PolicyStatus, RetentionRecord, WebhookDelivery, WebhookStatus
 from models.audit import AuditEntry
 from models.sales import Order
 from models.sessions import RecordingSession
+from security.audit import RefusalLog
+from security.partner_signing import NonceStore, SignatureError, signed_headers, verify_request
 from tests.harness import Harness, Response
 from tests.qa.simulate import FakeClock
 
@@ -124,27 +125,29 @@ async def test_status_by_application_number_signed_and_replay_refused_R43(
     # Another institution's client: the application does not exist for it.
     r, _ = await _signed(h, "GET", path, client="other", secret=API_SECRET + "x")
     assert (r.status, r.body["code"]) == (404, "application_not_found")
-    assert await AuditEntry.filter(action="insurer.request.refused").count() == 4
+    # Refusals are aggregated per address and minute (issue 14): the first is written at
+    # once, the others are counted and written as one entry once the minute is over.
+    await RefusalLog(h.redis).flush(now=time.time() + 120)
+    refused = await AuditEntry.filter(action="insurer.request.refused")
+    assert sum(e.details["count"] if e.details.get("aggregated") else 1 for e in refused) == 4
 
     r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict", json={"verdict": "pass"})
     assert r.status == 404  # not in the queue yet: the checks have not run
-    from qa.runtime import check_and_queue
-    from qa.settings import QaSettings, SamplingConfig
+    from tests.qa.verdict_kit import queue_with_findings
 
-    rt = h.app[AFTER_CALL]
-    rt.qa = QaSettings(sampling=SamplingConfig(findings_force_review=True))
-    await check_and_queue(h.deps, rt, sid)  # type: ignore[arg-type]
-    from models.qa import QaFinding
-
-    decisions = [{"finding_id": f.id, "decision": "dismissed", "note": "测试会话无录像"}
-                 for f in await QaFinding.filter(session_id=sid,
-                                                 severity__in=["critical", "major"])]
-    r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict",
-                    json={"verdict": "pass", "decisions": decisions})
+    _, (silence,) = await queue_with_findings(h, sid, ["silence_gap"])
+    r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict", json={"verdict": "pass"})
+    assert (r.status, r.body["code"]) == (409, "qa_pass_blocked")  # the major is open
+    r, _ = await _signed(h, "GET", path)
+    assert (r.body["qa_complete"], r.body["underwriting_may_proceed"]) == (False, False)
+    r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict", json={
+        "verdict": "pass", "decisions": [{
+            "finding_id": silence.id, "decision": "dismissed", "reason_code": "detector_error",
+            "note": "回放 00:01 客户低声作答，能量检测误判为静音"}]})
     assert r.status == 201, r.body
     r, _ = await _signed(h, "GET", path)
-    assert (r.body["qa_complete"], r.body["qa_result"], r.body["underwriting_may_proceed"]) == (
-        True, "pass", True)
+    assert (r.body["qa_complete"], r.body["qa_result"], r.body["qa_pass_basis"],
+            r.body["underwriting_may_proceed"]) == (True, "pass", "inspector", True)
 
 
 async def test_webhooks_on_change_signed_retried_with_backoff_R43(

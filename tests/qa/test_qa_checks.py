@@ -8,15 +8,17 @@ from uuid import UUID
 
 import pytest
 
+from media.voice.vad import EnergyVad, VoiceActivityDetector
 from models.qa import QaCheckReport, QaFinding
 from qa.findings import Finding
 from qa.runner import evaluate, run_automated_checks
 from qa.settings import QaSettings
-from qa.vad import EnergyVad, VoiceActivityDetector
 from tests.harness import Harness
 from tests.qa.simulate import MediaKit, Recorded, Scenario, record_session
 
-SPEECH_ANSWERS = ("affirmative_button", "spoken_answer")
+# Only spoken answers are checked for the customer's voice; a button answer never is (issue 12
+# item 4).
+SPEECH_ANSWERS = ("spoken_answer",)
 # The media analysis does not depend on the database: the fault scenarios run on SQLite only
 # (the clean session, which stores its report, runs on PostgreSQL too).
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -86,11 +88,15 @@ async def test_missing_acknowledgement_is_found_at_the_answer_R24(
 @SQLITE_ONLY
 async def test_silent_customer_fails_at_every_answer_due_R24(
         harness: Harness, media_kit: MediaKit, vad: VoiceActivityDetector) -> None:
-    rec = await record_session(harness, media_kit, Scenario(silent_customer=True))
+    """Voice answers stored where the recording holds no voice of the customer; the button
+    answers of the same silent customer are no finding. (A customer over 60: the elderly
+    steps are spoken-answer steps too.)"""
+    rec = await record_session(harness, media_kit, Scenario(silent_customer=True),
+                               birth="19600101")
     findings = await _findings(harness, rec, vad)
     expected = [("customer_silent", step_id, at) for step_id, at in rec.answers.items()
                 if rec.step_kinds[step_id]["answer"] in SPEECH_ANSWERS]
-    assert len(expected) >= 10
+    assert len(expected) >= 3
     assert _codes(findings) == expected
     assert {f.requirement for f in findings} == {"R-24"}
 
@@ -122,12 +128,14 @@ async def test_second_face_fails_at_the_moment_it_appeared_R13(
 @SQLITE_ONLY
 async def test_customer_out_of_view_too_long_R13(
         harness: Harness, media_kit: MediaKit, vad: VoiceActivityDetector) -> None:
+    # 35 s out of view in a call of about two minutes: over the 20 % R-13 allows.
     rec = await record_session(harness, media_kit, Scenario(presence=[
-        ("customer_left", 10.0, 0), ("customer_returned", 30.0, 1)]))
+        ("customer_left", 10.0, 0), ("customer_returned", 45.0, 1)]))
+    assert rec.end_ms < 35_000 / 0.2
     findings = await _findings(harness, rec, vad)
     # The more severe first at the same moment.
     assert _codes(findings) == [("presence_low", "", 10_000), ("customer_left", "", 10_000)]
-    assert findings[1].details["until_ms"] == 30_000
+    assert findings[1].details["until_ms"] == 45_000
 
 
 @SQLITE_ONLY

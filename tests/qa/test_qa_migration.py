@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from app.database import migrate, open_database
+from infra.database import migrate, open_database
 
 TABLES = {"qa_check_report", "qa_finding", "qa_task", "qa_rectification", "policy_status",
           "policy_status_update", "dispute", "retention_record", "tombstone", "archived_object",
@@ -33,7 +33,8 @@ async def _tables(url: str) -> set[str]:
         return {r["name"] for r in rows}
 
 
-async def test_qa_archive_migration_rolls_back_and_reapplies_R53(database_url: str) -> None:
+async def test_qa_archive_migration_rolls_back_and_reapplies_R53(unseeded_database: str) -> None:
+    database_url = unseeded_database  # no audit entries: 0012 refuses to roll back over them
     name, previous = _ours()
     assert await _tables(database_url) >= TABLES
     await migrate(database_url, target=f"models.{previous}")

@@ -7,17 +7,21 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+import pytest
+
+from aftercall.runtime import check_and_queue
 from api.routes_qa import AFTER_CALL
 from models.audit import AuditEntry
+from models.people import User
 from models.qa import QaCheckReport, QaFinding, QaTask, Rectification, ReportStatus, TaskStatus
-from models.sessions import RecordingSession, SessionEvent
+from models.sessions import Recording, RecordingSession, SessionEvent
 from qa import queue
-from qa.runtime import check_and_queue
 from qa.sampling import draw
 from qa.settings import QaSettings, SamplingConfig
 from security.audit import Actor
 from tests.harness import HERE, Harness
 from tests.qa.simulate import FakeClock
+from tests.qa.verdict_kit import queue_with_findings
 
 INVESTMENT_LINKED = "YA-TL-003"
 
@@ -32,6 +36,10 @@ async def _clean_report(h: Harness, sid: UUID) -> QaCheckReport:
     return await QaCheckReport.create(session_id=sid, status=ReportStatus.DONE, passed=True,
                                       counts={}, created_at=h.deps.clock(),
                                       finished_at=h.deps.clock())
+
+
+async def _user_id(username: str) -> int:
+    return (await User.get(username=username)).id
 
 
 async def _enqueue(h: Harness, sid: UUID, settings: QaSettings) -> QaTask:
@@ -92,6 +100,7 @@ async def test_failing_automated_checks_force_a_review_R40(harness: Harness) -> 
     rt = h.app[AFTER_CALL]
     rt.qa = QaSettings(sampling=SamplingConfig(default_share=0.0, rules=[]))
     sid = await _pending(h)
+    await Recording.filter(session_id=sid).delete()  # the recording never arrived
     task = await check_and_queue(h.deps, rt, sid)
     assert task.sampled is True and task.sample_reasons == ["default", "automated_findings"]
     codes = set(await QaFinding.filter(session_id=sid).values_list("code", flat=True))
@@ -139,18 +148,18 @@ async def test_deadline_is_the_end_of_the_cooling_off_period_with_alerts_R40(
 async def test_verdict_per_finding_then_rectification_linked_to_the_old_session_R40(
         harness: Harness) -> None:
     h = harness
-    rt = h.app[AFTER_CALL]
     sid = await _pending(h)
-    await check_and_queue(h.deps, rt, sid)
-    failing = await QaFinding.filter(session_id=sid, severity__in=["critical", "major"])
-    assert failing
+    _, failing = await queue_with_findings(h, sid, ["recording_missing", "silence_gap"])
 
     r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict", json={"verdict": "pass"})
-    assert (r.status, r.body["code"]) == (422, "findings_undecided")
+    assert (r.status, r.body["code"]) == (409, "qa_pass_blocked")
     confirm_all = [{"finding_id": f.id, "decision": "confirmed"} for f in failing]
     r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict",
                     json={"verdict": "pass", "decisions": confirm_all})
-    assert (r.status, r.body["code"]) == (409, "pass_with_confirmed_findings")
+    assert (r.status, r.body["code"]) == (409, "qa_pass_blocked")
+    r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict",
+                    json={"verdict": "reject", "decisions": confirm_all[:1]})
+    assert (r.status, r.body["code"]) == (422, "findings_undecided")
     dismiss = [{"finding_id": f.id, "decision": "dismissed"} for f in failing]
     r = await h.as_("qa01", "POST", f"/qa/sessions/{sid}/verdict",
                     json={"verdict": "pass", "decisions": dismiss})
@@ -194,7 +203,10 @@ async def test_queue_lists_by_deadline_and_assigns_R40(harness: Harness) -> None
     r = await h.as_("qa01", "POST", f"/qa/queue/{first.session_id}/assign",
                     json={"username": "agent01"})
     assert (r.status, r.body["code"]) == (404, "inspector_not_found")
-    r = await h.as_("qa01", "POST", f"/qa/queue/{first.session_id}/assign",
+    # Assigned to the least loaded inspector: one each.
+    assert [t.assignee_id for t in await QaTask.filter(id__in=[first.id, second.id])
+            .order_by("id")] == [await _user_id("qa01"), await _user_id("qa02")]
+    r = await h.as_("qa01", "POST", f"/qa/queue/{second.session_id}/assign",
                     json={"username": "qa01"})
     assert r.status == 200 and r.body["status"] == "assigned"
     r = await h.as_("qa01", "GET", "/qa/queue?mine=1&status=assigned")
@@ -205,20 +217,21 @@ async def test_queue_lists_by_deadline_and_assigns_R40(harness: Harness) -> None
 
 async def test_the_after_call_sweep_takes_a_sealed_session_all_the_way_R40_R42_R43(
         harness: Harness) -> None:
+    from aftercall.runtime import SWEEP_LOCK, sweep
     from archive.settings import InsurerClient, InsurerSettings
     from models.archive import ArchivedObject, InsurerStatusSnapshot, RetentionRecord
-    from qa.runtime import SWEEP_LOCK, sweep
 
     h = harness
     rt = h.app[AFTER_CALL]
     rt.insurer = InsurerSettings(clients={"core": InsurerClient(
         institution="DEMO-LIFE", api_secret="a" * 20, webhook_secret="b" * 20)})
     sid = await _pending(h)
+    files = 1 + await Recording.filter(session_id=sid).count()  # the signature image, segments
     counts = await sweep(h.deps, rt)
-    assert counts["checks"] == 1 and counts["archived"] == 1  # the signature image
+    assert counts["checks"] == 1 and counts["archived"] == files
     task = await QaTask.get(session_id=sid)
     assert task.sampled and task.report_id is not None
-    assert await ArchivedObject.filter(session_id=sid).count() == 1
+    assert await ArchivedObject.filter(session_id=sid).count() == files
     assert (await RetentionRecord.get(session_id=sid)).retain_until is None
     assert await InsurerStatusSnapshot.exists(order__sessions__id=sid)
     again = await sweep(h.deps, rt)
@@ -226,3 +239,22 @@ async def test_the_after_call_sweep_takes_a_sealed_session_all_the_way_R40_R42_R
     # Another process sweeping: this one stands aside.
     await h.redis.set(SWEEP_LOCK, "1")
     assert await sweep(h.deps, rt) == {}
+
+
+async def test_a_sweep_whose_lock_expired_leaves_the_next_owner_s_lock_alone(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock expired while this process swept and another process took it: finishing must
+    not release the other's lock (two sweeps would then run at once)."""
+    from aftercall import runtime
+
+    h = harness
+
+    async def slow_sweep(*_: object) -> dict[str, int]:
+        # As if the 300 s ran out mid-sweep and another process took the lock.
+        await h.redis.delete(runtime.SWEEP_LOCK)
+        assert await h.redis.set(runtime.SWEEP_LOCK, "other", nx=True, ex=300)
+        return {"checks": 0}
+
+    monkeypatch.setattr(runtime, "_sweep", slow_sweep)
+    assert await runtime.sweep(h.deps, h.app[AFTER_CALL]) == {"checks": 0}
+    assert await h.redis.get(runtime.SWEEP_LOCK) == b"other"

@@ -9,10 +9,10 @@ from uuid import UUID
 
 import pytest
 
+from aftercall.runtime import check_and_queue
 from api.routes_qa import AFTER_CALL
 from models.audit import AuditEntry
-from models.sessions import Recording
-from qa.runtime import check_and_queue
+from models.sessions import Recording, RecordingSession
 from tests.harness import PASSWORDS, Harness
 from tests.qa.simulate import MediaKit, Scenario, record_session
 
@@ -43,7 +43,8 @@ async def test_replay_page_seeks_to_a_clicked_mark_R41(
     await page.fill("#password", PASSWORDS["qa01"])
     await page.click("#login")
     await page.wait_for_selector("#marks li[data-kind=finding]")
-    assert await page.locator("#marks li[data-kind=step]").count() == 17
+    steps = (await RecordingSession.get(id=rec.session_id)).steps
+    assert await page.locator("#marks li[data-kind=step]").count() == len(steps)
     assert await page.locator("#marks li[data-kind=answer]").count() >= 14
     assert await page.locator("#marks li[data-kind=identity]").count() == 1
     assert await page.locator("#marks li[data-kind=presence]").count() == 2
@@ -60,9 +61,12 @@ async def test_replay_page_seeks_to_a_clicked_mark_R41(
     assert active is not None and "第二张人脸" in active
     await page.screenshot(path=str(screenshot_dir / "qa-replay-second-face.png"), full_page=True)
 
-    # A step in the first segment: back to segment 1.
-    start = rec.plays["exclusions"][0][0]
-    await page.click("#marks li[data-kind=step]:has-text('责任免除')")
+    # A step in the first segment (the latest that starts in it): back to segment 1.
+    first_ends = Scenario().segment_ms
+    start, step_id = max((plays[0][0], sid) for sid, plays in rec.plays.items()
+                         if 1_000 < plays[0][0] < first_ends - 2_000)
+    title = next(s["title"] for s in steps if s["id"] == step_id)
+    await page.click(f"#marks li[data-kind=step]:has-text('{title}')")
     await _wait_at(page, start)
     first = await Recording.get(session_id=rec.session_id, kind="customer_av", segment=1)
     assert (await page.eval_on_selector("#video", "v => v.currentSrc")).endswith(f"/{first.id}")

@@ -3,6 +3,7 @@ identity pass rates, QA pass rates and median durations, by agent, product, bran
 
 from __future__ import annotations
 
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from models.sessions import RecordingSession
 from tests.harness import FAILED, PASSED, PASSWORDS, Harness, Walk, consent_body
 from tests.qa.simulate import FakeClock
+from tests.qa.verdict_kit import queue_with_findings
 
 TL = "YA-TL-003"
 
@@ -28,8 +30,12 @@ async def _recorded(h: Harness, clock: FakeClock, call_minutes: int, verdict: st
     clock.advance(call_minutes * 60_000)
     w = await h.walk_to("qa_pending", agent, walk=w)
     if verdict:
-        r = await h.as_("qa01", "POST", f"/sessions/{w.session_id}/qa-reviews",
-                        json={"verdict": verdict})
+        # A clean report for a pass; for a reject the inspector adds the problem.
+        await queue_with_findings(h, w.session_id)
+        body: dict[str, Any] = {"verdict": verdict}
+        if verdict == "reject":
+            body["findings"] = [{"message": "销售人员未说明犹豫期", "at_ms": 1000}]
+        r = await h.as_("qa01", "POST", f"/qa/sessions/{w.session_id}/verdict", json=body)
         assert r.status == 201, r.body
     return w
 
@@ -70,12 +76,26 @@ async def test_statistics_match_a_known_data_set_R55(harness: Harness) -> None:
     assert a1["identity_pass_rate"] == 0.75
     assert a1["identity_attempt_pass_rate"] == round(3 / 7, 4)
     assert a1["qa_pass_rate"] == round(2 / 3, 4)
-    assert a1["median_call_ms"] == 20 * 60_000
+    # The walk itself takes a little call time (the speech it plays): the medians are over the
+    # sessions' real call lengths, each the minutes the test added plus that.
+    calls = {}
+    for row in await RecordingSession.filter(completed_at__isnull=False).prefetch_related(
+            "agent__user"):
+        assert row.recording_started_at is not None and row.completed_at is not None
+        call_ms = (row.completed_at - row.recording_started_at).total_seconds() * 1000
+        calls.setdefault(row.agent.user.username, []).append(call_ms)
+    assert sorted(len(v) for v in calls.values()) == [2, 3]
+    for minutes, ms in zip((10, 20, 30, 15, 25), sorted(calls["agent01"]) + sorted(
+            calls["agent02"]), strict=True):
+        assert minutes * 60_000 <= ms < (minutes + 3) * 60_000
+    assert a1["median_call_ms"] == round(statistics.median(calls["agent01"]))
     assert a2["sessions"] == 2 and a2["outcomes"]["awaiting_qa"] == 1
-    assert a2["qa_pass_rate"] == 1.0 and a2["median_call_ms"] == 20 * 60_000
+    assert a2["qa_pass_rate"] == 1.0
+    assert a2["median_call_ms"] == round(statistics.median(calls["agent02"]))
     total = r.body["total"]
     assert total["sessions"] == 8 and total["qa_pass_rate"] == 0.75
-    assert total["median_call_ms"] == 20 * 60_000  # 10, 15, 20, 25, 30 minutes
+    assert total["median_call_ms"] == round(statistics.median(  # 10, 15, 20, 25, 30 minutes
+        calls["agent01"] + calls["agent02"]))
 
     r = await h.as_("admin01", "GET", "/stats?group_by=product")
     by_product = {row["label"]: row["sessions"] for row in r.body["items"]}

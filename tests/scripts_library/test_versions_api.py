@@ -12,8 +12,8 @@ from models.audit import AuditEntry
 from models.sales import ScriptVersion
 from models.sessions import RecordingSession, SessionEvent
 from scripts_library.catalogue import LIBRARY_DIR
-from scripts_library.speech import prerender_script_version
 from tests.harness import HERE, Harness
+from workflow.script_speech import prerender_script_version
 from workflow.speech import prepare_session_speech
 
 SAMPLE = (LIBRARY_DIR / "YA-ZSS-001" / "v1.yaml").read_text(encoding="utf-8")

@@ -1,15 +1,22 @@
 """Face comparison engines behind one ``FaceMatcher`` protocol (R-12, R-13).
 
-The default runs deepface's ``Dlib`` model (dlib's ResNet, 128-d embeddings) with dlib's HOG
-detector, on weights copied from the ``face_recognition_models`` package: no TensorFlow, no
-download. Distances are cosine distances; the pass threshold is configuration.
+Two engines on the same dlib ResNet (128-d), weights from the ``face_recognition_models``
+package, no TensorFlow, no download:
+
+- ``dlib-chip`` (default, ``face/dlib_chip.py``): dlib's own pipeline, 5-point alignment onto
+  150×150 chips, euclidean distance;
+- ``deepface-dlib`` (``face/deepface_dlib.py``): deepface's ``Dlib`` model, cosine distance.
+
+Each engine names its metric and computes its own distance; the pass threshold is
+configuration, in that metric (``FaceConfig.resolved_threshold``). The ID portrait is
+straightened from the card's corners before it is compared (``face/card.py``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,10 +69,18 @@ class FaceMatcher(Protocol):
     @property
     def threshold(self) -> float: ...
 
+    @property
+    def metric(self) -> Literal["cosine", "euclidean"]: ...
+
+    def distance(self, a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+        """Distance between two of this engine's embeddings (0 = identical)."""
+        ...
+
     def detect(self, image: Frame) -> list[FaceBox]: ...
 
-    def embed(self, image: Frame) -> list[FaceEmbedding]:
-        """Every face found, largest first."""
+    def embed(self, image: Frame, main_face_only: bool = False) -> list[FaceEmbedding]:
+        """Every face found, largest first; only the largest with ``main_face_only`` (which
+        lets an engine skip the search for small faces)."""
         ...
 
 
@@ -85,6 +100,7 @@ def match_faces(
             reason_code=code,
             reason=REASONS[code] if code else None,
             threshold=limit,
+            metric=matcher.metric,
             engine=matcher.info,
             elapsed_s=round(time.perf_counter() - started, 4),
             **kw,  # type: ignore[arg-type]
@@ -94,7 +110,7 @@ def match_faces(
         ref_img, probe_img = as_frame(reference), as_frame(probe)
     except ImageDecodeError:
         return result(False, "not_an_image")
-    ref_faces = matcher.embed(ref_img)
+    ref_faces = matcher.embed(ref_img, main_face_only=True)
     if not ref_faces:
         return result(False, "no_face_reference")
     probe_faces = matcher.embed(probe_img)
@@ -103,14 +119,20 @@ def match_faces(
         return result(False, "no_face_probe", **counts)
     if len(probe_faces) > 1:
         return result(False, "multiple_faces_probe", **counts)
-    distance = cosine_distance(ref_faces[0].vector, probe_faces[0].vector)
-    scores = {"distance": round(distance, 5), "similarity": round(1 - distance, 5)}
+    distance = matcher.distance(ref_faces[0].vector, probe_faces[0].vector)
+    # Similarity in [0, 1]: 1 - cosine distance, or 1 - d/2 for unit-scale euclidean descriptors.
+    similarity = 1 - distance if matcher.metric == "cosine" else max(0.0, 1 - distance / 2)
+    scores = {"distance": round(distance, 5), "similarity": round(similarity, 5)}
     if distance > limit:
         return result(False, "face_mismatch", **counts, **scores)
     return result(True, **counts, **scores)
 
 
 def create_face_matcher(config: IdentityConfig) -> FaceMatcher:
-    from media.identity.face.deepface_dlib import DeepFaceDlibMatcher
+    if config.face.engine == "deepface-dlib":
+        from media.identity.face.deepface_dlib import DeepFaceDlibMatcher
 
-    return DeepFaceDlibMatcher(config.face, config.cache_dir, config.anti_spoof.weights_dir)
+        return DeepFaceDlibMatcher(config.face, config.cache_dir, config.anti_spoof.weights_dir)
+    from media.identity.face.dlib_chip import DlibChipMatcher
+
+    return DlibChipMatcher(config.face)

@@ -16,12 +16,13 @@ import importlib.metadata
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from media.identity.config import FaceConfig
-from media.identity.face import FaceBox, FaceEmbedding
+from media.identity.face import FaceBox, FaceEmbedding, cosine_distance
 from media.identity.imaging import Frame, limit_size
 from media.identity.results import EngineInfo
 from media.identity.weights import prepare_deepface_home
@@ -40,6 +41,8 @@ def deepface_home(cache_dir: Path) -> Path:
 
 
 class DeepFaceDlibMatcher:
+    metric: Literal["cosine"] = "cosine"
+
     def __init__(self, config: FaceConfig, cache_dir: Path, fasnet_dir: Path | None = None) -> None:
         self._config = config
         self._lock = threading.Lock()
@@ -63,7 +66,11 @@ class DeepFaceDlibMatcher:
 
     @property
     def threshold(self) -> float:
-        return self._config.threshold
+        return self._config.resolved_threshold()
+
+    @staticmethod
+    def distance(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+        return cosine_distance(a, b)
 
     def detect(self, image: Frame) -> list[FaceBox]:
         small, scale = limit_size(image, self._config.max_side_px)
@@ -80,7 +87,7 @@ class DeepFaceDlibMatcher:
         boxes = [self._box(f["facial_area"], f.get("confidence", 0.0), scale) for f in faces]
         return sorted(boxes, key=lambda b: b.area, reverse=True)
 
-    def embed(self, image: Frame) -> list[FaceEmbedding]:
+    def embed(self, image: Frame, main_face_only: bool = False) -> list[FaceEmbedding]:
         small, scale = limit_size(image, self._config.max_side_px)
         with self._lock:
             try:
@@ -100,7 +107,8 @@ class DeepFaceDlibMatcher:
             )
             for r in reps
         ]
-        return sorted(out, key=lambda e: e.box.area, reverse=True)
+        out.sort(key=lambda e: e.box.area, reverse=True)
+        return out[:1] if main_face_only else out
 
     @staticmethod
     def _box(area: dict[str, Any], confidence: float, scale: float) -> FaceBox:

@@ -1,0 +1,144 @@
+"""Liveness proven in the live call (R-12, issue 15 item 1): the bridge between the call hub's
+live challenge runner (`media.call.live_liveness`) and the session (`workflow.live_liveness`).
+
+When a party's media connects and both parties are now connected and recorded, a session in
+``in_call`` (the script not started) whose policy requires it and that has neither passed nor
+used up its runs gets a run: a plan drawn by the OS's CSPRNG (`new_challenge_plan`, the actions
+of the configuration), ``liveness_prepare`` to the customer's page, then each challenge given
+and judged on the customer's frames in the presence host's child, ``liveness_result`` after
+each challenge and after the run, and the run's events on the timeline with their offsets in
+the recording. A failed run is followed by another after a pause, until the limit; a run the
+customer's media dropped out of, or whose judge was unavailable, is not counted and starts again
+when a party (re)connects.
+One run per room at a time; closing the room cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from media.call import CallHub, UnknownSession
+from media.call.live_liveness import ChallengeRun, LiveChallengeConfig, LiveJudge, run_challenge
+from models.sessions import RecordingSession, SessionState
+from workflow import live_liveness
+from workflow.core import WorkflowDeps
+
+log = logging.getLogger(__name__)
+
+PREPARE_TEXT = "请正对摄像头，保持光线充足，稍后按屏幕提示做动作"
+PASSED_TEXT = "活体检测通过，请稍候，销售人员将开始讲解"
+RETRY_TEXT = "活体检测未通过：{reason}。稍后将重新检测（还有 {left} 次机会）"
+FINAL_TEXT = "活体检测未通过：{reason}。本次录制无法继续，请与销售人员联系"
+
+
+class LiveLivenessWatcher:
+    """One run at a time per room (see the module docstring)."""
+
+    def __init__(self, hub: Callable[[], CallHub], deps: WorkflowDeps,
+                 engines: Callable[[], Any], judge: Callable[[], LiveJudge],
+                 in_database: Callable[[Any], Any], *, retry_seconds: float = 4.0,
+                 config: LiveChallengeConfig | None = None) -> None:
+        self._hub = hub
+        self._deps = deps
+        self._engines = engines
+        self._judge = judge
+        self._in_database = in_database
+        self._retry_seconds = retry_seconds
+        self._config = config or LiveChallengeConfig()
+        self._runs: dict[str, asyncio.Task[None]] = {}
+
+    def running(self, session_id: str) -> bool:
+        task = self._runs.get(session_id)
+        return task is not None and not task.done()
+
+    async def parties_changed(self, session_id: str) -> None:
+        """A party connected: start a run if one is due now."""
+        if not self._deps.settings.live_liveness_required or self.running(session_id):
+            return
+        if not await self._due(UUID(session_id)):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._in_database(self._run)(session_id), name=f"live-liveness {session_id}")
+        self._runs[session_id] = task
+
+    async def _due(self, session_id: UUID) -> bool:
+        session = await RecordingSession.get_or_none(id=session_id)
+        if session is None or session.state != SessionState.IN_CALL:
+            return False
+        parties = session.call_parties or {}
+        if not all((parties.get(role) or {}).get("recording") for role in ("customer", "agent")):
+            return False
+        if "customer" not in self._hub().connected_roles(str(session_id)):
+            return False
+        state = await live_liveness.live_state(session_id)
+        return not state.passed and not state.exhausted(self._deps.settings)
+
+    async def _run(self, session_id: str) -> None:
+        sid = UUID(session_id)
+        while True:
+            engines = self._engines()
+            plan = engines.new_challenge_plan()
+            actions = [c.value for c in plan.challenges]
+            attempt = await live_liveness.record_started(self._deps, sid, actions)
+            await self._send(session_id, {"type": "liveness_prepare", "attempt": attempt,
+                                          "count": len(actions), "text": PREPARE_TEXT})
+            runs: list[ChallengeRun] = []
+            for index, challenge in enumerate(plan.challenges, start=1):
+                try:
+                    source = self._hub().video_source(session_id, "customer")
+                except UnknownSession:
+                    return  # the room closed
+                run = await run_challenge(
+                    source, lambda m: self._send(session_id, m), self._judge(), challenge,
+                    plan.time_limit_s, key=f"{session_id}/{attempt}/{index}",
+                    config=self._config, index=index, count=len(actions))
+                runs.append(run)
+                log.info("%s: live liveness %d.%d %s %s (%s) on %d frames, decode %.0f ms CPU",
+                         session_id, attempt, index, challenge.value,
+                         "passed" if run.passed else "failed", run.result.reason_code or "ok",
+                         len(run.frame_times), run.decode_cpu_s * 1000)
+                await self._send(session_id, {
+                    "type": "liveness_result", "id": run.challenge_id, "scope": "challenge",
+                    "passed": run.passed, "message": "" if run.passed else run.result.reason})
+                if not run.passed:
+                    break
+            passed = len(runs) == len(actions) and all(r.passed for r in runs)
+            present = "customer" in self._hub().connected_roles(session_id)
+            # Not the customer's failure: the media dropped out, or the judge was unavailable.
+            counted = present and all(r.failure != "engine_error" for r in runs)
+            outcome = await live_liveness.record_result(
+                self._deps, sid, attempt, passed,
+                [{**r.summary(), "sent_at": r.sent_at} for r in runs], counted=counted)
+            reason = next((r.result.reason for r in runs if not r.passed), None) or ""
+            text = (PASSED_TEXT if passed
+                    else FINAL_TEXT.format(reason=reason.rstrip("。")) if outcome.final
+                    else RETRY_TEXT.format(reason=reason.rstrip("。"), left=outcome.attempts_left))
+            await self._send(session_id, {
+                "type": "liveness_result", "scope": "run", "attempt": attempt,
+                "passed": passed, "final": outcome.final,
+                "attempts_left": outcome.attempts_left, "message": text})
+            if outcome.final or not counted:
+                return  # an uncounted run starts again when a party (re)connects
+            await asyncio.sleep(self._retry_seconds)
+            if not await self._due(sid):
+                return
+
+    async def _send(self, session_id: str, message: dict[str, Any]) -> None:
+        with contextlib.suppress(UnknownSession):
+            await self._hub().push(session_id, message, "customer")
+
+    async def room_closed(self, session_id: str) -> None:
+        task = self._runs.pop(session_id, None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def shutdown(self) -> None:
+        for session_id in list(self._runs):
+            await self.room_closed(session_id)

@@ -1,0 +1,2 @@
+"""Sections of the one configuration whose models the layers above infra share (channels,
+QA, archive and insurers); `infra.config.load_config` fills them."""

@@ -1,0 +1,232 @@
+"""Admission control of the call hub (issue 16 item 3, R-32): a node without measured headroom
+for one more call refuses the next new room (503 with Retry-After over the API) while running
+calls keep everything: the second party of an open room and a party rejoining its room are
+always admitted. Real hub, real aiortc parties on loopback; the API test through the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from api.keys import CALL_HUB
+from infra.cluster import OWNER_KEY
+from media.call.admission import (
+    Admission,
+    AdmissionConfig,
+    CallRefused,
+    Headroom,
+    Sample,
+    estimate,
+)
+from media.call.client import CallClient
+from testing.call_media import EncodedMedia, PrerecordedTrack
+from tests.harness import Harness
+from tests.media_call.conftest import CallRig
+
+# -- the estimate ---------------------------------------------------------------------------------
+
+
+def _samples(rooms: list[int], cores_per_call: float, loop_share: float = 0.5,
+             interval: float = 0.5, lag: float = 0.0) -> list[Sample]:
+    """A process whose calls each cost `cores_per_call` (half of it in the loop thread)."""
+    out, cpu, loop_cpu = [], 0.0, 0.0
+    for index, open_rooms in enumerate(rooms):
+        out.append(Sample(index * interval, cpu, loop_cpu, open_rooms, lag))
+        cpu += open_rooms * cores_per_call * interval
+        loop_cpu += open_rooms * cores_per_call * loop_share * interval
+    return out
+
+
+def test_headroom_is_the_measured_cost_per_call_against_cores_times_target() -> None:
+    config = AdmissionConfig(cores=2, target_utilisation=0.75, min_measured_seconds=2.0)
+    samples = _samples([4] * 21, cores_per_call=0.1)  # 10 s of 4 calls at 0.1 core each
+
+    fits = estimate(samples, 4, config)
+    assert fits.admit and fits.reason == "fits"
+    assert fits.cost_per_call == pytest.approx(0.1)
+    assert fits.loop_cost_per_call == pytest.approx(0.05)
+    assert fits.cpu == pytest.approx(0.4)
+    assert fits.capacity == 1.5 and fits.loop_capacity == 0.75
+    assert fits.calls_that_fit() in (14, 15)  # 1.5 / 0.1 and 0.75 / 0.05, rounded down
+
+    # 13 calls open now (just admitted, not yet in the samples): 1.3 + 0.1 ≤ 1.5 fits; 15 not.
+    assert estimate(samples, 13, config).admit
+    full = estimate(samples, 15, config)
+    assert not full.admit and full.reason.startswith("CPU 1.50 + 0.100")
+
+    # The loop thread is full before the machine: it has one core whatever the cores.
+    loop_bound = _samples([4] * 21, cores_per_call=0.1, loop_share=1.0)
+    refused = estimate(loop_bound, 8, AdmissionConfig(cores=8, target_utilisation=0.75))
+    assert not refused.admit and refused.reason.startswith("event loop thread")
+
+
+def test_a_lagging_loop_refuses_and_no_call_or_no_measurement_admits() -> None:
+    config = AdmissionConfig(cores=2, max_loop_lag=0.1)
+    lagging = _samples([2] * 21, cores_per_call=0.01, lag=0.3)
+    assert not estimate(lagging, 2, config).admit
+    assert "event loop lags 300 ms" in estimate(lagging, 2, config).reason
+    # Nothing open: nothing to protect.
+    assert estimate(lagging, 0, config).admit
+    # Under two seconds of a call measured: admitted (no measurement yet).
+    short = _samples([1] * 4, cores_per_call=5.0)
+    assert estimate(short, 1, config) == Headroom(
+        True, "no call measured yet", 1, 1.5, pytest.approx(5.0), None, 0.75,
+        pytest.approx(2.5), None, 0.0)
+    # The idle time before a call never counts as the call's cost.
+    idle_then_call = _samples([0] * 10 + [1] * 9, cores_per_call=0.2)
+    assert estimate(idle_then_call, 1, config).cost_per_call == pytest.approx(0.2)
+
+
+def test_the_admission_remembers_a_measured_cost_after_its_window() -> None:
+    now = [0.0]
+    cpu = [0.0]
+    rooms = [1]
+    admission = Admission(AdmissionConfig(cores=1, target_utilisation=1.0, window_seconds=10),
+                          rooms=lambda: rooms[0], clock=lambda: now[0], cpu=lambda: cpu[0],
+                          loop_cpu=lambda: cpu[0] / 2)
+    for _ in range(10):  # 5 s of one call at 0.3 core
+        admission.record()
+        now[0] += 0.5
+        cpu[0] += 0.15
+    assert admission.headroom().cost_per_call == pytest.approx(0.3)
+    rooms[0] = 0
+    for _ in range(40):  # 20 s without calls: the window holds none
+        admission.record()
+        now[0] += 0.5
+    rooms[0] = 3  # three rooms opened at once: 0.9 + 0.3 > 1.0
+    with pytest.raises(CallRefused) as refused:
+        admission.check()
+    assert refused.value.headroom.cost_per_call == pytest.approx(0.3)
+    assert refused.value.retry_after == 10 and admission.refused == 1
+
+
+# -- the hub, real parties ------------------------------------------------------------------------
+
+TINY = AdmissionConfig(cores=0.001, target_utilisation=1.0, sample_interval=0.1,
+                       min_measured_seconds=0.5, retry_after_seconds=7)
+
+
+async def _until(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
+    for _ in range(int(seconds * 10)):
+        if result := check():
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_full_hub_refuses_a_new_room_but_not_the_open_rooms_parties(
+    make_rig: Callable[..., CallRig],
+) -> None:
+    rig = make_rig(admission=TINY)
+    first = await rig.join("customer", "s-open")
+    measured = await _until(lambda: (h := rig.hub.headroom()) and h.cost_per_call and h,
+                            "one call measured")
+    assert measured.cost_per_call > 0.001 and not measured.admit
+
+    with pytest.raises(CallRefused) as refused:
+        await rig.join("customer", "s-new")
+    assert refused.value.retry_after == 7
+    assert not rig.hub.has_room("s-new")
+    assert rig.hub.room_ids() == ["s-open"]
+
+    # The open room's second party, and the first party rejoining, are admitted.
+    await rig.join("agent", "s-open")
+    await first.close()
+    await rig.join("customer", "s-open")
+    assert await _until(lambda: rig.hub.connected_roles("s-open") == {"customer", "agent"},
+                        "both parties connected")
+    with pytest.raises(CallRefused):
+        await rig.join("agent", "s-new")
+    assert rig.hub.admission is not None and rig.hub.admission.refused == 2
+
+
+async def test_without_admission_config_every_room_is_admitted(
+    make_rig: Callable[..., CallRig],
+) -> None:
+    rig = make_rig()
+    await rig.join("customer", "s-a")
+    await rig.join("customer", "s-b")
+    assert rig.hub.headroom() is None
+    assert sorted(rig.hub.room_ids()) == ["s-a", "s-b"]
+
+
+# -- over the API ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"call_admission_cores": 0.001, "call_admission_target_utilisation": 1.0,
+            "call_admission_retry_after_seconds": 7}
+
+
+def _client(media: EncodedMedia) -> CallClient:
+    return CallClient(audio=PrerecordedTrack(media, "audio"),
+                      video=PrerecordedTrack(media, "video"))
+
+
+def _signal(harness: Harness, path: str, token: str, answers: list[Any]) -> Callable[
+        [str, str], Awaitable[tuple[str, str]]]:
+    async def signal(sdp: str, type_: str) -> tuple[str, str]:
+        r = await harness.request("POST", path, token=token, json={"sdp": sdp, "type": type_})
+        answers.append(r)
+        if r.status != 200:
+            raise RuntimeError(f"refused {r.status}")
+        return r.body["sdp"], r.body["type"]
+
+    return signal
+
+
+@pytest.mark.one_database
+@pytest.mark.timeout(300)
+async def test_a_new_call_on_a_full_node_is_503_with_retry_after(
+    harness: Harness, party_media: dict[str, EncodedMedia],
+) -> None:
+    open_walk = await harness.walk_to("in_call")
+    new_walk = await harness.walk_to("in_call")
+    open_sid, new_sid = open_walk.session_id, new_walk.session_id
+    agent_token = await harness.login("agent01")
+    hub = harness.app[CALL_HUB]
+    clients: list[CallClient] = []
+    answers: list[Any] = []
+
+    async def join(sid: str, role: str, token: str, media: EncodedMedia) -> CallClient:
+        client = _client(media)
+        clients.append(client)
+        await client.connect(_signal(harness, f"/calls/{sid}/{role}/offer", token, answers))
+        return client
+
+    try:
+        customer = await join(open_sid, "customer", open_walk.customer_token,
+                              party_media["customer"])
+        await customer.wait_open()
+        await _until(lambda: (h := hub.headroom()) and h.cost_per_call, "one call measured")
+
+        with pytest.raises(RuntimeError, match="refused 503"):
+            await join(new_sid, "customer", new_walk.customer_token, party_media["customer"])
+        refused = answers[-1]
+        assert refused.headers["Retry-After"] == "7"
+        assert refused.body["code"] == "call_capacity_full"
+        assert refused.body["detail"] == "当前线路繁忙，请稍后重试"
+        assert refused.body["retry_after"] == 7
+        assert not hub.has_room(new_sid)
+        # The claim on the session is given up: another node may open the call.
+        assert await harness.redis.get(OWNER_KEY + new_sid) is None
+        with pytest.raises(RuntimeError, match="refused 503"):
+            await join(new_sid, "agent", agent_token, party_media["agent"])
+
+        # The open call's agent, and its customer rejoining, are admitted.
+        agent = await join(open_sid, "agent", agent_token, party_media["agent"])
+        await agent.wait_open()
+        await customer.close()
+        again = await join(open_sid, "customer", open_walk.customer_token,
+                           party_media["customer"])
+        await again.wait_open()
+        assert [r.status for r in answers] == [200, 503, 503, 200, 200]
+        assert await _until(lambda: hub.connected_roles(open_sid) == {"customer", "agent"},
+                            "both parties of the open call")
+    finally:
+        for client in clients:
+            await client.close()

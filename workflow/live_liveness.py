@@ -1,0 +1,133 @@
+"""Liveness proven in the live call (R-12, issue 15 item 1): the workflow's side.
+
+Once both parties' media is connected and recorded, and before the script may start, the server
+gives the customer liveness challenges over the call's data channel and judges them on the
+frames it receives (`media.call.live_liveness`, run by `app.live_liveness`). This module keeps
+what that means for the session, on its timeline only (no new columns):
+
+- ``live_liveness_started`` ``{attempt, plan, at_ms}``: a run began (``at_ms``: its time in the
+  recording, ms from ``recording_started_at``, where QA's replay seeks);
+- ``live_liveness_passed`` / ``live_liveness_failed`` ``{attempt, reason_code, reason,
+  challenges: [{id, action, passed, reason_code, sent_ms, deadline_ms, completed_ms, ...}],
+  counted, attempts_left, final}``: the judgement of each challenge with its moment in the
+  recording. A failure while the customer's media was gone is not ``counted``.
+
+When the session's policy asks for it (`WorkflowSettings.live_liveness_required`: production),
+`start_script` refuses until a run passed; after `live_liveness_max_attempts` counted failures
+no run starts again and the script can never start (the agent console shows the final failure;
+the agent ends the session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from models.sessions import RecordingSession, SessionEvent
+from security.audit import Actor
+from workflow.core import WorkflowDeps, WorkflowSettings, locked
+
+STARTED = "live_liveness_started"
+PASSED = "live_liveness_passed"
+FAILED = "live_liveness_failed"
+EVENT_TYPES = (STARTED, PASSED, FAILED)
+ACTOR = Actor.system("liveness")
+
+
+@dataclass(frozen=True)
+class LiveLivenessState:
+    """What the timeline says so far."""
+
+    passed: bool
+    failures: int  # counted failures
+    runs: int  # runs started
+
+    def exhausted(self, settings: WorkflowSettings) -> bool:
+        return not self.passed and self.failures >= settings.live_liveness_max_attempts
+
+    def attempts_left(self, settings: WorkflowSettings) -> int:
+        return 0 if self.passed else max(settings.live_liveness_max_attempts - self.failures, 0)
+
+
+async def live_state(session_id: UUID, conn: BaseDBAsyncClient | None = None) -> LiveLivenessState:
+    query = SessionEvent.filter(session_id=session_id, type__in=EVENT_TYPES)
+    if conn is not None:
+        query = query.using_db(conn)
+    rows = await query.values("type", "data")
+    return LiveLivenessState(
+        passed=any(r["type"] == PASSED for r in rows),
+        failures=sum(1 for r in rows if r["type"] == FAILED and (r["data"] or {}).get("counted")),
+        runs=sum(1 for r in rows if r["type"] == STARTED),
+    )
+
+
+def readiness_problem(state: LiveLivenessState, settings: WorkflowSettings) -> str | None:
+    """Why the script may not start yet for liveness (Chinese), or None."""
+    if not settings.live_liveness_required or state.passed:
+        return None
+    if state.exhausted(settings):
+        return (f"客户通话中的实时活体检测 {state.failures} 次均未通过，不能开始播报话术，"
+                "请终止本次录制")
+    return "客户尚未通过通话中的实时活体检测"
+
+
+def _offset_ms(session: RecordingSession, at: float | datetime | None) -> int | None:
+    if at is None or session.recording_started_at is None:
+        return None
+    posix = at.timestamp() if isinstance(at, datetime) else at
+    return round((posix - session.recording_started_at.timestamp()) * 1000)
+
+
+async def record_started(deps: WorkflowDeps, session_id: UUID, plan: list[str]) -> int:
+    """A run begins; returns its attempt number (runs started so far, plus one)."""
+    async with locked(deps, session_id, None) as unit:
+        state = await live_state(session_id, unit.conn)
+        attempt = state.runs + 1
+        await unit.event(ACTOR, STARTED, {
+            "attempt": attempt, "plan": plan,
+            "at_ms": _offset_ms(unit.session, deps.clock())})
+    return attempt
+
+
+@dataclass(frozen=True)
+class LiveOutcome:
+    passed: bool
+    attempts_left: int
+    final: bool  # no further run will start (passed, or every attempt used)
+
+
+async def record_result(
+    deps: WorkflowDeps, session_id: UUID, attempt: int, passed: bool,
+    challenges: list[dict[str, Any]], counted: bool = True,
+) -> LiveOutcome:
+    """The judgement of a run: each challenge's summary (`ChallengeRun.summary()` plus its
+    ``sent_at``, POSIX) is kept with its moments in the recording."""
+    async with locked(deps, session_id, None) as unit:
+        session = unit.session
+        kept = []
+        for c in challenges:
+            item = {k: v for k, v in c.items() if k != "sent_at"}
+            sent_ms = _offset_ms(session, c.get("sent_at"))
+            item["sent_ms"] = sent_ms
+            if sent_ms is not None:
+                item["deadline_ms"] = sent_ms + round(float(c.get("time_limit_s", 0)) * 1000)
+                done = c.get("completed_at_s")
+                item["completed_ms"] = None if done is None else sent_ms + round(done * 1000)
+            kept.append(item)
+        failed = next((c for c in kept if not c.get("passed")), None)
+        before = await live_state(session_id, unit.conn)
+        failures = before.failures + (0 if passed or not counted else 1)
+        left = 0 if passed else max(deps.settings.live_liveness_max_attempts - failures, 0)
+        final = passed or left == 0
+        data: dict[str, Any] = {
+            "attempt": attempt, "passed": passed, "challenges": kept, "counted": counted,
+            "attempts_left": left, "final": final,
+            "reason_code": None if failed is None else failed.get("reason_code"),
+            "reason": None if failed is None else failed.get("reason"),
+        }
+        await unit.event(ACTOR, PASSED if passed else FAILED, data)
+    return LiveOutcome(passed, left, final)
