@@ -283,3 +283,21 @@ async def test_the_log_engine_records_the_text_masked(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "sms.jsonl").read_text(encoding="utf-8"))
     assert record["phone"] == "138****5678" and record["text"] == "正文 http://x"
     assert receipt.message_id == record["id"]
+
+
+async def test_a_blacklisted_number_answered_as_an_api_error_fails_at_once(
+    kit: Kit, fake_sms: FakeTencentSms,
+) -> None:
+    """Tencent may refuse a blacklisted number in `Response.Error` rather than per number:
+    that is final too (issue 18 item 6), one attempt, no retry."""
+    walk = await kit.h.create_session()
+    fake_sms.fail_api.append("FailedOperation.PhoneNumberInBlacklist")
+    await _send(kit, walk.session_id, {"channel": "sms", "phone": "13900002222"})
+    await kit.run_worker()
+    row = await OutboundMessage.get(kind=OutboxKind.SMS, session_id=walk.session_id)
+    assert row.status == OutboxStatus.FAILED and row.attempts == 1
+    assert "PhoneNumberInBlacklist" in row.last_error
+    view = await _view(kit, walk.session_id)
+    assert view["status"]["code"] == "failed"
+    assert "PhoneNumberInBlacklist" in view["status"]["label"]
+    assert fake_sms.sent == []
