@@ -22,6 +22,7 @@ from api.keys import CONFIG, CUSTOMER_TOKENS, DATABASE, DEPS, REDIS
 from bot import sms_reports
 from bot.settings import ChannelConfig, describe
 from bot.sms import LogSmsSender, SmsSender, TencentSmsSender
+from bot.sms_aliyun import AliyunSmsSender
 from bot.wechat_api import WeChatApi
 from bot.wechat_inbound import MessageCodec
 from infra.database import activate, deactivate
@@ -127,6 +128,10 @@ def build_sms(config: ChannelConfig, http: aiohttp.ClientSession) -> SmsSender |
     if config.sms_engine == "tencent":
         return TencentSmsSender(http, sms.endpoint, sms.secret_id or "", sms.secret_key or "",
                                 sms.sdk_app_id or "", sms.sign_name, sms.region)
+    if config.sms_engine == "aliyun":
+        names = tuple(n.strip() for n in sms.template_param_names.split(",") if n.strip())
+        return AliyunSmsSender(http, sms.aliyun_endpoint, sms.secret_id or "",
+                               sms.secret_key or "", sms.sign_name, names, sms.aliyun_region)
     if config.sms_engine == "log":
         return LogSmsSender(config.data_dir / "sms-outbox.jsonl")
     return None

@@ -123,11 +123,13 @@ class ChannelSettings(BaseModel):
     wechat_send_max_attempts: int = Field(default=5, ge=1)
 
 
-SmsEngine = Literal["off", "log", "tencent"]
+SmsEngine = Literal["off", "log", "tencent", "aliyun"]
 
 
 class SmsSettings(BaseModel):
-    """SMS invitations (bot/sms.py): Tencent Cloud SMS in production, a local log in dev/test."""
+    """SMS invitations (bot/sms.py): Tencent Cloud SMS or Aliyun SMS (bot/sms_aliyun.py) in
+    production, a local log in dev/test. For Aliyun, `secret_id`/`secret_key` are the AccessKey
+    ID and secret and `invitation_template_id` the TemplateCode (SMS_...)."""
 
     ENV_PREFIX: ClassVar[str] = "SHUANGLU_SMS_"
 
@@ -144,6 +146,11 @@ class SmsSettings(BaseModel):
     invitation_template_id: str = "1000001"
     # How often the worker pulls delivery reports (PullSmsSendStatus) while a text awaits one.
     report_pull_seconds: float = Field(default=30.0, gt=0)
+    aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_region: str = "cn-hangzhou"
+    # Aliyun templates name their variables (${until}, ${url}): the names, comma-separated, in
+    # the order of the invitation's parameters.
+    template_param_names: str = "until,url"
 
 
 @dataclass(frozen=True)
@@ -255,14 +262,17 @@ def resolve_channels(
             if weak or len(deep_link_key) < 32:
                 raise ConfigurationError("bank secrets must be at least 32 characters each")
     sms_engine: SmsEngine = sms.engine or ("off" if prod else "log")
-    if sms_engine == "tencent":
-        missing = [name for name in ("secret_id", "secret_key", "sdk_app_id")
-                   if not getattr(sms, name)]
+    if sms_engine in ("tencent", "aliyun"):
+        needed = ("secret_id", "secret_key") + (("sdk_app_id",) if sms_engine == "tencent"
+                                                 else ())
+        missing = [name for name in needed if not getattr(sms, name)]
         if missing:
-            raise ConfigurationError("SHUANGLU_SMS_ENGINE=tencent needs "
+            raise ConfigurationError(f"SHUANGLU_SMS_ENGINE={sms_engine} needs "
                                      + ", ".join(f"SHUANGLU_SMS_{m.upper()}" for m in missing))
-        if prod and urlsplit(sms.endpoint).scheme != "https":
-            raise ConfigurationError("SHUANGLU_SMS_ENDPOINT must be https")
+        endpoint, variable = ((sms.endpoint, "ENDPOINT") if sms_engine == "tencent"
+                              else (sms.aliyun_endpoint, "ALIYUN_ENDPOINT"))
+        if prod and urlsplit(endpoint).scheme != "https":
+            raise ConfigurationError(f"SHUANGLU_SMS_{variable} must be https")
     return ChannelConfig(
         wechat=wechat, bank=bank, worker=worker, bank_clients=dict(clients),
         deep_link_key=deep_link_key.encode(), public_url=public_url, sms=sms,
