@@ -3,8 +3,9 @@ what result — so underwriting waits for both — and signed webhooks when that
 
 Requests and webhooks are signed the way the bank app's are (`security.partner_signing`: HMAC-SHA256
 over timestamp, nonce, method, path and body; the receiver refuses stale timestamps and
-replayed nonces). Webhooks are queued in the database and retried with exponential backoff
-until the insurer answers 2xx, or given up (and audited) after the configured attempts.
+replayed nonces). Webhooks are queued in the database, claimed by one worker at a time
+(`infra.claims.claim_due`, as the channels' outbox), and retried with exponential backoff until
+the insurer answers 2xx, or given up (and audited) after the configured attempts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from archive.settings import InsurerClient, InsurerSettings
+from infra.claims import claim_due
 from models.archive import InsurerStatusSnapshot, PolicyStatus, WebhookDelivery, WebhookStatus
 from models.org import Institution
 from models.qa import Rectification, RectificationStatus
@@ -154,8 +156,17 @@ async def deliver_due(deps: WorkflowDeps, settings: InsurerSettings,
     """Sends what is due, oldest first; returns how many were delivered."""
     now = deps.clock()
     delivered = 0
-    due = await WebhookDelivery.filter(status=WebhookStatus.PENDING,
-                                       next_attempt_at__lte=now).order_by("id").limit(limit)
+    # Claimed first (SKIP LOCKED, a lease covering the whole batch's timeouts), so two workers
+    # never post the same delivery; a worker that dies leaves its rows due after the lease.
+    lease = timedelta(seconds=limit * settings.webhook_timeout_seconds + 60)
+
+    def mark(row: WebhookDelivery) -> list[str]:
+        row.next_attempt_at = now + lease
+        return ["next_attempt_at"]
+
+    due = await claim_due(WebhookDelivery.filter(status=WebhookStatus.PENDING,
+                                                 next_attempt_at__lte=now),
+                          ("id",), limit, mark)
     for row in due:
         client = settings.clients.get(row.client_id)
         if client is None or not client.webhook_url:

@@ -3,9 +3,10 @@ database, then delivered by the channel worker, retried with backoff until WeCha
 acknowledges it, or given up on (and audited) when the error is final or too old.
 
 This is the "job" behind the 5-second rule: the message endpoint never calls WeChat itself, it
-answers at once and leaves the sending here. Claims use a lease (`next_attempt_at` moves into
-the future while a worker sends), with SKIP LOCKED on PostgreSQL so several worker processes
-share the queue; a worker that dies mid-send leaves the row to be retried after the lease.
+answers at once and leaves the sending here. Rows are claimed by `infra.claims.claim_due` (SKIP
+LOCKED on PostgreSQL, a lease: `next_attempt_at` moves into the future while a worker sends), so
+several worker processes share the queue; a worker that dies mid-send leaves the row to be
+retried after the lease.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from uuid import UUID
 
 import aiohttp
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from bot.runtime import Channels
 from bot.sms import SmsError, SmsMessage
 from bot.sms_reports import context_of
 from bot.wechat_api import WeChatApiError
+from infra.claims import claim_due
 from models.channels import (
     ChannelInvitation,
     DeliveryStatus,
@@ -77,20 +78,16 @@ async def _claim(channels: Channels) -> list[OutboundMessage]:
     now = channels.now()
     settings = channels.config.worker
     lease = timedelta(seconds=settings.outbox_lease_seconds)
-    async with in_transaction() as conn:
-        rows = await (
-            OutboundMessage.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING],
-                                   next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "id").limit(settings.outbox_batch)
-            .select_for_update(skip_locked=True).using_db(conn)
-        )
-        for row in rows:
-            row.status = OutboxStatus.SENDING
-            row.attempts += 1
-            row.next_attempt_at = now + lease
-            await row.save(using_db=conn,
-                           update_fields=["status", "attempts", "next_attempt_at"])
-    return list(rows)
+
+    def mark(row: OutboundMessage) -> list[str]:
+        row.status = OutboxStatus.SENDING
+        row.attempts += 1
+        row.next_attempt_at = now + lease
+        return ["status", "attempts", "next_attempt_at"]
+
+    due = OutboundMessage.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING],
+                                 next_attempt_at__lte=now)
+    return await claim_due(due, ("next_attempt_at", "id"), settings.outbox_batch, mark)
 
 
 async def deliver_due(channels: Channels) -> int:
