@@ -7,9 +7,13 @@ used up its runs gets a run: a plan drawn by the OS's CSPRNG (`new_challenge_pla
 of the configuration), ``liveness_prepare`` to the customer's page, then each challenge given
 and judged on the customer's frames in the presence host's child, ``liveness_result`` after
 each challenge and after the run, and the run's events on the timeline with their offsets in
-the recording. A failed run is followed by another after a pause, until the limit; a run the
-customer's media dropped out of, or whose judge was unavailable, is not counted and starts again
-when a party (re)connects.
+the recording. Each challenge's best frame is matched against the verified card portrait
+(`workflow.live_liveness.card_portrait`) in the judge, with the identity step's engine and
+threshold; a mismatch fails the run like a failed action (the score goes on the timeline in
+``face_match``). Without a stored portrait the run is judged on its actions and the timeline
+says the match was ``not_run`` (QA flags it). A failed run is followed by another after a
+pause, until the limit; a run the customer's media dropped out of, or whose judge was
+unavailable, is not counted and starts again when a party (re)connects.
 One run per room at a time; closing the room cancels it.
 """
 
@@ -81,6 +85,10 @@ class LiveLivenessWatcher:
     async def _run(self, session_id: str) -> None:
         sid = UUID(session_id)
         while True:
+            portrait = await live_liveness.card_portrait(self._deps, sid)
+            if portrait is None:
+                log.warning("%s: no card portrait stored; the live run cannot match the face",
+                            session_id)
             engines = self._engines()
             plan = engines.new_challenge_plan()
             actions = [c.value for c in plan.challenges]
@@ -96,7 +104,8 @@ class LiveLivenessWatcher:
                 run = await run_challenge(
                     source, lambda m: self._send(session_id, m), self._judge(), challenge,
                     plan.time_limit_s, key=f"{session_id}/{attempt}/{index}",
-                    config=self._config, index=index, count=len(actions))
+                    config=self._config, index=index, count=len(actions),
+                    portrait=None if portrait is None else portrait.jpeg)
                 runs.append(run)
                 log.info("%s: live liveness %d.%d %s %s (%s) on %d frames, decode %.0f ms CPU",
                          session_id, attempt, index, challenge.value,
@@ -111,9 +120,15 @@ class LiveLivenessWatcher:
             present = "customer" in self._hub().connected_roles(session_id)
             # Not the customer's failure: the media dropped out, or the judge was unavailable.
             counted = present and all(r.failure != "engine_error" for r in runs)
+            summaries = [{**r.summary(), "sent_at": r.sent_at} for r in runs]
+            face = live_liveness.face_match_record(
+                summaries, None if portrait is None else portrait.attempt)
+            if face["status"] != "not_run":
+                log.info("%s: live face match against the card portrait: %s (distance %s, "
+                         "threshold %s)", session_id, face["status"], face["distance"],
+                         face["threshold"])
             outcome = await live_liveness.record_result(
-                self._deps, sid, attempt, passed,
-                [{**r.summary(), "sent_at": r.sent_at} for r in runs], counted=counted)
+                self._deps, sid, attempt, passed, summaries, counted=counted, face_match=face)
             reason = next((r.result.reason for r in runs if not r.passed), None) or ""
             text = (PASSED_TEXT if passed
                     else FINAL_TEXT.format(reason=reason.rstrip("。")) if outcome.final

@@ -11,6 +11,14 @@ what that means for the session, on its timeline only (no new columns):
   challenges: [{id, action, passed, reason_code, sent_ms, deadline_ms, completed_ms, ...}],
   counted, attempts_left, final}``: the judgement of each challenge with its moment in the
   recording. A failure while the customer's media was gone is not ``counted``.
+  ``face_match``: the best frame of each challenge matched against the verified card portrait
+  (`card_portrait`) with the identity step's engine and threshold: ``{status: "matched" |
+  "mismatch" | "not_run", passed, distance (the worst), threshold, metric, engine, attempt (of
+  the identity check whose portrait), frames, reason}`` (each challenge's own is in its
+  ``challenges[].face_match``). A
+  mismatch fails the run (``reason_code`` ``card_face_mismatch``); ``not_run`` means there was
+  no portrait to match (an identity check reported by an external engine) or no judged run:
+  the run is judged on its actions alone and QA flags it (`qa.checks.check_live_liveness`).
 
 When the session's policy asks for it (`WorkflowSettings.live_liveness_required`: production),
 `start_script` refuses until a run passed; after `live_liveness_max_attempts` counted failures
@@ -27,9 +35,10 @@ from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from models.sessions import RecordingSession, SessionEvent
+from models.sessions import IdentityCheck, RecordingSession, SessionEvent
 from security.audit import Actor
 from workflow.core import WorkflowDeps, WorkflowSettings, locked
+from workflow.evidence import EvidenceStore
 
 STARTED = "live_liveness_started"
 PASSED = "live_liveness_passed"
@@ -75,6 +84,52 @@ def readiness_problem(state: LiveLivenessState, settings: WorkflowSettings) -> s
     return "客户尚未通过通话中的实时活体检测"
 
 
+def portrait_path(session_id: UUID, attempt: int) -> str:
+    """Where `workflow.identity.run_identity_check` stores the card portrait it matched."""
+    return f"sessions/{session_id}/identity/attempt-{attempt}/portrait.jpg.enc"
+
+
+@dataclass(frozen=True)
+class CardPortrait:
+    attempt: int  # of the passed identity check
+    jpeg: bytes
+
+
+async def card_portrait(deps: WorkflowDeps, session_id: UUID) -> CardPortrait | None:
+    """The verified card portrait: the one of the last passed identity check, or None when that
+    check stored none (reported by an external engine) or none passed."""
+    check = await IdentityCheck.filter(session_id=session_id, passed=True) \
+        .order_by("-attempt").first()
+    if check is None:
+        return None
+    path = portrait_path(session_id, check.attempt)
+    if not await deps.storage.exists(path):
+        return None
+    return CardPortrait(check.attempt, await EvidenceStore(deps.storage, deps.cipher).get(path))
+
+
+def face_match_record(challenges: list[dict[str, Any]],
+                      portrait_attempt: int | None) -> dict[str, Any]:
+    """The run's card-portrait match from its challenges' (``ChallengeRun.summary()``
+    ``face_match``): the worst distance decides."""
+    made = [(c.get("id"), c["face_match"]) for c in challenges if c.get("face_match")]
+    if portrait_attempt is None or not made:
+        return {"status": "not_run", "passed": None, "attempt": portrait_attempt,
+                "reason": "no_portrait" if portrait_attempt is None else "not_judged"}
+    failed = [m for _, m in made if not m.get("passed")]
+    distances = [float(m["distance"]) for _, m in made if m.get("distance") is not None]
+    first = made[0][1]
+    return {
+        "status": "mismatch" if failed else "matched", "passed": not failed,
+        "attempt": portrait_attempt,
+        "distance": max(distances) if distances else None,
+        "threshold": first.get("threshold"), "metric": first.get("metric"),
+        "engine": first.get("engine"),
+        "reason_code": failed[0].get("reason_code") if failed else None,
+        "frames": len(made),  # one best frame per judged challenge
+    }
+
+
 def _offset_ms(session: RecordingSession, at: float | datetime | None) -> int | None:
     if at is None or session.recording_started_at is None:
         return None
@@ -103,9 +158,11 @@ class LiveOutcome:
 async def record_result(
     deps: WorkflowDeps, session_id: UUID, attempt: int, passed: bool,
     challenges: list[dict[str, Any]], counted: bool = True,
+    face_match: dict[str, Any] | None = None,
 ) -> LiveOutcome:
     """The judgement of a run: each challenge's summary (`ChallengeRun.summary()` plus its
-    ``sent_at``, POSIX) is kept with its moments in the recording."""
+    ``sent_at``, POSIX) is kept with its moments in the recording; ``face_match`` is the run's
+    card-portrait match (`face_match_record`)."""
     async with locked(deps, session_id, None) as unit:
         session = unit.session
         kept = []
@@ -128,6 +185,7 @@ async def record_result(
             "attempts_left": left, "final": final,
             "reason_code": None if failed is None else failed.get("reason_code"),
             "reason": None if failed is None else failed.get("reason"),
+            "face_match": face_match or face_match_record(kept, None),
         }
         await unit.event(ACTOR, PASSED if passed else FAILED, data)
     return LiveOutcome(passed, left, final)

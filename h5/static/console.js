@@ -320,8 +320,12 @@ function onEvent(event) {
     alert.textContent = "⚠ 无法在通话中核验客户本人在场（将记为严重质检问题）";
     alert.classList.remove("hidden");
   } else if (event.type === "live_liveness_failed") { // R-12: the check in the call (issue 15)
-    alert.textContent = event.data.final ? `⚠ 客户通话中活体检测未通过（${event.data.reason || ""}），次数已用尽，不能开始讲解，请终止本次录制`
-      : `客户通话中活体检测未通过（${event.data.reason || ""}），正在重新检测`;
+    const face = event.data.face_match || {};
+    const why = face.status === "mismatch"
+      ? `通话画面中的人脸与身份证照片不一致，比对距离 ${face.distance ?? "-"}，通过阈值 ${face.threshold ?? "-"}`
+      : (event.data.reason || "");
+    alert.textContent = event.data.final ? `⚠ 客户通话中活体检测未通过（${why}），次数已用尽，不能开始讲解，请终止本次录制`
+      : `客户通话中活体检测未通过（${why}），正在重新检测`;
     alert.classList.remove("hidden");
   } else if (event.type === "live_liveness_passed") {
     alert.classList.add("hidden");

@@ -20,6 +20,11 @@ customer's WebRTC stream, by its own clock:
    picture that did not change for ``frozen_s`` (the median change of its judged frames below
    ``frozen_diff``: a frozen stream, a still image fed as a camera) fails the challenge
    whatever the landmarks say.
+4. **The card holder.** Given the verified card portrait, the judge matches the best frame it
+   saw (frontal, eyes open, the largest face after the challenge began; covered by the run's
+   same-face check) against it with the identity step's face engine and threshold: the clip
+   the identity step matched is no longer the evidence, the call is. A mismatch fails the
+   challenge (``card_face_mismatch``) whatever the actions showed.
 
 The judging is ``media.identity.liveness.LivenessRun`` with a one-challenge plan: the same
 landmark and flat-photo checks (parallax, eye texture, mouth interior) as for a clip, the same
@@ -56,7 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from media.call.relay import PacketFanout
-from media.identity.results import Challenge, ChallengePlan, LivenessResult
+from media.identity.results import Challenge, ChallengePlan, FaceMatchResult, LivenessResult
 from media.recording.packets import EncodedPacket
 from media.recording.segments import MediaClock
 
@@ -77,7 +82,9 @@ _KEYFRAME_RETRY_SECONDS = 0.5
 class LiveJudge(Protocol):
     """Judges one challenge on frames (blocking; called from the runner's worker thread)."""
 
-    def live_open(self, key: str, plan: ChallengePlan) -> None: ...
+    def live_open(self, key: str, plan: ChallengePlan, portrait: bytes | None = None) -> None:
+        """``portrait``: the verified card portrait (JPEG) the run's best frame must match."""
+        ...
 
     def live_prime(self, key: str, image: Frame) -> bool: ...
 
@@ -154,7 +161,18 @@ class ChallengeRun:
             "last_frame_s": round(judged[-1], 3) if judged else None,
             "max_gap_s": round(self.max_gap_s, 3), "frames_thinned": self.thinned,
             "passive": self.result.passive.status,
+            "face_match": face_match_summary(self.result.face_match),
         }
+
+
+def face_match_summary(match: FaceMatchResult | None) -> dict[str, Any] | None:
+    """The card-portrait match of a challenge's best frame, for the timeline (None: not made)."""
+    if match is None:
+        return None
+    return {"passed": match.passed, "reason_code": match.reason_code,
+            "distance": match.distance, "similarity": match.similarity,
+            "threshold": match.threshold, "metric": match.metric,
+            "engine": f"{match.engine.name} {match.engine.version}".strip()}
 
 
 def challenge_message(challenge_id: str, challenge: Challenge, time_limit_s: float,
@@ -170,8 +188,9 @@ class _Window:
 
     def __init__(self, judge: LiveJudge, key: str, plan: ChallengePlan,
                  config: LiveChallengeConfig, loop: asyncio.AbstractEventLoop,
-                 fanout: PacketFanout) -> None:
+                 fanout: PacketFanout, portrait: bytes | None = None) -> None:
         self.judge, self.key, self.plan, self.config = judge, key, plan, config
+        self.portrait = portrait
         self.loop, self.fanout = loop, fanout
         self.packets: queue.SimpleQueue[EncodedPacket] = queue.SimpleQueue()
         self.primed: asyncio.Future[None] = loop.create_future()
@@ -202,7 +221,7 @@ class _Window:
         opened). Stream failures are left in ``failure``."""
         cfg = self.config
         try:
-            self.judge.live_open(self.key, self.plan)
+            self.judge.live_open(self.key, self.plan, self.portrait)
         except Exception as error:
             logger.error("%s: the liveness judge is unavailable: %s", self.key, error)
             self.failure = "engine_error"
@@ -376,13 +395,15 @@ async def run_challenge(
     index: int = 1,
     count: int = 1,
     challenge_id: str | None = None,
+    portrait: bytes | None = None,
 ) -> ChallengeRun:
     """Give one challenge over ``send`` (the customer's control channel) and judge it on the
-    frames of ``fanout`` (the customer's video), see the module docstring."""
+    frames of ``fanout`` (the customer's video), see the module docstring. With the verified
+    card ``portrait`` (JPEG), the best frame the judge saw must match it as well (step 4)."""
     cfg = config or LiveChallengeConfig()
     loop = asyncio.get_running_loop()
     plan = ChallengePlan(challenges=[challenge], time_limit_s=time_limit_s)
-    window = _Window(judge, key, plan, cfg, loop, fanout)
+    window = _Window(judge, key, plan, cfg, loop, fanout, portrait)
     challenge_id = challenge_id or secrets.token_hex(6)
     requests = 0
     unsubscribe = fanout.subscribe(window.put)

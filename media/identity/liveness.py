@@ -33,7 +33,7 @@ import numpy as np
 
 from media.identity.antispoof import PassiveAntiSpoofing, judge_passive
 from media.identity.config import AntiSpoofConfig, LivenessConfig
-from media.identity.face import FaceMatcher
+from media.identity.face import FaceMatcher, match_faces
 from media.identity.imaging import Frame
 from media.identity.landmarks import Dlib68Landmarker, FaceObservation
 from media.identity.liveness_geometry import (
@@ -48,6 +48,7 @@ from media.identity.results import (
     ChallengeOutcome,
     ChallengePlan,
     EngineInfo,
+    FaceMatchResult,
     LivenessResult,
     PassiveLivenessResult,
 )
@@ -63,6 +64,11 @@ REASONS: dict[str, str] = {
     "turn_flat": "未检测到真实的转头动作（画面疑似照片翻转），请本人面对摄像头重新转头",
     "blink_texture": "未检测到真实的眨眼（眼部疑似遮挡或照片），请本人面对摄像头重新眨眼",
     "mouth_texture": "未检测到真实的张嘴（口部疑似遮挡或照片），请本人面对摄像头重新张嘴",
+    # The live call (issue 15): the best frame of the run against the verified card portrait.
+    "card_face_mismatch": "通话画面中的人脸与身份证照片不一致，"
+    "请由身份证上的本人正对摄像头完成检测",
+    "card_face_unclear": "未能从通话画面中取得可与身份证照片比对的清晰正脸，请正对摄像头、"
+    "保持光线充足并确保画面中只有您本人后重试",
 }
 # The challenge whose landmarks were met only on frames the appearance checks refused.
 _APPEARANCE_REASON = {
@@ -165,6 +171,12 @@ class LivenessRun:
     matcher: FaceMatcher | None = None
     anti_spoofing: PassiveAntiSpoofing | None = None
     anti_spoof_config: AntiSpoofConfig = field(default_factory=lambda: AntiSpoofConfig())
+    # The verified card portrait (the live call): a run whose actions passed also needs its best
+    # frame (frontal, eyes open, the largest face of the frames after the challenge began, which
+    # the same-face check covers) to match it, with the identity step's engine and threshold
+    # (``portrait_threshold``; None = the matcher's own, as ``IdentityService.match_face``).
+    portrait: Frame | None = None
+    portrait_threshold: float | None = None
 
     def __post_init__(self) -> None:
         self._states = [_ChallengeState(c) for c in self.plan.challenges]
@@ -183,6 +195,7 @@ class LivenessRun:
         self._last_identity_t = -1e9
         self._max_distance: float | None = None
         self._best: tuple[float, int] | None = None
+        self._best_image: Frame | None = None
         self._keyframes: list[Frame] = []
         self._pts0: np.ndarray | None = None
         self._open_eyes: list[np.ndarray] | None = None
@@ -382,6 +395,7 @@ class LivenessRun:
         quality = float(obs.box[2] * obs.box[3])
         if self._best is None or quality > self._best[0] * 1.05:
             self._best = (quality, self._frames)
+            self._best_image = image
         if t - self._last_identity_t < self.config.same_face_every_s:
             return
         self._last_identity_t = t
@@ -427,6 +441,15 @@ class LivenessRun:
                 "passive_failed",
                 (REASONS["passive_failed"] if passive.policy == "model" else passive.note),
             )
+        face_match = self._match_portrait() if passed else None
+        if face_match is not None and not face_match.passed:
+            passed = False
+            reason_code = (
+                "card_face_mismatch"
+                if face_match.reason_code == "face_mismatch"
+                else "card_face_unclear"
+            )
+            reason = REASONS[reason_code]
         outcomes = [
             ChallengeOutcome(
                 challenge=s.challenge,
@@ -457,7 +480,20 @@ class LivenessRun:
             passive=passive,
             engine=EngineInfo(name="+".join(engines), version=self.landmarker.info.version),
             elapsed_s=round(time.perf_counter() - self._started, 4),
+            face_match=face_match,
         )
+
+    def _match_portrait(self) -> FaceMatchResult | None:
+        """The best frame against the card portrait (None when no portrait was given)."""
+        if self.portrait is None or self.matcher is None:
+            return None
+        if self._best_image is None:  # cannot happen after passed actions; fail closed
+            return FaceMatchResult(
+                passed=False, reason_code="no_face_probe", reason="未取得正脸画面",
+                threshold=self.portrait_threshold or self.matcher.threshold,
+                metric=self.matcher.metric, engine=self.matcher.info,
+            )
+        return match_faces(self.matcher, self.portrait, self._best_image, self.portrait_threshold)
 
 
 def check_liveness(

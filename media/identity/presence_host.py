@@ -138,10 +138,12 @@ class PresenceHost:
 
     # -- live liveness challenges (the call's frames, media/call/live_liveness.py) ----------
 
-    def live_open(self, key: str, plan: ChallengePlan) -> None:
-        """Start judging ``plan`` (one challenge) on frames to come. Not re-created when the
-        child dies: the run then fails (PresenceHostError) and the server may ask again."""
-        self._call("live_open", key, (plan,))
+    def live_open(self, key: str, plan: ChallengePlan, portrait: bytes | None = None) -> None:
+        """Start judging ``plan`` (one challenge) on frames to come; with the verified card
+        ``portrait`` (JPEG), the run's best frame must match it too (``LivenessResult.
+        face_match``). Not re-created when the child dies: the run then fails
+        (PresenceHostError) and the server may ask again."""
+        self._call("live_open", key, (plan, portrait))
 
     def live_prime(self, key: str, image: Frame) -> bool:
         """A frame from before the challenge was sent: the neutral baseline only."""

@@ -184,6 +184,9 @@ class LivenessResult(BaseModel):
     passive: PassiveLivenessResult
     engine: EngineInfo
     elapsed_s: float = 0.0
+    # The best frame of the run against the verified card portrait, when one was given (the
+    # live call, issue 15: the call's own frames, not an uploaded clip, are matched).
+    face_match: FaceMatchResult | None = None
 
 
 PresenceMarkType = Literal[

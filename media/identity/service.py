@@ -133,8 +133,12 @@ class IdentityService:
     def new_challenge_plan(self) -> ChallengePlan:
         return new_challenge_plan(self.config.liveness)
 
-    def start_liveness(self, plan: ChallengePlan) -> LivenessRun:
-        """A run to feed frame by frame from the call's video track."""
+    def start_liveness(
+        self, plan: ChallengePlan, portrait: bytes | Frame | None = None
+    ) -> LivenessRun:
+        """A run to feed frame by frame from the call's video track; with the verified card
+        ``portrait``, its best frame must also match it, with the engine and threshold of
+        `match_face` (the identity step's)."""
         return LivenessRun(
             plan=plan,
             landmarker=self.landmarker,
@@ -142,6 +146,8 @@ class IdentityService:
             matcher=self.matcher,
             anti_spoofing=self.anti_spoofing,
             anti_spoof_config=self.config.anti_spoof,
+            portrait=None if portrait is None else as_frame(portrait),
+            portrait_threshold=self.config.face.threshold,
         )
 
     def check_liveness(

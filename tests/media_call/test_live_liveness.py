@@ -7,17 +7,23 @@ package photo, camera shake and noise on every frame; a blink is cloned skin wit
 line). The judge is the presence host's child process (dlib off the hub's GIL). The dev/test
 plan is a blink: turns and open mouths of a face synthesized from one photo are rightly
 refused by the flat-photo checks (docs/identity.md).
+
+The face match against the card portrait is made on the same frames (the uploaded clip is no
+longer the evidence): the customer in the call is a package photo of one person (obama.jpg);
+the card portrait another photo of the same person (obama2.jpg) or of someone else (biden.jpg),
+cropped as on a card.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import av
 import numpy as np
@@ -30,7 +36,7 @@ from media.call import CallHub, CallHubConfig
 from media.call.client import CallClient
 from media.call.live_liveness import ChallengeRun, LiveChallengeConfig, run_challenge
 from media.identity.config import IdentityConfig, LivenessConfig
-from media.identity.imaging import Frame
+from media.identity.imaging import Frame, encode_jpeg
 from media.identity.presence_host import PresenceHost
 from media.identity.results import Challenge, ChallengePlan
 from media.recording.packets import VP8_CLOCK_RATE
@@ -39,6 +45,8 @@ from testing import identity_material as synth
 from testing.call_media import EncodedMedia, PrerecordedTrack
 from testing.face_photos import load_sample
 from tests.harness import HERE, Harness, Walk
+from workflow.evidence import EvidenceStore
+from workflow.live_liveness import portrait_path
 
 SESSION = "s-live-liveness-1"
 FPS = 10  # a phone's camera on a weak network; also less CPU for this shared machine
@@ -72,6 +80,20 @@ def clips() -> FaceClips:
              for _ in range(round(seconds * FPS))]
     return FaceClips(neutral=[f for _, f in synth.still_clip(base, 2.0, fps=FPS, seed=5)],
                      blink=blink, still=base)
+
+
+def card_portrait(name: str) -> bytes:
+    """A card-style crop (head and shoulders, 3:4) of a package photo, as a JPEG."""
+    from media.identity.service import IdentityService
+
+    photo = load_sample(name)
+    box = IdentityService().matcher.detect(photo)[0]
+    return encode_jpeg(synth.crop_portrait(photo, (box.x, box.y, box.w, box.h)), 92)
+
+
+@pytest.fixture(scope="module")
+def portraits() -> dict[str, bytes]:
+    return {"same": card_portrait("obama2.jpg"), "other": card_portrait("biden.jpg")}
 
 
 class FaceCamera(MediaStreamTrack):
@@ -174,14 +196,15 @@ async def _join(hub: CallHub, media: EncodedMedia,
     return Customer(client, camera)
 
 
-async def _challenge(hub: CallHub, judge: PresenceHost, customer: Customer) -> ChallengeRun:
+async def _challenge(hub: CallHub, judge: PresenceHost, customer: Customer,
+                     portrait: bytes | None = None) -> ChallengeRun:
     async def send(message: dict[str, Any]) -> None:
         customer.sent.append(message)
         await hub.push(SESSION, message, "customer")
 
     return await run_challenge(hub.video_source(SESSION, "customer"), send, judge,
                                Challenge.BLINK, LIMIT_S, key=f"{SESSION}/1",
-                               config=LiveChallengeConfig())
+                               config=LiveChallengeConfig(), portrait=portrait)
 
 
 @pytest.mark.timeout(90)
@@ -269,6 +292,50 @@ async def test_r12_a_stream_that_stops_after_the_challenge_fails(
     assert "中断" in (run.result.reason or "")
 
 
+@pytest.mark.timeout(60)
+async def test_r12_the_card_holder_in_the_call_passes_with_the_score_on_the_run(
+    hub: CallHub, judge: PresenceHost, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
+) -> None:
+    customer = await _join(hub, party_media["customer"], lambda c: FaceCamera(
+        clips.neutral, then=clips.blink, trigger=c))
+    try:
+        run = await _challenge(hub, judge, customer, portrait=portraits["same"])
+    finally:
+        await customer.client.close()
+    assert run.passed, run.result
+    match = run.result.face_match
+    assert match is not None and match.passed and match.reason_code is None, match
+    # The identity step's engine and threshold (IdentityConfig defaults: dlib-chip, 0.54).
+    assert match.metric == "euclidean" and match.threshold == pytest.approx(0.54)
+    assert match.distance is not None and match.distance < match.threshold
+    summary = run.summary()["face_match"]
+    assert summary["passed"] and summary["distance"] == match.distance
+    assert summary["engine"].startswith("dlib")
+
+
+@pytest.mark.timeout(60)
+async def test_r12_another_persons_card_fails_the_live_run_whatever_the_actions_showed(
+    hub: CallHub, judge: PresenceHost, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
+) -> None:
+    customer = await _join(hub, party_media["customer"], lambda c: FaceCamera(
+        clips.neutral, then=clips.blink, trigger=c))
+    try:
+        run = await _challenge(hub, judge, customer, portrait=portraits["other"])
+    finally:
+        await customer.client.close()
+    # The blink itself was performed in time; the face is not the card's.
+    (outcome,) = run.result.challenges
+    assert outcome.passed and outcome.completed_at_s is not None, run.result
+    assert 0 < outcome.completed_at_s <= LIMIT_S
+    assert not run.passed and run.result.reason_code == "card_face_mismatch", run.result
+    assert run.result.reason is not None and "身份证上的本人" in run.result.reason
+    match = run.result.face_match
+    assert match is not None and not match.passed and match.reason_code == "face_mismatch"
+    assert match.distance is not None and match.distance > match.threshold
+
+
 async def _until(predicate: Callable[[], Any], what: str, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -296,11 +363,11 @@ def test_frozen_threshold_is_far_below_camera_noise(clips: FaceClips) -> None:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, object]:
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
     """The production policy (the test profile does not require the live check by default);
-    two runs, a short pause between them."""
+    two runs, a short pause between them (a test may change them: indirect parameters)."""
     return {"live_liveness_required": True, "live_liveness_max_attempts": 2,
-            "live_liveness_retry_seconds": 0.3}
+            "live_liveness_retry_seconds": 0.3, **getattr(request, "param", {})}
 
 
 def _signal_to(harness: Harness, path: str, token: str) -> Callable[[str, str], Any]:
@@ -342,9 +409,12 @@ class Call:
 
 
 async def _call(harness: Harness, media: EncodedMedia, camera: Callable[[Callable[[], bool]],
-                FaceCamera]) -> tuple[Call, FaceCamera]:
+                FaceCamera], before_call: Callable[[str], Awaitable[None]] | None = None,
+                ) -> tuple[Call, FaceCamera]:
     walk = await harness.walk_to("identity_verified")
     sid = walk.session_id
+    if before_call is not None:
+        await before_call(sid)
     r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/start",
                           json={"location": HERE})
     assert r.status == 200, r.body
@@ -368,9 +438,16 @@ async def _call(harness: Harness, media: EncodedMedia, camera: Callable[[Callabl
 @pytest.mark.timeout(240)
 async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_call(
     harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
 ) -> None:
+    async def with_portrait(sid: str) -> None:
+        # What the identity step stores (here reported by an engine): another photo of the
+        # person in the call, cropped as on a card; the run matches its best frame to it.
+        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
+            portrait_path(UUID(sid), 1), portraits["same"])
+
     call, camera = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger))
+        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
     sid = call.walk.session_id
     try:
         await _until_event(sid, "live_liveness_started")
@@ -393,6 +470,10 @@ async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_cal
     assert started["attempt"] == len(events) // 2 and started["plan"] == ["blink"]
     assert started["at_ms"] >= 0
     assert passed["passed"] and passed["final"] and passed["counted"]
+    # The card holder: the call's best frame against the verified card portrait.
+    face = passed["face_match"]
+    assert face["status"] == "matched" and face["passed"] and face["attempt"] == 1, face
+    assert face["distance"] < face["threshold"] and face["frames"] == 1
     (challenge,) = passed["challenges"]
     assert challenge["action"] == "blink" and challenge["passed"]
     # Its moments in the recording: when it was sent, done and due (QA's replay seeks there);
@@ -439,3 +520,46 @@ async def test_r12_a_photo_in_front_of_the_camera_never_lets_the_script_start(
     assert [m["final"] for m in told] == [False, True]
     assert "无法继续" in told[-1]["message"]
     assert last["reason"].rstrip("。") in told[-1]["message"]
+
+
+@pytest.mark.one_database
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("settings_overrides", [{"live_liveness_max_attempts": 1}],
+                         ids=["one-run"], indirect=True)
+async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
+    harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
+) -> None:
+    async def with_portrait(sid: str) -> None:
+        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
+            portrait_path(UUID(sid), 1), portraits["other"])
+
+    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
+        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
+    sid = call.walk.session_id
+    try:
+        await _until_event(sid, "live_liveness_failed")
+        r = await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
+    finally:
+        await call.close()
+    assert r.status == 409 and r.body["code"] == "call_not_ready", r.body
+    assert "1 次均未通过" in r.body["problems"][0]
+    (data,) = [e.data for e in await _events(sid, "live_liveness_failed")]
+    # A blink done in time, by a face that is not the card's: the score and the threshold on
+    # the timeline. (On a starved machine the stream may stall first: refused, not this test.)
+    if data["reason_code"] == "stream_gap":
+        pytest.fail(f"the customer's stream stalled on this machine: {data}")
+    assert data["reason_code"] == "card_face_mismatch" and data["final"], data
+    assert "身份证" in data["reason"]  # what the agent's console shows, with the score
+    face = data["face_match"]
+    assert face["status"] == "mismatch" and face["passed"] is False, face
+    assert face["attempt"] == 1 and face["frames"] == 1 and face["metric"] == "euclidean"
+    assert face["distance"] > face["threshold"] == pytest.approx(0.54)
+    (challenge,) = data["challenges"]
+    assert challenge["passed"] is False
+    assert challenge["face_match"]["distance"] == face["distance"]
+    # The customer's page says in Chinese what to do.
+    told = [m for m in call.customer.messages
+            if m["type"] == "liveness_result" and m.get("scope") == "run"]
+    assert told[-1]["final"] and not told[-1]["passed"]
+    assert "身份证上的本人" in told[-1]["message"] and "无法继续" in told[-1]["message"]
