@@ -7,13 +7,14 @@ import asyncio
 import base64
 import binascii
 from typing import Literal
+from weakref import WeakKeyDictionary
 
 from aiohttp import web
 from pydantic import Field
 
 from api.auth import client_ip, customer, staff
 from api.http import path_str, path_uuid, read_json
-from api.keys import CUSTOMER_TOKENS, DEPS, REDIS
+from api.keys import CALL_HUB, CUSTOMER_TOKENS, DEPS, REDIS
 from api.load_shedding import REFUSALS
 from api.problems import ApiProblem, json_response
 from api.registry import THROTTLED, Api
@@ -36,11 +37,21 @@ from api.schemas import (
     StepBody,
 )
 from api.views import customer_session_view
+from media.call.hub import CallHub
+from media.call.quality import Inbound, InboundMeter
 from models import lean
 from models.sessions import RecordingSession
 from scripts_library.documents import page_store
 from security.roles import Permission
-from workflow import call, customer_controls, documents, invitations, resume_codes, signing
+from workflow import (
+    call,
+    customer_controls,
+    documents,
+    invitations,
+    network_quality,
+    resume_codes,
+    signing,
+)
 from workflow.consent import ConsentAnswer, give_consent
 from workflow.consent_texts import CONSENT_TEXTS, OPENING_PROMPT, RISK_SENTENCE
 from workflow.sessions import get_visible
@@ -302,3 +313,44 @@ async def post_devices(request: web.Request) -> web.Response:
     return json_response(await customer_controls.report_devices(
         request.app[DEPS], customer(request), body.camera, body.microphone, body.stage,
         body.error))
+
+
+class NetworkBody(Body):
+    """What the page's connection measures (RTCPeerConnection.getStats), null when unknown."""
+
+    loss_pct: float | None = Field(default=None, ge=0, le=100)
+    rtt_ms: float | None = Field(default=None, ge=0, le=60_000)
+    send_fps: float | None = Field(default=None, ge=0, le=240)
+    send_height: int | None = Field(default=None, ge=0, le=4320)
+
+
+class NetworkReported(Resp):
+    poor: bool
+    hint: str
+    verdict: str
+    reasons: list[str]
+    recorded: bool
+
+
+# Per call hub (one per app): the customer's incoming video as this node receives it.
+_meters: WeakKeyDictionary[CallHub, InboundMeter] = WeakKeyDictionary()
+
+
+@api.endpoint("POST", "/customer/network",
+              summary="The page's connection measures during the call; the server adds what it "
+                      "receives and decides whether the network is poor (the agent is told "
+                      "live: network_poor / network_recovered), returning the customer's hint",
+              tag="customer", auth="customer", body=NetworkBody, returns=NetworkReported,
+              responses={404: "the session is gone", 409: "not in the call"})
+async def post_network(request: web.Request) -> web.Response:
+    body = await read_json(request, NetworkBody)
+    principal = customer(request)
+    hub = request.app.get(CALL_HUB)
+    inbound = Inbound()
+    if hub is not None:
+        meter = _meters.setdefault(hub, InboundMeter())
+        inbound = await meter.read(hub, str(principal.session_id))
+    measures = network_quality.Measures(
+        loss_pct=body.loss_pct, rtt_ms=body.rtt_ms, send_fps=body.send_fps,
+        send_height=body.send_height, recv_fps=inbound.fps, recv_loss_pct=inbound.loss_pct)
+    return json_response(await network_quality.report(request.app[DEPS], principal, measures))

@@ -311,6 +311,12 @@ function onEvent(event) {
     alert.classList.remove("hidden");
   } else if (event.type === "customer_device_ready") {
     alert.classList.add("hidden");
+  } else if (event.type === "network_poor") { // issue 17 item 2: the server's decision
+    $("#netAlert").textContent = `⚠ 客户网络信号较弱（${(event.data.reasons || []).join("，")}），画面或声音可能卡顿；客户页面已提示移到信号好的地方或连接 Wi-Fi`;
+    $("#netAlert").classList.remove("hidden");
+  } else if (event.type === "network_recovered") {
+    $("#netAlert").textContent = "";
+    $("#netAlert").classList.add("hidden");
   } else if (event.type === "customer_reentered") {
     setStatus(message, `客户已重新进入（${event.data.via === "resume_code" ? "验证码" : "原链接"}），会话继续`, "ok");
     $("#resumeCodeShown").classList.add("hidden");
@@ -426,6 +432,7 @@ async function openSession(id) {
   $("#invitation").classList.add("hidden");
   $("#inviteChooser").classList.add("hidden");
   $("#liveAlert").classList.add("hidden");
+  $("#netAlert").classList.add("hidden");
   $("#resumeCodeShown").classList.add("hidden");
   show("session");
   if (stream) stream.close();

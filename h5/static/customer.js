@@ -7,6 +7,7 @@ import { $, ApiError, api, live, setStatus, show, uuid } from "/static/api.js";
 import { CopyGrid, SignaturePad, combine } from "/static/signature.js";
 import { Call, showBusy } from "/static/call.js";
 import { showLiveCheck } from "/static/live-check.js";
+import { reportNetwork } from "/static/network.js";
 
 const TOKEN_KEY = "shuanglu.customer_token";
 const ENDED = {
@@ -21,6 +22,7 @@ const WRITTEN = new Set(["handwritten_copy", "signature"]);
 let riskSentence = "";
 let writingFor = null; // the step (or "final") the pads are showing; re-renders keep the ink
 let call = null;
+let stopNetwork = null; // the connection reports of the call (network.js)
 let speaking = null; // the clip being played into the call, while it plays
 let shownStep = null; // the step the call page last brought into view
 let listeningNow = false; // the current step is still being read out
@@ -50,6 +52,12 @@ async function joinCall() {
   });
   call.media = media; // call.js opens its own only when none was given
   call.start().catch((err) => { call = null; fail(err); });
+  if (!stopNetwork) {
+    stopNetwork = reportNetwork(() => (call ? call.pc : null), () => token, (hint) => {
+      $("#netHint").textContent = hint ? `⚠ ${hint}` : "";
+      $("#netHint").classList.toggle("hidden", !hint);
+    });
+  }
 }
 
 // The customer's login survives a closed WeChat page: kept in localStorage for this session,
@@ -365,7 +373,11 @@ function render(s) {
   if (s.state === "consented") { stage("identity"); loadIdentity().catch(fail); return; }
   if (s.state === "identity_verified") { stage("waiting"); return; }
   if (CALL.has(s.state)) { renderCall(s); return; }
-  if (DONE.has(s.state)) { if (call) { call.close(); call = null; } stage("done"); return; }
+  if (DONE.has(s.state)) {
+    if (call) { call.close(); call = null; }
+    if (stopNetwork) { stopNetwork(); stopNetwork = null; }
+    stage("done"); return;
+  }
   const ended = ENDED[s.state];
   if (ended) { $("#doneTitle").textContent = ended[0]; $("#doneText").textContent = ended[1]; stage("done"); }
 }

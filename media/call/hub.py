@@ -350,6 +350,21 @@ class CallHub:
         A subscriber must unsubscribe when done."""
         return self._room(session_id).sources[(role, "video")]
 
+    async def inbound_video_counts(
+        self, session_id: str, role: Literal["customer", "agent"]
+    ) -> tuple[int, int] | None:
+        """(packets received, packets lost) of ``role``'s video as this hub receives it (aiortc
+        getStats, inbound-rtp); None without a connected party here. The counters restart
+        when the party rejoins (a new connection)."""
+        room = self._rooms.get(session_id)
+        party = room.parties.get(role) if room is not None else None
+        if party is None or not party.media_connected:
+            return None
+        for stats in (await party.pc.getStats()).values():
+            if stats.type == "inbound-rtp" and getattr(stats, "kind", "") == "video":
+                return int(stats.packetsReceived), max(int(stats.packetsLost), 0)
+        return None
+
     def video_samplers(self, session_id: str) -> list[VideoSampler[Any]]:
         """The samplers watching the room's video (for monitoring and tests)."""
         return list(self._room(session_id).samplers)
