@@ -11,9 +11,9 @@ from datetime import date
 from aiohttp import web
 from pydantic import Field
 
-from api.auth import client_ip
 from api.http import parse_json, path_str
 from api.keys import DEPS, REDIS
+from api.partner_auth import Partner, PartnerGate, authenticate
 from api.problems import ApiProblem, json_response
 from api.registry import THROTTLED, Api
 from api.responses import (
@@ -29,8 +29,7 @@ from archive.settings import InsurerClient
 from models.archive import PolicyState
 from models.sales import Order
 from security import audit
-from security.audit import Actor, RefusalLog
-from security.partner_signing import HEADER_CLIENT, NonceStore, SignatureError, verify_request
+from security.audit import Actor
 
 api = Api()
 APPLICATION = "/insurer/applications/{application_no}"
@@ -39,28 +38,19 @@ APPLICATION_NO = re.compile(r"[A-Za-z0-9\-]{4,64}")
 REFERENCE = re.compile(r"[A-Za-z0-9\-_]{1,64}")
 
 
+INSURER = Partner("insurer", "insurer", unknown_client="client_unknown",
+                  audit_unknown_client=True)
+
+
 async def _authenticate(request: web.Request) -> tuple[str, InsurerClient, bytes, Actor]:
+    """One signed call of an insurer's core system (api.partner_auth: 413 and 401 problems,
+    every refusal audited)."""
     settings = request.app[AFTER_CALL].insurer
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise ApiProblem(413, "body_too_large", "提交的内容过大")
-    body = await request.read()
-    client_id = request.headers.get(HEADER_CLIENT, "")
-    client = settings.clients.get(client_id)
-    actor = Actor("service", client_id[:64], f"insurer:{client_id}"[:100], client_ip(request))
-    nonces = NonceStore(request.app[REDIS], "insurer:nonce", settings.nonce_ttl_seconds)
-    try:
-        if client is None:
-            raise SignatureError("client_unknown")
-        await verify_request(request.headers, request.method, request.path_qs, body,
-                             client.api_secret, nonces, settings.timestamp_tolerance_seconds,
-                             int(request.app[DEPS].clock().timestamp()))
-    except SignatureError as exc:
-        # Aggregated per address and minute: unsigned floods cannot grow the audit log.
-        await RefusalLog(request.app[REDIS]).record(
-            actor, "insurer.request.refused", subject=exc.code, object_type="insurer_client",
-            object_id=client_id, details={"reason": exc.code, "path": request.path})
-        raise ApiProblem(401, exc.code, "请求签名校验失败") from exc
-    return client_id, client, body, actor
+    caller = await authenticate(request, INSURER, PartnerGate(
+        settings.clients, request.app[REDIS], int(request.app[DEPS].clock().timestamp()),
+        settings.max_body_bytes, settings.nonce_ttl_seconds,
+        settings.timestamp_tolerance_seconds))
+    return caller.client_id, caller.client, caller.body, caller.actor
 
 
 async def _order(request: web.Request, client: InsurerClient) -> Order:

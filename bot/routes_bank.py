@@ -13,6 +13,7 @@ from pydantic import Field
 
 from api.auth import client_ip
 from api.http import path_str, read_json
+from api.partner_auth import Partner, PartnerGate, authenticate
 from api.problems import ApiProblem, json_response
 from api.registry import THROTTLED, Api
 from api.responses import BankInvitation, BankStatus, ChannelCustomerToken, DeepLink
@@ -28,14 +29,8 @@ from models.people import Agent, User
 from models.sales import Order
 from models.sessions import RecordingSession
 from security import audit
-from security.audit import Actor, RefusalLog
-from security.partner_signing import (
-    HEADER_CLIENT,
-    NonceStore,
-    SignatureError,
-    link_signature_ok,
-    verify_request,
-)
+from security.audit import Actor
+from security.partner_signing import link_signature_ok
 from workflow.principals import StaffPrincipal
 from workflow.states import TERMINAL
 
@@ -54,36 +49,20 @@ def _bank(request: web.Request) -> Channels:
     return channels
 
 
+BANK = Partner("bank", "bank-app", unknown_client="bank_client_unknown",
+               audit_unknown_client=False)
+
+
 async def signed_client(request: web.Request) -> tuple[Channels, str, BankClient]:
-    """Authenticates a server-to-server call; refusals are 401 problems, and audited."""
+    """Authenticates a server-to-server call (api.partner_auth: 413, 401 and 429 problems,
+    signature refusals audited)."""
     channels = _bank(request)
     settings = channels.config.bank
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise ApiProblem(413, "body_too_large", "提交的内容过大")
-    body = await request.read()
-    if len(body) > settings.max_body_bytes:
-        raise ApiProblem(413, "body_too_large", "提交的内容过大")
-    client_id = request.headers.get(HEADER_CLIENT, "")[:64]
-    client = channels.config.bank_clients.get(client_id)
-    if client is None:
-        raise ApiProblem(401, "bank_client_unknown", "调用方未登记")
-    limiter = channels.limits.bank_client
-    if await limiter.hit(client_id) > limiter.limit:
-        raise ApiProblem(429, "too_many_requests", "请求过于频繁，请稍后再试")
-    nonces = NonceStore(channels.redis, "bank:nonce", settings.nonce_ttl_seconds)
-    try:
-        await verify_request(request.headers, request.method, request.path_qs, body,
-                             client.api_secret, nonces, settings.timestamp_tolerance_seconds,
-                             int(channels.now().timestamp()))
-    except SignatureError as exc:
-        # Aggregated per address and minute: unsigned floods cannot grow the audit log.
-        await RefusalLog(channels.redis).record(
-            Actor("service", client_id, f"bank-app:{client_id}", client_ip(request)),
-            "bank.request.refused", subject=exc.code, object_type="bank_client",
-            object_id=client_id, details={"reason": exc.code, "path": request.path},
-        )
-        raise ApiProblem(401, exc.code, "请求签名校验失败") from exc
-    return channels, client_id, client
+    caller = await authenticate(request, BANK, PartnerGate(
+        channels.config.bank_clients, channels.redis, int(channels.now().timestamp()),
+        settings.max_body_bytes, settings.nonce_ttl_seconds,
+        settings.timestamp_tolerance_seconds, per_client=channels.limits.bank_client))
+    return channels, caller.client_id, caller.client
 
 
 async def _order(client: BankClient, application_no: str) -> Order:
