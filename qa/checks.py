@@ -16,6 +16,7 @@ from typing import Any
 from models.sales import Product
 from models.sessions import AnswerValue
 from qa.findings import KINDS, Finding, Severity, clock
+from qa.live_liveness import live_facts
 from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
 from qa.settings import QaSettings
 from qa.timeline import StepPlay, Timeline, TranscriptLine
@@ -730,6 +731,55 @@ def check_identity(c: CheckInput) -> list[Finding]:
     return findings
 
 
+def check_live_liveness(c: CheckInput) -> list[Finding]:
+    """R-12 in the call (issue 15): when the policy required it, the script started only after a
+    live liveness run passed (critical otherwise: the timeline has no proof that a live person
+    was in the call when the script began); every live face match that failed (the call's face
+    was not the card portrait's: critical when no later run matched, else for an inspector);
+    a passed run whose face was not matched against the card portrait."""
+    facts = live_facts(c.timeline)
+    findings: list[Finding] = []
+    for run in facts.runs:
+        if run.face_status != "mismatch":
+            continue
+        face = run.face_match
+        at = next((ch.sent_ms for ch in run.challenges
+                   if ch.face_match and not ch.face_match.get("passed")), run.started_ms)
+        later = any(r.passed and r.face_status == "matched" for r in facts.runs
+                    if r.seq > run.seq)
+        findings.append(Finding(
+            "live_face_mismatch",
+            f"第 {run.attempt} 次实时活体检测：通话画面中的人脸与身份证照片不一致（比对距离 "
+            f"{face.get('distance')}，通过阈值 {face.get('threshold')}）"
+            + ("，之后的检测已比对一致" if later else ""),
+            at_ms=max(at or 0, 0), severity=None if not later else Severity.MAJOR,
+            details={"attempt": run.attempt, "face_match": face}))
+    if facts.script_started_ms is None or not facts.required:
+        return findings
+    passed = facts.passed_before_script()
+    at = max(facts.script_started_ms, 0)
+    if passed is None:
+        tried = [r for r in facts.runs
+                 if facts.script_started_seq is None or r.seq < facts.script_started_seq]
+        failed = [r for r in tried if r.passed is False]
+        why = (f"此前 {len(tried)} 次检测均未通过"
+               + (f"（最后一次：{failed[-1].reason}）" if failed and failed[-1].reason else "")
+               if tried else "没有检测记录")
+        findings.append(Finding(
+            "live_liveness_missing", f"{clock(at)} 开始播报话术时，客户尚未通过通话中的实时活体"
+            f"检测：{why}", at_ms=at,
+            details={"runs": len(tried), "required": True}))
+    elif passed.face_status in ("not_run", ""):
+        findings.append(Finding(
+            "live_face_unchecked",
+            f"第 {passed.attempt} 次实时活体检测通过，但通话画面未与身份证照片比对"
+            + ("（没有已核验的证件人像）"
+               if passed.face_match.get("reason") == "no_portrait" else ""),
+            at_ms=max(passed.ended_ms or 0, 0),
+            details={"attempt": passed.attempt, "face_match": passed.face_match}))
+    return findings
+
+
 def check_durations(c: CheckInput) -> list[Finding]:
     """R-40: the call's length is plausible against the speech it had to contain."""
     findings: list[Finding] = []
@@ -775,7 +825,7 @@ CHECKS: tuple[Check, ...] = (
     check_script_content, check_steps_played, check_acknowledgements, check_customer_spoke,
     check_transcript, check_agent_words, check_answers_heard, check_agent_read, check_presence,
     check_presence_monitored, check_continuity, check_quality, check_signature,
-    check_identity, check_durations, check_interruptions,
+    check_identity, check_live_liveness, check_durations, check_interruptions,
 )
 
 

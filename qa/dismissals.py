@@ -34,10 +34,11 @@ DETECTED = frozenset({"second_face", "face_changed", "customer_left", "presence_
                       "negative_answer_unexplained", "duration_implausible",
                       "resolution_low", "frame_rate_low", "forbidden_phrasing",
                       "agent_forbidden_phrase", "answer_contradicted", "agent_step_not_read"})
-# Never dismissed: tampering, the identity gate, the customer's own signature and sentence, and
-# what an inspector wrote down themselves.
-NOT_DISMISSIBLE = frozenset({"segment_altered", "identity_not_passed", "signature_missing",
-                             "inspector_note"})
+# Never dismissed: tampering, the identity gates (before the call and, when required, live in
+# the call before the script), the customer's own signature and sentence, and what an
+# inspector wrote down themselves.
+NOT_DISMISSIBLE = frozenset({"segment_altered", "identity_not_passed", "live_liveness_missing",
+                             "signature_missing", "inspector_note"})
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ REASONS: dict[str, DismissalReason] = {r.code: r for r in [
         "manual_presence_verified", "人工回放全程核验：客户本人始终在场，且无他人参与",
         "写明核验的时间段（应覆盖整个通话）",
         frozenset({"presence_unchecked", "presence_low", "customer_left"})),
+    DismissalReason(
+        "manual_face_verified", "人工比对：通话画面中的客户与身份证照片为同一人",
+        "写明比对所用的通话时间点及证件照片", frozenset({"live_face_mismatch",
+                                                        "live_face_unchecked"})),
     DismissalReason(
         "bystander_not_involved", "回放核实：入镜人员为无关人员，未参与或干预客户作答",
         "写明入镜时间段及人员情况", frozenset({"second_face"})),

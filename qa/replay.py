@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from models.qa import QaFinding
 from models.sales import Order, Product
 from qa.findings import KINDS, SEVERITY_LABELS_ZH, Severity, clock
+from qa.live_liveness import live_facts
 from qa.playback import playback_view
 from qa.timeline import PARTY_LABELS, load_timeline
 from qa.transcripts import read_transcript_data
@@ -100,6 +101,30 @@ async def replay_view(session_id: UUID, ticket: str,
              f"身份核验第 {c.attempt} 次：{'通过' if c.passed else '未通过'}"
              + (f"（{'；'.join(c.reasons)}）" if c.reasons else ""),
              passed=c.passed, before_call=at < 0)
+    # R-12 in the call: each live liveness challenge where the server gave it, with its
+    # outcome, when it was done, its deadline and its face match against the card portrait.
+    for run in live_facts(t).runs:
+        for n, ch in enumerate(run.challenges, start=1):
+            if ch.passed:
+                outcome = "通过" + (f"（{(ch.completed_ms - ch.sent_ms) / 1000:.1f} 秒完成）"
+                                    if ch.completed_ms is not None and ch.sent_ms is not None
+                                    else "")
+            else:
+                outcome = f"未通过：{ch.reason or ch.reason_code or '未说明原因'}"
+            face = ch.face_match or {}
+            if face:
+                outcome += (f"；人脸与证件照{'一致' if face.get('passed') else '不一致'}"
+                            f"（距离 {face.get('distance')}，阈值 {face.get('threshold')}）")
+            mark("liveness", ch.sent_ms,
+                 f"实时活体第 {run.attempt} 次·动作 {n}/{len(run.challenges)}「{ch.label}」"
+                 f"{outcome}", attempt=run.attempt, challenge_id=ch.id, action=ch.action,
+                 passed=ch.passed, completed_ms=ch.completed_ms, deadline_ms=ch.deadline_ms,
+                 face_distance=face.get("distance"), face_passed=face.get("passed"))
+        if not run.challenges:  # cut off before its first challenge went out
+            mark("liveness", run.started_ms,
+                 f"实时活体第 {run.attempt} 次："
+                 + ("未完成" if run.passed is None else f"未通过：{run.reason or run.reason_code}"),
+                 attempt=run.attempt, passed=bool(run.passed))
     for fact in t.presence:
         mark("presence", fact.at_ms, fact.message or PRESENCE_LABELS.get(fact.type, fact.type),
              type=fact.type, faces=fact.faces)

@@ -125,8 +125,10 @@ async def start_script(
                            problems=problems)
         unit.session.current_step = 0
         unit.session.answer_open_step = ""
+        # The policy in force, for QA (`qa.checks.check_live_liveness`, issue 15).
         await unit.move(principal.actor, SessionState.DISCLOSING, "script_started",
-                        {"step_id": unit.session.steps[0]["id"], "index": 0})
+                        {"step_id": unit.session.steps[0]["id"], "index": 0,
+                         "live_liveness_required": deps.settings.live_liveness_required})
         result: RecordingSession = unit.session
     return result
 
