@@ -294,6 +294,15 @@ const PRESENCE_ALERTS = {
   second_face_appeared: "画面中出现其他人，话术已暂停，请确认仅客户本人在场",
   face_changed: "出镜人员与核验身份的客户不一致，话术已暂停",
 };
+// Issue 17 item 2: the server decided the customer's network is poor (or fine again).
+function showNetwork(event) {
+  const poor = !!event && event.type === "network_poor";
+  $("#netAlert").textContent = poor
+    ? `⚠ 客户网络信号较弱（${(event.data.reasons || []).join("，")}），画面或声音可能卡顿；客户页面已提示移到信号好的地方或连接 Wi-Fi`
+    : "";
+  $("#netAlert").classList.toggle("hidden", !poor);
+}
+
 function onEvent(event) {
   const alert = $("#liveAlert");
   if (event.type === "presence_alert") {
@@ -311,12 +320,8 @@ function onEvent(event) {
     alert.classList.remove("hidden");
   } else if (event.type === "customer_device_ready") {
     alert.classList.add("hidden");
-  } else if (event.type === "network_poor") { // issue 17 item 2: the server's decision
-    $("#netAlert").textContent = `⚠ 客户网络信号较弱（${(event.data.reasons || []).join("，")}），画面或声音可能卡顿；客户页面已提示移到信号好的地方或连接 Wi-Fi`;
-    $("#netAlert").classList.remove("hidden");
-  } else if (event.type === "network_recovered") {
-    $("#netAlert").textContent = "";
-    $("#netAlert").classList.add("hidden");
+  } else if (event.type === "network_poor" || event.type === "network_recovered") {
+    showNetwork(event);
   } else if (event.type === "customer_reentered") {
     setStatus(message, `客户已重新进入（${event.data.via === "resume_code" ? "验证码" : "原链接"}），会话继续`, "ok");
     $("#resumeCodeShown").classList.add("hidden");
@@ -377,6 +382,10 @@ async function refreshSession() {
   $("#callStatus").textContent = callStatus(s);
   const c = s.order.customer;
   $("#sessionInfo").textContent = `${s.order.application_no} · ${s.order.product.name} · 投保人 ${c.name}（${s.customer_age} 岁）`;
+  // An alert raised before the console was opened (or reloaded) stays shown while it lasts.
+  showNetwork(IN_CALL.has(s.state)
+    ? timeline.events.filter((e) => e.type === "network_poor" || e.type === "network_recovered").pop()
+    : null);
   const answers = new Map();
   for (const a of timeline.acknowledgements) answers.set(a.step_index, a.answer);
   $("#steps").replaceChildren(...s.steps.map((step, i) => {

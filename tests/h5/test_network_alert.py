@@ -5,7 +5,9 @@ sender is limited to 3 frames/s at a quarter of the resolution (RTCRtpSender.set
 Chrome itself does on a congested link) — and the server, from the page's getStats report and
 the frames its aiortc hub receives, decides the network is poor: the console shows the live
 alert with the reasons, the customer's page the Chinese hint, the timeline records it; lifting
-the limit clears both. Screenshots: network-*.png."""
+the limit clears both. Then once more with a WebView whose getStats does not give the sent frame
+rate and size: the server's own measure of the frames it receives decides.
+Screenshots: network-*.png."""
 
 from __future__ import annotations
 
@@ -31,6 +33,21 @@ window.RTCPeerConnection = function (...args) {
   const pc = new Native(...args); window.__pcs.push(pc); return pc;
 };
 window.RTCPeerConnection.prototype = Native.prototype;
+// A WebView whose getStats lacks the sent frame rate and size (older kernels): then only the
+// server's own measure of what it receives can tell.
+window.__hideSendStats = false;
+const nativeStats = Native.prototype.getStats;
+Native.prototype.getStats = async function (...args) {
+  const report = await nativeStats.apply(this, args);
+  if (!window.__hideSendStats) return report;
+  const copy = new Map();
+  report.forEach((s, id) => {
+    if (s.type !== "outbound-rtp") { copy.set(id, s); return; }
+    const { framesPerSecond, frameHeight, frameWidth, ...rest } = s;
+    copy.set(id, rest);
+  });
+  return copy;
+};
 """
 LIMIT = """async ([fps, scale]) => {
   for (const pc of window.__pcs) for (const sender of pc.getSenders()) {
@@ -102,3 +119,20 @@ async def test_a_poor_uplink_alerts_the_agent_and_hints_the_customer_until_it_re
         assert len(recovered) == 1 and recovered[0].seq > poor.seq
         assert len(await _events(sid, "network_poor")) == 1  # no flapping
         await page.screenshot(path=screenshot_dir / "network-03-customer-recovered.png")
+
+        # The same WebView without the sent frame rate and size in its getStats: the server
+        # finds the customer's video thin in what its aiortc hub receives.
+        await page.evaluate("window.__hideSendStats = true")
+        await page.evaluate(LIMIT, [3, 4])
+        await alert.filter(has_text="服务器收到的客户视频").wait_for(timeout=20000)
+        await hint.filter(has_text=HINT).wait_for(timeout=10000)
+        second = (await _events(sid, "network_poor"))[-1]
+        assert second.seq > recovered[0].seq
+        assert second.data["reasons"][0].startswith("服务器收到的客户视频"), second.data
+        assert second.data["measures"]["recv_fps"] < 6 and "send_fps" not in second.data[
+            "measures"]
+        await page.evaluate(LIMIT, [15, 1])
+        await alert.wait_for(state="hidden", timeout=30000)
+        await hint.wait_for(state="hidden", timeout=10000)
+    print(f"\nnetwork poor (page): {poor.data}\nrecovered: {recovered[0].data}\n"
+          f"network poor (server): {second.data}")
