@@ -6,12 +6,14 @@ through QuerySendDetails, and refusals are final or retried as with Tencent."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from bot.sms import SmsError, SmsMessage
 from bot.sms_aliyun import AliyunSmsSender, rpc_signature, string_to_sign
+from infra.config import ConfigurationError
 from models.channels import OutboundMessage, OutboxKind, OutboxStatus
 from tests.channels.conftest import Kit
 from tests.channels.fake_sms_aliyun import FakeAliyunSms, serving
@@ -140,3 +142,19 @@ async def test_flow_control_is_retried_and_a_wrong_secret_is_refused(
     for expected in ("OK", "SignatureNonceUsed"):
         async with kit.channels.http.post(fake_aliyun.url, data=params) as resp:
             assert (await resp.json())["Code"] == expected
+
+
+def test_the_aliyun_engine_is_configured_with_an_access_key_and_https_in_production(
+    tmp_path: Path,
+) -> None:
+    from tests.channels.test_channels_config import OFF, _prod
+
+    with pytest.raises(ConfigurationError, match="SHUANGLU_SMS_SECRET_ID"):
+        _prod(tmp_path, {**OFF, "shuanglu_sms_engine": "aliyun"})
+    keys = {"shuanglu_sms_engine": "aliyun", "shuanglu_sms_secret_id": ACCESS_KEY_ID,
+            "shuanglu_sms_secret_key": ACCESS_KEY_SECRET}
+    channels = _prod(tmp_path, {**OFF, **keys}).channels  # no SdkAppId needed
+    assert channels.sms_engine == "aliyun"
+    assert channels.sms.aliyun_endpoint == "https://dysmsapi.aliyuncs.com"
+    with pytest.raises(ConfigurationError, match="SHUANGLU_SMS_ALIYUN_ENDPOINT must be https"):
+        _prod(tmp_path, {**OFF, **keys, "shuanglu_sms_aliyun_endpoint": "http://sms.example"})
