@@ -46,6 +46,9 @@ class InboundMeter:
         self._watches: dict[str, _Watch] = {}
 
     async def read(self, hub: CallHub | None, session_id: str) -> Inbound:
+        if hub is not None:
+            for gone in [s for s in self._watches if not hub.has_room(s)]:
+                self.forget(gone)  # the room closed without another report from its page
         if hub is None or "customer" not in hub.connected_roles(session_id):
             self.forget(session_id)
             return Inbound()

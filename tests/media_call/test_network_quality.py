@@ -80,6 +80,16 @@ async def test_the_server_measures_the_incoming_video_and_decides(
     await rig.hub.leave(SESSION, "customer")
     assert (await meter.read(rig.hub, SESSION)).fps is None
     assert meter.watching() == []  # the watch ends with the customer's connection
+    await client.close()
+
+    # A room that closes while watched is let go at the next reading of any session.
+    other = await rig.join("customer", "s-test-2")
+    assert (await meter.read(rig.hub, "s-test-2")).fps is None
+    assert meter.watching() == ["s-test-2"]
+    await rig.hub.close("s-test-2")
+    await other.close()
+    await meter.read(rig.hub, SESSION)
+    assert meter.watching() == []
 
 
 def test_the_decision_has_two_thresholds_and_names_its_reasons() -> None:
