@@ -7,8 +7,13 @@
    CPU to decode (+ conversion to BGR).
 2. Judging: CPU per frame of ``LivenessRun.prime`` / ``add_frame`` (dlib landmarks, the
    appearance checks, the same-face embedding every 1.5 s) on the same frames.
+3. Face tracking (media/identity/landmarks.py): the judge's CPU per frame over a whole
+   challenge window (a turn that never comes: every frame judged, ``--rounds`` passes over the
+   clip) with a full-frame detection on every frame (``track_rescan_every=1``, as before) and
+   with the face tracked from frame to frame (the default, a full scan every 5th frame), and
+   the landmark step alone; both runs must see the same faces.
 
-    .venv/bin/python bench/live_liveness.py [--seconds 4]
+    .venv/bin/python bench/live_liveness.py [--seconds 4] [--rounds 2]
 
 CPU times are thread/process CPU, so other load on the machine inflates them less than wall
 time; say the load average with the figures.
@@ -26,6 +31,8 @@ import av
 import numpy as np
 
 from media.identity.config import IdentityConfig, LivenessConfig
+from media.identity.landmarks import Dlib68Landmarker, FaceTrack
+from media.identity.liveness import LivenessRun
 from media.identity.results import Challenge, ChallengePlan
 from media.identity.service import IdentityService
 from testing import identity_material as synth
@@ -74,9 +81,35 @@ def decode_cost(packets: list[bytes]) -> list[float]:
     return costs
 
 
+def tracking_cost(service: IdentityService, pictures: list[np.ndarray], rescan_every: int,
+                  rounds: int) -> tuple[list[float], list[float], FaceTrack, int]:
+    """CPU per judged frame (``add_frame``) over a challenge that never completes, CPU per
+    ``observe`` alone, the run's track and the frames that showed exactly one face."""
+    cfg = service.config.liveness
+    landmarker = Dlib68Landmarker(cfg.analysis_width_px, rescan_every,
+                                  cfg.track_reacquire_width_px)
+    run = LivenessRun(plan=ChallengePlan(challenges=[Challenge.TURN_LEFT], time_limit_s=1e6),
+                      landmarker=landmarker, config=cfg, matcher=service.matcher)
+    for picture in pictures[:8]:
+        run.prime(picture)
+    judged = []
+    for i, picture in enumerate(pictures * rounds):
+        t0 = time.process_time()
+        run.add_frame(i / FPS, picture)
+        judged.append(time.process_time() - t0)
+    alone, track, one_face = [], FaceTrack(), 0
+    for picture in pictures * rounds:
+        t0 = time.process_time()
+        obs = landmarker.observe(picture, track)
+        alone.append(time.process_time() - t0)
+        one_face += obs.faces == 1
+    return judged, alone, track, one_face
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     service = IdentityService(IdentityConfig(
         liveness=LivenessConfig(challenges=(Challenge.BLINK,))))
@@ -112,6 +145,15 @@ def main() -> None:
     per_check = (sum(prime) + sum(judge))
     print(f"one blink challenge as judged here: {per_check:.2f} CPU-s for the judge "
           f"({len(prime)} baseline + {len(judge)} judged frames)")
+    for name, every in (("full detection every frame", 1),
+                        ("face tracked, full scan every 5th frame", 5)):
+        judged, alone, track, one_face = tracking_cost(service, pictures, every, args.rounds)
+        print(f"{name}: add_frame {statistics.mean(judged) * 1000:.1f} ms CPU/frame (median "
+              f"{statistics.median(judged) * 1000:.1f}) over {len(judged)} frames; landmarks "
+              f"alone {statistics.mean(alone) * 1000:.1f} ms (median "
+              f"{statistics.median(alone) * 1000:.1f}); {one_face}/{len(alone)} frames one "
+              f"face; tracked {track.tracked}, full scans {track.scans}, "
+              f"re-acquired {track.reacquired}; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,11 @@ class LivenessConfig(BaseModel):
     time_limit_s: float = Field(default=6.0, gt=0.0, description="per challenge")
     # Frames are analysed at this width; 68 landmarks need ~100 px faces, not more.
     analysis_width_px: int = 480
+    # Face tracking within a run (media/identity/landmarks.py): a full-frame scan every this
+    # many frames, the face looked for near its last place in between; 1 = a full scan on every
+    # frame (no tracking). Found again on a copy this wide when the track is lost.
+    track_rescan_every: int = Field(default=5, ge=1)
+    track_reacquire_width_px: int = Field(default=320, ge=160)
     # Eye aspect ratio: closed when below min(absolute, relative * open baseline).
     blink_closed_ear: float = 0.19
     blink_relative: float = 0.72

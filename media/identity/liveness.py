@@ -35,7 +35,7 @@ from media.identity.antispoof import PassiveAntiSpoofing, judge_passive
 from media.identity.config import AntiSpoofConfig, LivenessConfig
 from media.identity.face import FaceMatcher, match_faces
 from media.identity.imaging import Frame
-from media.identity.landmarks import Dlib68Landmarker, FaceObservation
+from media.identity.landmarks import Dlib68Landmarker, FaceObservation, FaceTrack
 from media.identity.liveness_geometry import (
     eye_change,
     eye_patches,
@@ -196,6 +196,7 @@ class LivenessRun:
         self._max_distance: float | None = None
         self._best: tuple[float, int] | None = None
         self._best_image: Frame | None = None
+        self._track = FaceTrack()  # the face's box from frame to frame (landmarks.py)
         self._keyframes: list[Frame] = []
         self._pts0: np.ndarray | None = None
         self._open_eyes: list[np.ndarray] | None = None
@@ -207,7 +208,7 @@ class LivenessRun:
         neutral baseline, never count towards an action, so an action done before the server
         asked for it is not seen (it would at most spoil the baseline, after which the asked
         action cannot be measured from it). True when it showed exactly one face."""
-        obs = self.landmarker.observe(image)
+        obs = self.landmarker.observe(image, self._track)
         self._max_faces = max(self._max_faces, obs.faces)
         if obs.faces != 1:
             return False
@@ -235,7 +236,7 @@ class LivenessRun:
         self._failure_text = text or REASONS[code]
 
     def _process(self, t: float, image: Frame) -> None:
-        obs = self.landmarker.observe(image)
+        obs = self.landmarker.observe(image, self._track)
         self._max_faces = max(self._max_faces, obs.faces)
         if obs.faces > 1:
             self._fail("multiple_faces")

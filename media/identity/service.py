@@ -69,7 +69,10 @@ class IdentityService:
     def landmarker(self) -> Dlib68Landmarker:
         with self._lock:
             if self._landmarker is None:
-                self._landmarker = Dlib68Landmarker(self.config.liveness.analysis_width_px)
+                live = self.config.liveness
+                self._landmarker = Dlib68Landmarker(
+                    live.analysis_width_px, live.track_rescan_every, live.track_reacquire_width_px
+                )
             return self._landmarker
 
     @property
