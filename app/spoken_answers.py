@@ -69,10 +69,10 @@ class SpokenAnswerWatcher:
             self._recognizer = load_asr(self._config)
         return self._recognizer
 
-    async def follow(self, session_id: UUID) -> None:
-        """The session moved: listen for the answer of the step that now awaits one."""
+    async def follow(self, session_id: UUID, session: RecordingSession | None) -> None:
+        """The session moved (`session`: as it is now, read once for all the call's followers,
+        `workflow.call_followers`): listen for the answer of the step that now awaits one."""
         key = str(session_id)
-        session = await RecordingSession.get_or_none(id=session_id)
         step = media_events.listening_step(session) if session is not None else None
         current = self._listening.get(key)
         if current is not None:

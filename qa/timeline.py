@@ -36,27 +36,17 @@ from models.sessions import (
     SessionEvent,
     Signature,
 )
-from security.audit import Actor
-from workflow.core import WorkflowDeps, locked
 
-CLIP_FINISHED = "tts_played"
-PRESENCE_MARK = "presence_mark"
-PRESENCE_STARTED = "presence_started"
-PRESENCE_UNAVAILABLE = "presence_unavailable"
-MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK, PRESENCE_STARTED,
-                               PRESENCE_UNAVAILABLE})
+# The timeline's media facts, recorded by the workflow (re-exported here for QA's readers).
+from workflow.media_events import CLIP_FINISHED as CLIP_FINISHED
+from workflow.media_events import MEDIA_EVENT_TYPES as MEDIA_EVENT_TYPES
+from workflow.media_events import PRESENCE_MARK as PRESENCE_MARK
+from workflow.media_events import PRESENCE_STARTED as PRESENCE_STARTED
+from workflow.media_events import PRESENCE_UNAVAILABLE as PRESENCE_UNAVAILABLE
+from workflow.media_events import record_media_event as record_media_event
+
 # Events that start (or restart) the play of a step.
 STEP_STARTS = ("script_started", "step_started", "script_resumed")
-
-
-async def record_media_event(deps: WorkflowDeps, session_id: UUID, type_: str,
-                             data: dict[str, Any], actor: Actor | None = None) -> None:
-    """Appends a presence (or clip) fact to the session's timeline, in any state: a late
-    report after the call ended is still evidence."""
-    if type_ not in MEDIA_EVENT_TYPES:
-        raise ValueError(f"not a media event type: {type_}")
-    async with locked(deps, session_id, None) as unit:
-        await unit.event(actor or Actor.system("media"), type_, data)
 
 
 @dataclass

@@ -3,6 +3,7 @@ and appending a timeline event (published on Redis once the transaction has comm
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -80,18 +81,23 @@ class Unit:
     session: RecordingSession
     deps: WorkflowDeps
     pending: list[dict[str, Any]] = field(default_factory=list)
+    # The steps as read: a session's steps are replaced (the rendered speech), never changed in
+    # place, so while they are the same list they need not be written again.
+    steps_read: list[dict[str, Any]] | None = None
 
     async def event(
         self, actor: Actor, type_: str, data: dict[str, Any] | None = None,
         from_state: str = "", to_state: str = "",
     ) -> SessionEvent:
         self.session.event_seq += 1
-        event = await SessionEvent.create(
+        event = SessionEvent(
             session_id=self.session.id, seq=self.session.event_seq, type=type_,
             from_state=from_state, to_state=to_state, actor_kind=actor.kind,
             actor_id=actor.id, ip=actor.ip, data=data or {}, at=self.deps.clock(),
-            using_db=self.conn,
         )
+        # One written-out INSERT (the ORM's create costs several times its CPU, issue 14); the
+        # row's id is not read back: the timeline is ordered and addressed by `seq`.
+        await lean.insert_all([event], self.conn)
         self.pending.append(event_payload(event))
         return event
 
@@ -110,7 +116,18 @@ class Unit:
         )
 
     async def save(self) -> None:
-        await self.session.save(using_db=self.conn)
+        """The session's row; its steps (the largest column) only when they were replaced."""
+        if self.steps_read is not None and self.session.steps is self.steps_read:
+            await self.session.save(using_db=self.conn, update_fields=_all_but_steps())
+        else:
+            await self.session.save(using_db=self.conn)
+
+
+@functools.cache
+def _all_but_steps() -> tuple[str, ...]:
+    meta = RecordingSession._meta
+    return tuple(name for name in meta.fields_db_projection
+                 if name != "steps" and not meta.fields_map[name].pk)
 
 
 def event_payload(event: SessionEvent) -> dict[str, Any]:
@@ -146,12 +163,14 @@ async def locked(deps: WorkflowDeps, session_id: UUID, action: str | None) -> As
             raise NotFound("session_not_found", "找不到该录制会话")
         if action is not None:
             require_state(session, action)
-        unit = Unit(conn, session, deps)
+        unit = Unit(conn, session, deps, steps_read=session.steps)
         yield unit
         await unit.save()
-    for payload in unit.pending:
-        try:
-            await deps.publisher.publish(session_id, payload)
-        except (ConnectionError, OSError, RedisError):
-            # The event is committed in the database; live pages catch up by re-reading it.
-            log.warning("could not publish event %s of session %s", payload["seq"], session_id)
+    if not unit.pending:
+        return
+    try:
+        await deps.publisher.publish_all(session_id, unit.pending)
+    except (ConnectionError, OSError, RedisError):
+        # The events are committed in the database; live pages catch up by re-reading them.
+        log.warning("could not publish events %s of session %s",
+                    [payload["seq"] for payload in unit.pending], session_id)

@@ -23,6 +23,10 @@ def channel_for(session_id: UUID | str) -> str:
 class EventPublisher(Protocol):
     async def publish(self, session_id: UUID, event: dict[str, Any]) -> None: ...
 
+    async def publish_all(self, session_id: UUID, events: list[dict[str, Any]]) -> None:
+        """The events of one transaction, in their order."""
+        ...
+
 
 class RedisEventPublisher:
     def __init__(self, redis: Redis) -> None:
@@ -30,6 +34,17 @@ class RedisEventPublisher:
 
     async def publish(self, session_id: UUID, event: dict[str, Any]) -> None:
         await self.redis.publish(channel_for(session_id), json.dumps(event, ensure_ascii=False))
+
+    async def publish_all(self, session_id: UUID, events: list[dict[str, Any]]) -> None:
+        """One round trip for a transaction's events (a pipeline, in order; issue 14)."""
+        if len(events) == 1:
+            await self.publish(session_id, events[0])
+            return
+        channel = channel_for(session_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.publish(channel, json.dumps(event, ensure_ascii=False))
+            await pipe.execute()
 
 
 # -- listening ------------------------------------------------------------------------------

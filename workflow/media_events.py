@@ -5,7 +5,7 @@ answer opens once its speech has played in full to the connected customer (or, f
 agent reads, once the agent was heard long enough), a step that needs no answer moves on once
 its speech has played in full, and a lost party interrupts the call; the presence monitor's
 reference (R-13) is the verified live face. The hub itself knows nothing of sessions;
-`app/call_bridge.py` wires it to this module."""
+`app/call_bridge.py` wires it to this module and to `workflow.call_followers`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,23 @@ from workflow.states import CALL_STATES
 
 log = logging.getLogger(__name__)
 MEDIA = Actor.system("media")
+# Facts of the call written on the timeline in any state (`record_media_event`).
+CLIP_FINISHED = "tts_played"
+PRESENCE_MARK = "presence_mark"
+PRESENCE_STARTED = "presence_started"
+PRESENCE_UNAVAILABLE = "presence_unavailable"
+MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK, PRESENCE_STARTED,
+                               PRESENCE_UNAVAILABLE})
+
+
+async def record_media_event(deps: WorkflowDeps, session_id: UUID, type_: str,
+                             data: dict[str, Any], actor: Actor | None = None) -> None:
+    """Appends a presence (or clip) fact to the session's timeline, in any state: a late
+    report after the call ended is still evidence (R-13; read by `qa.timeline`)."""
+    if type_ not in MEDIA_EVENT_TYPES:
+        raise ValueError(f"not a media event type: {type_}")
+    async with locked(deps, session_id, None) as unit:
+        await unit.event(actor or MEDIA, type_, data)
 
 
 async def segment_written(

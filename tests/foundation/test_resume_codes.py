@@ -11,7 +11,6 @@ from uuid import UUID
 
 import pytest
 
-from app.call_bridge import PLAY_ON
 from models.audit import AuditEntry
 from models.sessions import RecordingSession, SessionEvent
 from tests.channels.conftest import (  # noqa: F401 (fixtures for the WeChat re-entry test)
@@ -25,6 +24,7 @@ from tests.channels.conftest import (  # noqa: F401 (fixtures for the WeChat re-
 )
 from tests.harness import HERE, Harness, Walk, consent_body
 from workflow import customer_controls, media_events, resume_codes
+from workflow.call_followers import PLAY_ON
 
 pytestmark = pytest.mark.timeout(180)
 

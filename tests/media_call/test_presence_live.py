@@ -288,7 +288,7 @@ async def test_r13_a_second_face_in_the_call_is_marked_on_the_timeline_at_its_ti
     harness: Harness, faces: dict[str, Frame], party_media: dict[str, EncodedMedia],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level("INFO", logger="app.call_bridge")
+    caplog.set_level("INFO", logger="workflow.call_followers")
     walk = await harness.walk_to("identity_verified")
     sid = walk.session_id
     # What the identity job keeps of a passed attempt: the matched live face (encrypted).
@@ -351,7 +351,7 @@ async def test_r13_no_sampling_without_a_verified_live_face(
     harness: Harness, party_media: dict[str, EncodedMedia], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Identity reported without the engines' evidence: logged once, nothing sampled."""
-    caplog.set_level("INFO", logger="app.call_bridge")
+    caplog.set_level("INFO", logger="workflow.call_followers")
     walk = await harness.walk_to("in_call")
     sid = walk.session_id
     hub = harness.app[CALL_HUB]
