@@ -21,17 +21,10 @@ from api.responses import IdentityPlan, SubmitView, UploadView
 from models.sessions import IdentityCheck, RecordingSession
 from workflow import identity
 from workflow.evidence import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
+from workflow.identity_jobs import pending_key, plan_key
 
 api = Api()
 PENDING_SECONDS = 600
-
-
-def plan_key(session_id: UUID, attempt: int) -> str:
-    return f"identity:plan:{session_id}:{attempt}"
-
-
-def pending_key(session_id: UUID) -> str:
-    return f"identity:pending:{session_id}"
 
 
 async def challenge_plan(request: web.Request, session_id: UUID, attempt: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from aiohttp import web
 from app.factory import (
     after_call,
     create_app,
+    document_folders,
     identity_engines_factory,
     register_jobs,
     worker_loop,
@@ -26,6 +27,7 @@ from infra.config import Config, ConfigurationError, load_config
 from infra.database import migrate, open_database
 from infra.jobs import Jobs
 from infra.redis_server import EmbeddedRedis
+from scripts_library.documents import use_folders
 from security.masking import MaskingFilter
 
 DESCRIPTION = """远程双录 — remote double-recording of insurance sales.
@@ -492,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.settings.log_level)
+    # The scripts' document files and the rendered pages' cache of this process.
+    use_folders(document_folders(config))
     if args.command == "serve":
         return _serve(config, args)
     return asyncio.run(COMMANDS[args.command](config, args))

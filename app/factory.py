@@ -49,8 +49,9 @@ from api.load_shedding import (
 )
 from api.problems import json_response
 from api.registry import PREFIX, Api, openapi_document
-from api.routes_identity import pending_key, plan_key
 from app.call_bridge import call_context
+from bot.dialogue import DIALOGUE
+from bot.passes import CHANNEL_PASSES
 from bot.routes import CHANNEL_APIS
 from bot.runtime import channels_context
 from h5 import routes as h5_routes
@@ -60,7 +61,13 @@ from infra.jobs import Jobs
 from infra.redis_client import PoolLimits, broker_url, redis_client, use_sentinel_pool
 from infra.redis_server import EmbeddedRedis
 from qa.playback import register_playback_jobs
-from scripts_library.documents import share_pages, unshare_pages
+from scripts_library.documents import (
+    Folders,
+    release_folders,
+    share_pages,
+    unshare_pages,
+    use_folders,
+)
 from security.cpu import configure as configure_cpu_pool
 from security.crypto import FieldCipher
 from security.ratelimit import LoginThrottle, RateLimiter
@@ -69,7 +76,8 @@ from storage import ObjectStore, open_store
 from workflow.core import WorkflowDeps, WorkflowSettings
 from workflow.events import RedisEventPublisher
 from workflow.expiry import sweep
-from workflow.identity import CardReads, IdentityEngines, read_card_early, run_identity_check
+from workflow.identity import IdentityEngines
+from workflow.identity_jobs import IdentityJobs
 from workflow.script_speech import SpeechSettings, prerender_script_version
 from workflow.speech import prepare_session_speech
 
@@ -159,29 +167,11 @@ def register_jobs(
     jobs.register("prerender_session", prerender_session)
     jobs.register("prerender_script", prerender_script)
 
-    # The card of an attempt, read while the customer records the liveness clip (issue 17).
-    card_reads = CardReads()
-
-    async def identity_card_read(session_id: str, attempt: int) -> None:
-        await read_card_early(deps, engines(), card_reads, UUID(session_id), attempt)
-
-    jobs.register("identity_card_read", identity_card_read)
-
-    async def identity_check(session_id: str, attempt: int) -> None:
-        sid = UUID(session_id)
-        try:
-            raw = await redis.get(plan_key(sid, attempt))
-            if raw is None:
-                log.warning("no challenge plan for %s attempt %s", sid, attempt)
-                return
-            from media.identity.results import ChallengePlan
-
-            await run_identity_check(deps, engines(), sid, attempt,
-                                     ChallengePlan.model_validate_json(raw), card_reads)
-        finally:
-            await redis.delete(pending_key(sid))
-
-    jobs.register("identity_check", identity_check)
+    # The identity jobs (workflow/identity_jobs.py); the card of an attempt is read while the
+    # customer records the liveness clip (issue 17).
+    identity_jobs = IdentityJobs(deps, engines, redis)
+    jobs.register("identity_card_read", identity_jobs.card_read)
+    jobs.register("identity_check", identity_jobs.check)
     # QA checks, queue, archive, retention and insurer webhooks (R-40..R-43).
     register_after_call_jobs(jobs, deps, after_call_runtime)
     # The playback copy of each sealed session for QA (R-41).
@@ -238,14 +228,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             await app[JOBS].stop()
 
 
+def document_folders(config: Config) -> Folders:
+    """The scripts' document files and the cache of their rendered pages (Config)."""
+    return Folders(documents=config.documents_dir, cache=config.cache_dir)
+
+
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    """Document pages read through the evidence store while the app runs; the store's thread
-    pool ends with the app."""
+    """Document pages from the configured folders, read through the evidence store while the
+    app runs; the store's thread pool ends with the app."""
+    folders = document_folders(app[CONFIG])
+    use_folders(folders)
     share_pages(app[STORE])
     try:
         yield
     finally:
         unshare_pages(app[STORE])
+        release_folders(folders)
         await app[STORE].close()
 
 
@@ -308,7 +306,7 @@ def create_app(config: Config) -> web.Application:
     app[STORE] = build_store(config)
     app.cleanup_ctx.extend([_store, _redis, _database, refusal_flusher(), _worker,
                             call_context(speech_settings(config, app[STORE])),
-                            channels_context])
+                            channels_context(CHANNEL_PASSES, DIALOGUE.texts)])
     for api in API_MODULES:
         app.router.add_routes(api.routes)
     app.router.add_get(f"{PREFIX}/openapi.json", _openapi)

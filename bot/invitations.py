@@ -349,7 +349,7 @@ async def agent_view(
 async def claim_by_scene(channels: Channels, scene: str, person: Person) -> str:
     """A QR code scan (subscribe with qrscene_ / SCAN): bind and answer with the link."""
     invitation = await ChannelInvitation.get_or_none(qr_scene=scene)
-    texts = channels_texts()
+    texts = channels.texts
     if invitation is None or invitation.revoked_at is not None:
         return texts["scan_revoked"]
     if invitation.expires_at <= channels.now():
@@ -368,9 +368,3 @@ async def claim_by_scene(channels: Channels, scene: str, person: Person) -> str:
         await invitation.save(update_fields=["delivery_status", "delivery_detail"])
     link = wechat_link(channels, ref_of(channels, invitation))
     return texts["scan_link"].format(link=link)
-
-
-def channels_texts() -> dict[str, str]:
-    from bot.dialogue import DIALOGUE
-
-    return DIALOGUE.texts

@@ -99,6 +99,16 @@ async def deliver_due(channels: Channels) -> int:
     return len(rows)
 
 
+async def deliver_all(channels: Channels) -> int:
+    """Delivers batch after batch until a batch is not full; returns how many were claimed."""
+    delivered = 0
+    while True:
+        batch = await deliver_due(channels)
+        delivered += batch
+        if batch < channels.config.worker.outbox_batch:
+            return delivered
+
+
 def _backoff(channels: Channels, row: OutboundMessage) -> float:
     bank = channels.config.bank
     if row.kind == OutboxKind.WEBHOOK:

@@ -1,13 +1,15 @@
 """The channels' runtime: everything the channel handlers share (settings, the WeChat API
-clients, the thread pool, Redis, rate limiters, the webhook HTTP client) hung off the app under
-one typed key, opened and closed in a cleanup context, and the channel worker loop."""
+clients, the thread pool, Redis, rate limiters, the webhook HTTP client, the dialogue's texts)
+hung off the app under one typed key, opened and closed in a cleanup context, and the channel
+worker loop. The worker's passes (bot/passes.py) and the texts are registered by the
+composition root (app/factory.py), so this module imports none of the modules that use it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +21,6 @@ from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 
 from api.keys import CONFIG, CUSTOMER_TOKENS, DATABASE, DEPS, REDIS
-from bot import sms_reports
 from bot.settings import ChannelConfig, describe
 from bot.sms import LogSmsSender, SmsSender, TencentSmsSender
 from bot.sms_aliyun import AliyunSmsSender
@@ -61,6 +62,10 @@ class Channels:
     http: aiohttp.ClientSession
     executor: ThreadPoolExecutor
     sms: SmsSender | None = None
+    # The worker's passes by name, run in order by `run_once` (bot/passes.py), and the
+    # dialogue's texts (bot/dialogue.yaml) for the modules below the dialogue.
+    passes: Mapping[str, ChannelPass] = field(default_factory=dict)
+    texts: Mapping[str, str] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -81,9 +86,13 @@ class Channels:
 
 
 CHANNELS = web.AppKey("channels", Channels)
+# One pass of the channel worker over some of its work; returns how much it did.
+ChannelPass = Callable[[Channels], Awaitable[int]]
 
 
-def build_channels(app: web.Application, config: ChannelConfig) -> Channels:
+def build_channels(app: web.Application, config: ChannelConfig,
+                   passes: Mapping[str, ChannelPass] | None = None,
+                   texts: Mapping[str, str] | None = None) -> Channels:
     redis = app[REDIS]
     wx = config.wechat
     executor = ThreadPoolExecutor(max_workers=wx.executor_threads,
@@ -119,6 +128,8 @@ def build_channels(app: web.Application, config: ChannelConfig) -> Channels:
         http=http,
         executor=executor,
         sms=build_sms(config, http),
+        passes=dict(passes or {}),
+        texts=dict(texts or {}),
     )
 
 
@@ -137,11 +148,22 @@ def build_sms(config: ChannelConfig, http: aiohttp.ClientSession) -> SmsSender |
     return None
 
 
-async def channels_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: builds the channels, runs the channel worker, closes everything."""
+def channels_context(passes: Mapping[str, ChannelPass], texts: Mapping[str, str]
+                     ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that builds the channels with the worker's `passes` and the
+    dialogue's `texts`, runs the channel worker and closes everything."""
+
+    def context(app: web.Application) -> AsyncIterator[None]:
+        return _channels(app, passes, texts)
+
+    return context
+
+
+async def _channels(app: web.Application, passes: Mapping[str, ChannelPass],
+                    texts: Mapping[str, str]) -> AsyncIterator[None]:
     config = app[CONFIG].channels
     log.info("channels configured: %s", describe(config))
-    channels = build_channels(app, config)
+    channels = build_channels(app, config, passes, texts)
     app[CHANNELS] = channels
     worker: asyncio.Task[None] | None = None
     listener: asyncio.Task[None] | None = None
@@ -168,22 +190,10 @@ async def channels_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def run_once(channels: Channels) -> dict[str, int]:
-    """One pass of the channel worker: session events to notifications and webhooks,
-    invitation reminders, then every due outbox message."""
-    from bot import feed, outbox, reminders
-
-    followed = await feed.process(channels)
-    reminded = await reminders.sweep(channels)
-    delivered = 0
-    while True:
-        batch = await outbox.deliver_due(channels)
-        delivered += batch
-        if batch < channels.config.worker.outbox_batch:
-            break
-    sms_reported = await sms_reports.sweep(channels.sms, channels.redis, channels.now(),
-                                           channels.config.sms.report_pull_seconds)
-    return {"events": followed, "reminders": reminded, "delivered": delivered,
-            "sms_reports": sms_reported}
+    """One pass of the channel worker: each registered pass in order (bot/passes.py: session
+    events to notifications and webhooks, invitation reminders, every due outbox message, SMS
+    delivery reports); how much each did, by name."""
+    return {name: await run(channels) for name, run in channels.passes.items()}
 
 
 async def worker_loop(channels: Channels) -> None:

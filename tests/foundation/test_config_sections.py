@@ -170,3 +170,21 @@ async def test_the_after_call_runtime_is_built_once_and_handed_to_the_jobs(
     runtime.redis = swapped  # type: ignore[assignment]
     await jobs.handlers["after_call_sweep"]()
     assert swapped.locks == ["after-call:sweep-lock"] and redis.locks == []
+
+
+def test_the_cache_and_documents_folders_come_from_the_config_R54(tmp_path: Path) -> None:
+    """Issue 18 item 5: SHUANGLU_CACHE_DIR and SHUANGLU_DOCUMENTS_DIR are read by load_config
+    only; the composition root hands the folders to the document pages (app.factory)."""
+    from app.factory import document_folders
+
+    base = {"shuanglu_profile": "test", "shuanglu_data_dir": str(tmp_path / "data")}
+    config = load_config(env={**base, "shuanglu_cache_dir": str(tmp_path / "cache"),
+                              "shuanglu_documents_dir": str(tmp_path / "docs")})
+    assert config.cache_dir == config.identity.cache_dir == tmp_path / "cache"
+    assert config.documents_dir == tmp_path / "docs"
+    folders = document_folders(config)
+    assert (folders.documents, folders.cache) == (tmp_path / "docs", tmp_path / "cache")
+    # Unset: the XDG cache, and the library's own documents.
+    config = load_config(env={**base, "xdg_cache_home": str(tmp_path / "xdg")})
+    assert config.cache_dir == config.identity.cache_dir == tmp_path / "xdg" / "shuanglu"
+    assert config.documents_dir is None

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHUANGLU_CACHE_DIR", str(tmp_path / "cache"))
+    # The folders the composition root would set from the configuration.
+    monkeypatch.setattr(docs, "_folders", [docs.Folders(documents=None, cache=tmp_path / "cache")])
 
 
 def _step(data: dict[str, Any], step_id: str) -> dict[str, Any]:
@@ -146,7 +147,8 @@ def test_a_document_file_gone_after_publishing_stops_the_session_R25(
         sample: Callable[[str], ScriptDocument],
         order_values: Callable[[str], dict[str, object]],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SHUANGLU_DOCUMENTS_DIR", str(tmp_path))  # an empty library
+    empty = docs.Folders(documents=tmp_path, cache=tmp_path / "cache")  # an empty library
+    monkeypatch.setattr(docs, "_folders", [empty])
     with pytest.raises(RenderError, match="无法显示：找不到文件 _documents/"):
         render(sample("YA-ZSS-001"), RenderContext(customer_age=45,
                                                    values=order_values("YA-ZSS-001")))
