@@ -128,6 +128,13 @@ async def replay_view(session_id: UUID, ticket: str,
     for fact in t.presence:
         mark("presence", fact.at_ms, fact.message or PRESENCE_LABELS.get(fact.type, fact.type),
              type=fact.type, faces=fact.faces)
+    # Issue 17 item 2: where the server found the customer's network poor (stutter explained).
+    for e in t.events:
+        if e.type in ("network_poor", "network_recovered"):
+            poor = e.type == "network_poor"
+            mark("network", t.offset(e.at),
+                 f"客户网络信号较弱（{'，'.join(e.data.get('reasons') or [])}）" if poor
+                 else "客户网络恢复", type=e.type)
     for gap in t.interruptions:
         mark("interruption", gap.start_ms, f"通话中断：{gap.reason or '未说明原因'}",
              until_ms=gap.end_ms)

@@ -32,7 +32,8 @@ import { $, ApiError, api, setStatus, show, staffLoginForm } from "/static/api.j
 
 const TOKEN_KEY = "shuanglu.staff_token";
 const KIND_LABELS = { step: "话术步骤", answer: "客户答复", identity: "身份核验",
-  liveness: "实时活体", presence: "在场标记", interruption: "中断", finding: "质检问题" };
+  liveness: "实时活体", presence: "在场标记", network: "网络", interruption: "中断",
+  finding: "质检问题" };
 const SEVERITY = { critical: "严重", major: "重要", minor: "一般", info: "提示" };
 let token = sessionStorage.getItem(TOKEN_KEY);
 const message = $("#message");

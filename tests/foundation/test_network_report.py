@@ -6,6 +6,8 @@ aiortc in tests/media_call/test_network_quality.py, the browsers in tests/h5."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
 
 from models.sessions import SessionEvent
@@ -47,3 +49,10 @@ async def test_poor_is_recorded_once_hinted_and_cleared_when_it_recovers(
     r = await harness.request("POST", "/customer/network", token=token,
                               json={"loss_pct": 140})
     assert r.status == 422
+
+    # The QA replay marks where it was poor and when it recovered.
+    from qa.replay import replay_view
+
+    marks = [m for m in (await replay_view(UUID(walk.session_id), "ticket"))["marks"]
+             if m["kind"] == "network"]
+    assert [m["label"] for m in marks] == ["客户网络信号较弱（客户上行丢包 22%）", "客户网络恢复"]
