@@ -98,20 +98,23 @@ def portraits() -> dict[str, bytes]:
 
 class FaceCamera(MediaStreamTrack):
     """Plays ``idle`` in a loop; once ``trigger()`` is true, plays ``then`` once and goes back
-    to ``after`` (default: ``idle``). ``switched_at``: the frames' own wall-clock time of the
-    first frame of ``then`` (the clock their RTP timestamps carry). ``stall_after``: stop
-    sending frames once switched (a stream that stops)."""
+    to ``after`` (default: ``idle``); when ``trigger()`` counts (an int), plays ``then`` again
+    each time the count grows (the customer does what each new challenge asks). ``switched_at``:
+    the frames' own wall-clock time of the first frame of ``then`` the last time (the clock
+    their RTP timestamps carry). ``stall``: stop sending frames once switched (a stream that
+    stops)."""
 
     kind = "video"
 
     def __init__(self, idle: list[Frame], then: list[Frame] | None = None,
                  after: list[Frame] | None = None,
-                 trigger: Callable[[], bool] = lambda: False, stall: bool = False) -> None:
+                 trigger: Callable[[], bool | int] = lambda: False,
+                 stall: bool = False) -> None:
         super().__init__()
         self._then, self._after = then or [], after or idle
         self._trigger, self._stall = trigger, stall
         self._frames: Iterator[Frame] = _chain([], idle)
-        self._switched = False
+        self._switches = 0
         self.switched_at: float | None = None  # by the frames' clock
         self.switched_real: float | None = None  # by the machine's clock
         self._index = 0
@@ -128,8 +131,8 @@ class FaceCamera(MediaStreamTrack):
         delay = self._start + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        if not self._switched and self._trigger():
-            self._switched = True
+        if int(self._trigger()) > self._switches:
+            self._switches = int(self._trigger())
             self.switched_at = self._start_wall + at
             self.switched_real = time.time()
             if self._stall:
@@ -179,6 +182,11 @@ class Customer:
 def challenged(client: CallClient) -> Callable[[], bool]:
     """True once the customer's channel has delivered a challenge."""
     return lambda: any(m.get("type") == "liveness_challenge" for m in client.messages)
+
+
+def challenges_seen(client: CallClient) -> int:
+    """How many challenges the customer's channel has delivered."""
+    return sum(1 for m in client.messages if m.get("type") == "liveness_challenge")
 
 
 async def _join(hub: CallHub, media: EncodedMedia,
@@ -363,11 +371,11 @@ def test_frozen_threshold_is_far_below_camera_noise(clips: FaceClips) -> None:
 
 
 @pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
+def settings_overrides() -> dict[str, object]:
     """The production policy (the test profile does not require the live check by default);
-    two runs, a short pause between them (a test may change them: indirect parameters)."""
+    two runs, a short pause between them."""
     return {"live_liveness_required": True, "live_liveness_max_attempts": 2,
-            "live_liveness_retry_seconds": 0.3, **getattr(request, "param", {})}
+            "live_liveness_retry_seconds": 0.3}
 
 
 def _signal_to(harness: Harness, path: str, token: str) -> Callable[[str, str], Any]:
@@ -408,9 +416,13 @@ class Call:
         await self.agent.close()
 
 
-async def _call(harness: Harness, media: EncodedMedia, camera: Callable[[Callable[[], bool]],
-                FaceCamera], before_call: Callable[[str], Awaitable[None]] | None = None,
+async def _call(harness: Harness, media: EncodedMedia,
+                camera: Callable[[Callable[[], int]], FaceCamera],
+                before_call: Callable[[str], Awaitable[None]] | None = None,
                 ) -> tuple[Call, FaceCamera]:
+    """The session walked into the call, both parties connected; the customer's ``camera`` is
+    given a trigger that counts the challenges delivered (it acts on each new one, so a run
+    retried after a stalled stream is answered as well)."""
     walk = await harness.walk_to("identity_verified")
     sid = walk.session_id
     if before_call is not None:
@@ -425,7 +437,7 @@ async def _call(harness: Harness, media: EncodedMedia, camera: Callable[[Callabl
                                    await harness.login("agent01")))
     await agent.wait_open()
     holder: list[CallClient] = []
-    cam = camera(lambda: bool(holder) and challenged(holder[0])())
+    cam = camera(lambda: challenges_seen(holder[0]) if holder else 0)
     customer = CallClient(audio=PrerecordedTrack(media, "audio"), video=cam)
     holder.append(customer)
     await customer.connect(_signal_to(harness, f"/calls/{sid}/customer/offer",
@@ -524,8 +536,6 @@ async def test_r12_a_photo_in_front_of_the_camera_never_lets_the_script_start(
 
 @pytest.mark.one_database
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("settings_overrides", [{"live_liveness_max_attempts": 1}],
-                         ids=["one-run"], indirect=True)
 async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
     harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
     portraits: dict[str, bytes],
@@ -537,29 +547,37 @@ async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
     call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
         clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
     sid = call.walk.session_id
+
+    async def judged() -> list[dict[str, Any]]:
+        return [e.data for e in await _events(sid, "live_liveness_failed", "live_liveness_passed")]
+
     try:
-        await _until_event(sid, "live_liveness_failed")
+        # The first run, normally (a run whose stream stalled on a starved machine is retried,
+        # and the customer blinks again).
+        deadline = time.monotonic() + 90
+        while not any(d.get("reason_code") == "card_face_mismatch" or d.get("final")
+                      for d in await judged()):
+            assert time.monotonic() < deadline, await judged()
+            await asyncio.sleep(0.2)
         r = await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
+        told = [m for m in call.customer.messages
+                if m["type"] == "liveness_result" and m.get("scope") == "run"]
     finally:
         await call.close()
     assert r.status == 409 and r.body["code"] == "call_not_ready", r.body
-    assert "1 次均未通过" in r.body["problems"][0]
-    (data,) = [e.data for e in await _events(sid, "live_liveness_failed")]
+    runs = await judged()
+    assert not any(d["passed"] for d in runs), runs
+    data = next(d for d in runs if d["reason_code"] == "card_face_mismatch")
     # A blink done in time, by a face that is not the card's: the score and the threshold on
-    # the timeline. (On a starved machine the stream may stall first: refused, not this test.)
-    if data["reason_code"] == "stream_gap":
-        pytest.fail(f"the customer's stream stalled on this machine: {data}")
-    assert data["reason_code"] == "card_face_mismatch" and data["final"], data
-    assert "身份证" in data["reason"]  # what the agent's console shows, with the score
+    # the timeline; the reason is what the agent's console shows, with the score.
+    assert "身份证" in data["reason"] and data["counted"]
     face = data["face_match"]
     assert face["status"] == "mismatch" and face["passed"] is False, face
     assert face["attempt"] == 1 and face["frames"] == 1 and face["metric"] == "euclidean"
     assert face["distance"] > face["threshold"] == pytest.approx(0.54)
     (challenge,) = data["challenges"]
-    assert challenge["passed"] is False
+    assert challenge["passed"] is False and challenge["completed_ms"] is not None
     assert challenge["face_match"]["distance"] == face["distance"]
     # The customer's page says in Chinese what to do.
-    told = [m for m in call.customer.messages
-            if m["type"] == "liveness_result" and m.get("scope") == "run"]
-    assert told[-1]["final"] and not told[-1]["passed"]
-    assert "身份证上的本人" in told[-1]["message"] and "无法继续" in told[-1]["message"]
+    message = told[data["attempt"] - 1]
+    assert not message["passed"] and "身份证上的本人" in message["message"], message
