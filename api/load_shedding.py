@@ -30,6 +30,7 @@ from api.keys import DATABASE, REDIS
 from api.problems import ApiProblem, problem
 from api.registry import PREFIX
 from infra.database import activate, deactivate
+from infra.tasks import cancel_and_wait
 from security.audit import RefusalLog
 from security.cpu import CpuBusy
 from security.ratelimit import RateLimiter
@@ -149,9 +150,7 @@ def refusal_flusher(interval: float = 10.0) -> Any:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, "the refusal aggregation loop")
             with contextlib.suppress(Exception):
                 token = activate(app[DATABASE])
                 try:

@@ -4,7 +4,6 @@ pre-check of licence, position and network before anything else (R-03)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -21,6 +20,7 @@ from api.registry import Api
 from api.responses import LiveHello, LiveMessage, PrecheckResult
 from api.schemas import LocationOnlyBody
 from api.views import customer_session_view, session_summary
+from infra.tasks import cancel_and_wait
 from models.sessions import RecordingSession
 from security.roles import Permission
 from workflow.errors import WorkflowError
@@ -124,9 +124,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
             if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 break
     finally:
-        forward.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await forward
+        await cancel_and_wait(forward, f"the live events of session {session_id}")
         await events.aclose()
     return ws
 

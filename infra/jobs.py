@@ -45,6 +45,8 @@ from taskiq.message import TaskiqMessage
 from taskiq.receiver import Receiver
 from taskiq_redis import RedisStreamBroker
 
+from infra.tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from infra.config import Config
 
@@ -405,11 +407,5 @@ class Jobs:
         which never swallows a cancellation of the caller's own."""
         task, self._receiver = self._receiver, None
         if task is not None:
-            for _ in range(50):
-                task.cancel()
-                done, _ = await asyncio.wait({task}, timeout=0.2)
-                if done:
-                    break
-            else:
-                log.error("the job receiver did not stop within 10 s")
+            await cancel_and_wait(task, "the job receiver")
         await self.broker.shutdown()
