@@ -9,7 +9,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from infra.config import ConfigurationError, Settings, load_config
-from infra.database import migrate, open_database
 from infra.redis_server import EmbeddedRedis, find_redis_binary
 
 
@@ -78,21 +77,6 @@ def test_liveness_actions_by_profile_and_production_refuses_blink_alone(
 def test_audit_retention_below_one_year_is_refused() -> None:
     with pytest.raises(ValueError, match="365"):
         Settings(audit_retention_days=30)
-
-
-async def test_migrations_roll_back_and_forward_R53(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path / 'm.sqlite3'}"
-    await migrate(url)
-    await migrate(url, target="models.__first__")
-    async with open_database(url) as ctx:
-        tables = await ctx.db().execute_query_dict(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='recording_session'")
-        assert tables == []
-    await migrate(url)
-    async with open_database(url) as ctx:
-        tables = await ctx.db().execute_query_dict(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='recording_session'")
-        assert len(tables) == 1
 
 
 async def test_the_embedded_redis_starts_and_stops(tmp_path: Path) -> None:
