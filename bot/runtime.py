@@ -142,7 +142,8 @@ def build_sms(config: ChannelConfig, http: aiohttp.ClientSession) -> SmsSender |
     if config.sms_engine == "aliyun":
         names = tuple(n.strip() for n in sms.template_param_names.split(",") if n.strip())
         return AliyunSmsSender(http, sms.aliyun_endpoint, sms.secret_id or "",
-                               sms.secret_key or "", sms.sign_name, names, sms.aliyun_region)
+                               sms.secret_key or "", sms.sign_name, names, sms.aliyun_region,
+                               link_prefix=f"{config.public_url}/h5/invite/")
     if config.sms_engine == "log":
         return LogSmsSender(config.data_dir / "sms-outbox.jsonl")
     return None

@@ -13,8 +13,11 @@ Wire format, as Aliyun documents its RPC-style APIs:
   `StringToSign = METHOD & percentEncode("/") & percentEncode(canonicalized)`;
   `Signature = Base64(HMAC-SHA1(AccessKeySecret + "&", StringToSign))`.
 - `SendSms`: `PhoneNumbers`, `SignName`, `TemplateCode`, `TemplateParam` (a JSON object of the
-  template's named variables, e.g. `${until}`, `${url}`) and `OutId` (given back with the
-  delivery details). The answer is `{"Code": "OK", "BizId": ..., "RequestId": ...}` or another
+  template's named variables, e.g. `${until}`, `${token}`) and `OutId` (given back with the
+  delivery details). A link may not be a variable in a notification template (Aliyun answers
+  `isv.PARAM_NOT_SUPPORT_URL`): the template writes `<public URL>/h5/invite/` and `${token}`
+  after it, and the sender passes the link without that start. The answer is
+  `{"Code": "OK", "BizId": ..., "RequestId": ...}` or another
   `Code` (`isv.*` refusals, `isp.SYSTEM_ERROR`, `isv.BUSINESS_LIMIT_CONTROL`; signature and
   throttling errors come with an HTTP 4xx).
 - Delivery: `QuerySendDetails` (`PhoneNumber`, `BizId`, `SendDate` yyyyMMdd, `PageSize`,
@@ -93,8 +96,11 @@ class AliyunSmsSender:
     access_key_secret: str
     sign_name: str
     # The template's variable names, in the order of SmsMessage.params.
-    param_names: tuple[str, ...] = ("until", "url")
+    param_names: tuple[str, ...] = ("until", "token")
     region: str = "cn-hangzhou"
+    # Operators refuse a whole link in a variable (isv.PARAM_NOT_SUPPORT_URL): the approved
+    # template writes this fixed start of the invitation link, the variable carries the rest.
+    link_prefix: str = ""
     clock: Callable[[], datetime] | None = None
     name: str = "aliyun"
     pending: list[_Pending] = field(default_factory=list)
@@ -139,7 +145,9 @@ class AliyunSmsSender:
             raise SmsError("isv.TEMPLATE_MISSING_PARAMETERS",
                            "parameters do not match SHUANGLU_SMS_TEMPLATE_PARAM_NAMES",
                            transient=False)
-        template = dict(zip(self.param_names, message.params, strict=True))
+        values = [p.removeprefix(self.link_prefix) if self.link_prefix else p
+                  for p in message.params]
+        template = dict(zip(self.param_names, values, strict=True))
         phone = message.phone.removeprefix("+86")
         answer = await self._call("SendSms", {
             "PhoneNumbers": phone, "SignName": self.sign_name,

@@ -148,9 +148,10 @@ class SmsSettings(BaseModel):
     report_pull_seconds: float = Field(default=30.0, gt=0)
     aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_region: str = "cn-hangzhou"
-    # Aliyun templates name their variables (${until}, ${url}): the names, comma-separated, in
-    # the order of the invitation's parameters.
-    template_param_names: str = "until,url"
+    # Aliyun templates name their variables: the names, comma-separated, in the order of the
+    # invitation's parameters (the expiry, the link). The approved template writes the link's
+    # fixed start, <public URL>/h5/invite/, before ${token}: a whole link may not be a variable.
+    template_param_names: str = "until,token"
 
 
 @dataclass(frozen=True)

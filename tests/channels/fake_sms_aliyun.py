@@ -7,7 +7,7 @@ form-encode, then "+" -> %20, "*" -> %2A, %7E -> "~"), over the parameters of th
 and the form body together, with the request's method; it refuses an unknown AccessKeyId, a
 stale Timestamp, a reused SignatureNonce, a wrong version or signature method. Switches make
 the next sends fail with a Code (e.g. a blacklisted number) and the operator's answer wait or
-fail.
+fail. A link in a variable is refused (isv.PARAM_NOT_SUPPORT_URL): the template fixes it.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 PHONE = re.compile(r"^1[3-9][0-9]{9}$")
-# Approved templates: TemplateCode -> text with named ${...} variables.
+# Approved templates: TemplateCode -> text with named ${...} variables; the link's fixed start
+# is written in the template ({public} is the platform's public URL, set on the fake).
 TEMPLATES = {
-    "SMS_465380001": ("您好，您的保险远程双录邀请已生成，请于${until}前打开链接完成：${url} "
-                      "链接仅限本人使用，请勿转发。"),
+    "SMS_465380001": ("您好，您的保险远程双录邀请已生成，请于${until}前打开链接完成："
+                      "{public}/h5/invite/${token} 链接仅限本人使用，请勿转发。"),
 }
+URL_IN_VALUE = re.compile(r"://|www\.|\.(?:cn|com)/", re.IGNORECASE)
 VARIABLE = re.compile(r"\$\{(\w+)\}")
 
 
@@ -49,6 +51,7 @@ class FakeAliyunSms:
     access_key_secret: str
     sign_name: str = "远程双录"
     url: str = ""
+    public_url: str = "https://shuanglu.example.cn"
     sent: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     # The next sends answer with these Codes (e.g. isv.BLACK_KEY_CONTROL_LIMIT).
@@ -124,13 +127,16 @@ class FakeAliyunSms:
             return self._error("isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值")
         if not isinstance(values, dict) or set(VARIABLE.findall(template)) - set(values):
             return self._error("isv.TEMPLATE_MISSING_PARAMETERS", "模板变量缺少对应参数值")
+        if any(URL_IN_VALUE.search(str(v)) for v in values.values()):
+            return self._error("isv.PARAM_NOT_SUPPORT_URL", "不支持URL为变量")
         phone = params.get("PhoneNumbers", "")
         if not PHONE.match(phone):
             return self._error("isv.MOBILE_NUMBER_ILLEGAL", "手机号码格式错误")
         if self.fail_codes:
             return self._error(self.fail_codes.pop(0), "injected")
         biz_id = f"{next(self._biz):06d}^{uuid.uuid4().int % 10**10:010d}"
-        text = VARIABLE.sub(lambda m: str(values[m.group(1)]), template)
+        text = VARIABLE.sub(lambda m: str(values[m.group(1)]),
+                            template.replace("{public}", self.public_url))
         delivered = self.undelivered <= 0
         self.undelivered -= 0 if delivered else 1
         self.sent.append({

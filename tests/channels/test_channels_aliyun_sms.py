@@ -74,6 +74,7 @@ async def test_the_console_text_goes_out_through_aliyun_and_comes_back_delivered
     kit: Kit, fake_aliyun: FakeAliyunSms,
 ) -> None:
     assert kit.channels.sms is not None and kit.channels.sms.name == "aliyun"
+    fake_aliyun.public_url = kit.channels.config.public_url
     walk = await kit.h.create_session()
     view = await _send(kit, walk.session_id, {"channel": "sms"})
     assert view["status"]["code"] == "pending"
@@ -83,7 +84,9 @@ async def test_the_console_text_goes_out_through_aliyun_and_comes_back_delivered
     sent = fake_aliyun.sent[-1]
     row = await OutboundMessage.get(kind=OutboxKind.SMS, session_id=walk.session_id)
     assert sent["phone"] == "13812345678" and sent["out_id"] == f"outbox:{row.id}"
-    assert sent["text"].startswith("【远程双录】您好") and "/h5/invite/" in sent["params"]["url"]
+    # The link's start is the template's; the variable carries the token only.
+    link = f"{kit.channels.config.public_url}/h5/invite/{sent['params']['token']}"
+    assert sent["text"].startswith("【远程双录】您好") and f"完成：{link} 链接" in sent["text"]
     assert (await _view(kit, walk.session_id))["status"]["code"] == "sent"
 
     await kit.channels.redis.delete("sms:reports:pull")  # the pull interval has passed
@@ -95,6 +98,11 @@ async def test_the_console_text_goes_out_through_aliyun_and_comes_back_delivered
     await kit.channels.redis.delete("sms:reports:pull")
     await kit.run_worker()
     assert fake_aliyun.queries == queries  # nothing waits any more
+
+    r = await kit.h.request("POST", "/invitations/open",
+                            json={"token": sent["params"]["token"]})
+    assert r.status == 200, r.body  # the link in the text opens the invitation
+    assert (await _view(kit, walk.session_id))["status"]["code"] == "opened"
 
 
 async def test_an_undelivered_text_and_a_blacklisted_number_fail_with_the_fallbacks(
@@ -138,10 +146,15 @@ async def test_flow_control_is_retried_and_a_wrong_secret_is_refused(
                            ACCESS_KEY_SECRET, "远程双录")
     params = good.signed("SendSms", {"PhoneNumbers": "13812345678", "SignName": "远程双录",
                                      "TemplateCode": TEMPLATE,
-                                     "TemplateParam": '{"until":"a","url":"b"}'})
+                                     "TemplateParam": '{"until":"a","token":"b"}'})
     for expected in ("OK", "SignatureNonceUsed"):
         async with kit.channels.http.post(fake_aliyun.url, data=params) as resp:
             assert (await resp.json())["Code"] == expected
+    # A whole link in a variable is refused, for good.
+    with pytest.raises(SmsError, match="PARAM_NOT_SUPPORT_URL") as info:
+        await good.send(SmsMessage("13812345678", TEMPLATE, ("a", "https://x.example/h5/i/t"),
+                                   "t"))
+    assert info.value.transient is False
 
 
 def test_the_aliyun_engine_is_configured_with_an_access_key_and_https_in_production(
