@@ -322,6 +322,8 @@ class NetworkBody(Body):
     rtt_ms: float | None = Field(default=None, ge=0, le=60_000)
     send_fps: float | None = Field(default=None, ge=0, le=240)
     send_height: int | None = Field(default=None, ge=0, le=4320)
+    # The sending browser's qualityLimitationReason: "cpu" means a slow phone, not the network.
+    limitation: Literal["none", "cpu", "bandwidth", "other"] | None = None
 
 
 class NetworkReported(Resp):
@@ -352,5 +354,6 @@ async def post_network(request: web.Request) -> web.Response:
         inbound = await meter.read(hub, str(principal.session_id))
     measures = network_quality.Measures(
         loss_pct=body.loss_pct, rtt_ms=body.rtt_ms, send_fps=body.send_fps,
-        send_height=body.send_height, recv_fps=inbound.fps, recv_loss_pct=inbound.loss_pct)
+        send_height=body.send_height, recv_fps=inbound.fps, recv_loss_pct=inbound.loss_pct,
+        limitation=body.limitation)
     return json_response(await network_quality.report(request.app[DEPS], principal, measures))

@@ -47,6 +47,9 @@ class Measures:
     send_height: int | None = None
     recv_fps: float | None = None
     recv_loss_pct: float | None = None
+    # The sending browser's qualityLimitationReason; "cpu": fewer or smaller frames because the
+    # phone is slow, which moving to Wi-Fi would not help, so the frame measures do not count.
+    limitation: str | None = None
 
 
 def assess(m: Measures) -> tuple[Verdict, list[str]]:
@@ -75,10 +78,11 @@ def assess(m: Measures) -> tuple[Verdict, list[str]]:
     high(m.loss_pct, LOSS_PCT, "客户上行丢包 {:.0f}%")
     high(m.recv_loss_pct, LOSS_PCT, "服务器收到的客户视频丢包 {:.0f}%")
     high(m.rtt_ms, RTT_MS, "网络往返时延 {:.0f} 毫秒")
-    low(m.send_fps, FPS, "客户发送帧率 {:.1f} 帧/秒")
-    low(m.recv_fps, FPS, "服务器收到的客户视频 {:.1f} 帧/秒")
-    low(None if m.send_height is None else float(m.send_height), HEIGHT,
-        "客户视频分辨率降至 {:.0f}p")
+    if m.limitation != "cpu":
+        low(m.send_fps, FPS, "客户发送帧率 {:.1f} 帧/秒")
+        low(m.recv_fps, FPS, "服务器收到的客户视频 {:.1f} 帧/秒")
+        low(None if m.send_height is None else float(m.send_height), HEIGHT,
+            "客户视频分辨率降至 {:.0f}p")
     if reasons:
         return "poor", reasons
     return ("good" if fine else "unsure"), []
@@ -99,7 +103,8 @@ async def report(deps: WorkflowDeps, principal: CustomerPrincipal,
             poor_now = await _poor(unit.session.id, unit.conn)  # as it is now, locked
             if unit.session.state in CALL_STATES and verdict != "unsure" \
                     and (verdict == "poor") != poor_now:
-                known = {k: round(v, 1) for k, v in asdict(measures).items() if v is not None}
+                known = {k: round(v, 1) if isinstance(v, float) else v
+                         for k, v in asdict(measures).items() if v is not None}
                 if verdict == "poor":
                     await unit.event(principal.actor, POOR_EVENT,
                                      {"reasons": reasons, "measures": known})

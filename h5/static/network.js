@@ -11,17 +11,19 @@ export const REPORT_MS = 4000;
  * What the connection measures now, from two getStats readings (loss over the interval).
  * @param {RTCStatsReport} report
  * @param {Map<string, number>} previous packets counters of the last reading, updated here
- * @returns {{ loss_pct: number | null, rtt_ms: number | null, send_fps: number | null, send_height: number | null }}
+ * @returns {{ loss_pct: number | null, rtt_ms: number | null, send_fps: number | null, send_height: number | null, limitation: string | null }}
  */
 export function measure(report, previous) {
-  /** @type {{ loss_pct: number | null, rtt_ms: number | null, send_fps: number | null, send_height: number | null }} */
-  const out = { loss_pct: null, rtt_ms: null, send_fps: null, send_height: null };
+  /** @type {{ loss_pct: number | null, rtt_ms: number | null, send_fps: number | null, send_height: number | null, limitation: string | null }} */
+  const out = { loss_pct: null, rtt_ms: null, send_fps: null, send_height: null, limitation: null };
   /** @type {number[]} */
   const rtts = [];
   report.forEach((s) => {
     if (s.type === "outbound-rtp" && s.kind === "video") {
       if (typeof s.framesPerSecond === "number") out.send_fps = s.framesPerSecond;
       if (typeof s.frameHeight === "number") out.send_height = s.frameHeight;
+      // Why the browser sends less ("cpu": the phone is slow, not the network).
+      if (["none", "cpu", "bandwidth", "other"].includes(s.qualityLimitationReason)) out.limitation = s.qualityLimitationReason;
     } else if (s.type === "remote-inbound-rtp" && s.kind === "video") {
       // What the server's receiver reported back (RTCP): the loss of what this page sent.
       const lost = Number(s.packetsLost || 0);

@@ -101,3 +101,8 @@ def test_the_decision_has_two_thresholds_and_names_its_reasons() -> None:
     assert assess(Measures(loss_pct=6, rtt_ms=80))[0] == "unsure"
     assert assess(Measures(recv_fps=8))[0] == "unsure"
     assert assess(Measures())[0] == "good"  # nothing known: nothing to alert on
+    # Fewer, smaller frames from a slow phone (the browser says "cpu") are not the network.
+    assert assess(Measures(send_fps=3, send_height=120, recv_fps=3, limitation="cpu")) == (
+        "good", [])
+    assert assess(Measures(loss_pct=15, send_fps=3, limitation="cpu"))[1] == ["客户上行丢包 15%"]
+    assert assess(Measures(send_fps=3, limitation="bandwidth"))[0] == "poor"
