@@ -202,7 +202,9 @@ def host_plan(sources: list[tuple[Source, Path]], settings: QaSettings) -> dict[
                       "start_ms": s.start_ms} for s, path in sources],
         "asr": {"threads": settings.transcript_threads, "transcribe_vad": False,
                 **({"model_dir": str(settings.transcript_model_dir)}
-                   if settings.transcript_model_dir else {})},
+                   if settings.transcript_model_dir else {}),
+                **({"cache_dir": str(settings.model_cache_dir)}
+                   if settings.model_cache_dir else {})},
         "vad": settings.vad_engine, "nice": settings.transcript_nice,
         "short_seconds": settings.transcript_short_seconds,
         "batch_seconds": settings.transcript_batch_seconds,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -54,6 +55,8 @@ class WorkflowSettings:
     # required in production; the runs a session may fail before it can never start.
     live_liveness_required: bool = False
     live_liveness_max_attempts: int = 3
+    # Where the engines' model folders go (Config.cache_dir; None: the engine's default).
+    model_cache_dir: Path | None = None
 
 
 class JobQueue(Protocol):

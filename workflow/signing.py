@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -126,8 +127,9 @@ def _wrong_boxes(expected: str, boxes: tuple[int, ...]) -> str:
 
 
 def check_writing(copy_raw: Any, signature_raw: Any, expected: str | None, needs_signature: bool,
-                  max_cer: float) -> Written:
-    """Validates the strokes and reads the copy (blocking: run it off the event loop)."""
+                  max_cer: float, model_cache_dir: Path | None = None) -> Written:
+    """Validates the strokes and reads the copy (blocking: run it off the event loop); the
+    recogniser's model folders go under `model_cache_dir` (the configuration's cache)."""
     if expected is not None and copy_raw is None:
         raise InvalidInput("copy_missing", "请先在字格中逐字抄录风险提示语句")
     if needs_signature and signature_raw is None:
@@ -146,7 +148,7 @@ def check_writing(copy_raw: Any, signature_raw: Any, expected: str | None, needs
             if problem:
                 raise InvalidInput("handwriting_unclear", problem, wrong_boxes=[
                     r.index + 1 for r in reports if r.blank or r.scribbled])
-            reading = read_copy(recognizer(), grid, target)
+            reading = read_copy(recognizer(cache_dir=model_cache_dir), grid, target)
             if reading.comparison.cer > max_cer:
                 raise InvalidInput(
                     "handwriting_mismatch",
@@ -183,7 +185,8 @@ async def sign(
     copied = await Signature.filter(session_id=session.id).exclude(risk_sentence="").exists()
     expected, needs_signature, max_cer = _expected(session, step, product, copied)
     # Recognition takes ~0.3 s: outside the session's lock, then the step is checked again.
-    written = await run_cpu(check_writing, copy, signature, expected, needs_signature, max_cer)
+    written = await run_cpu(check_writing, copy, signature, expected, needs_signature, max_cer,
+                            deps.settings.model_cache_dir)
     async with locked(deps, principal.session_id, None) as unit:
         session = unit.session
         again = _written_step(session)

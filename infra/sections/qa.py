@@ -108,6 +108,9 @@ class QaSettings(BaseModel):
     # A CTranslate2 Whisper folder for the transcript; None: the engine's default (Whisper base
     # from its wheels, media/voice/asr/config.py).
     transcript_model_dir: Path | None = None
+    # Where the engine's model folder is assembled: Config.cache_dir (SHUANGLU_CACHE_DIR), set
+    # by load_config; None: the engine's default.
+    model_cache_dir: Path | None = None
     # an agent-read step counts as read when the agent's transcript during it holds
     # at least this share of the step's characters, in order (character recall).
     step_read_min_coverage: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -176,6 +176,7 @@ def test_the_cache_and_documents_folders_come_from_the_config_R54(tmp_path: Path
     """Issue 18 item 5: SHUANGLU_CACHE_DIR and SHUANGLU_DOCUMENTS_DIR are read by load_config
     only; the composition root hands the folders to the document pages (app.factory)."""
     from app.factory import document_folders
+    from qa.transcripts import host_plan
 
     base = {"shuanglu_profile": "test", "shuanglu_data_dir": str(tmp_path / "data")}
     config = load_config(env={**base, "shuanglu_cache_dir": str(tmp_path / "cache"),
@@ -184,6 +185,9 @@ def test_the_cache_and_documents_folders_come_from_the_config_R54(tmp_path: Path
     assert config.documents_dir == tmp_path / "docs"
     folders = document_folders(config)
     assert (folders.documents, folders.cache) == (tmp_path / "docs", tmp_path / "cache")
+    # The after-call transcription's engine gets it in its plan (the child reads no env).
+    assert config.qa.model_cache_dir == tmp_path / "cache"
+    assert host_plan([], config.qa)["asr"]["cache_dir"] == str(tmp_path / "cache")
     # Unset: the XDG cache, and the library's own documents.
     config = load_config(env={**base, "xdg_cache_home": str(tmp_path / "xdg")})
     assert config.cache_dir == config.identity.cache_dir == tmp_path / "xdg" / "shuanglu"
