@@ -4,7 +4,6 @@ grouped per feature, no module-level state (tests build as many apps as they lik
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
@@ -60,6 +59,7 @@ from infra.database import activate, deactivate, open_database
 from infra.jobs import Jobs
 from infra.redis_client import PoolLimits, broker_url, redis_client, use_sentinel_pool
 from infra.redis_server import EmbeddedRedis
+from infra.tasks import cancel_and_wait
 from qa.playback import register_playback_jobs
 from scripts_library.documents import (
     Folders,
@@ -259,9 +259,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task, "the embedded worker")
 
 
 async def worker_loop(deps: WorkflowDeps, database: object, interval: float) -> None:
