@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -81,20 +82,41 @@ async def _prepare(url: str) -> None:
         await seed_demo()
 
 
-@pytest.fixture(scope="session")
-def template_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def _build_templates(folder: Path) -> dict[str, str]:
     templates: dict[str, str] = {}
-    sqlite_path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    sqlite_path = folder / "template.sqlite3"
     asyncio.run(_prepare(f"sqlite://{sqlite_path}"))
     templates["sqlite"] = str(sqlite_path)
-    pg_template = f"shuanglu_tmpl_{uuid.uuid4().hex[:8]}"
     if "postgres" in DB_KINDS:
+        pg_template = f"shuanglu_tmpl_{uuid.uuid4().hex[:8]}"
         asyncio.run(_pg_admin(f'CREATE DATABASE "{pg_template}"'))
         asyncio.run(_prepare(_pg_url(pg_template)))
         templates["postgres"] = pg_template
-    yield templates
-    if "postgres" in templates:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_template}"'))
+    return templates
+
+
+_TEMPLATES: dict[str, str] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The template databases are built before the first test starts (half a minute on a
+    loaded machine), so that time never counts against the first test's own time limit."""
+    if session.config.option.collectonly or _TEMPLATES:
+        return
+    if any("template_databases" in getattr(item, "fixturenames", ()) for item in session.items):
+        folder = Path(tempfile.mkdtemp(prefix="shuanglu-template-"))
+        _TEMPLATES.update(_build_templates(folder))
+
+
+@pytest.fixture(scope="session")
+def template_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    if not _TEMPLATES:
+        _TEMPLATES.update(_build_templates(tmp_path_factory.mktemp("template")))
+    yield _TEMPLATES
+    if "postgres" in _TEMPLATES:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATES["postgres"]}"'))
+    shutil.rmtree(Path(_TEMPLATES["sqlite"]).parent, ignore_errors=True)
+    _TEMPLATES.clear()
 
 
 @pytest_asyncio.fixture(params=DB_KINDS)
