@@ -117,7 +117,7 @@ def build_hub(app: web.Application, speech: SpeechSettings, cluster: Cluster) ->
         spool.forget(e.session_id)
         await rooms.room_closed(e.session_id)
         await presence.room_closed(e.session_id)
-        steps.room_closed(UUID(e.session_id))
+        await steps.room_closed(UUID(e.session_id))
 
     s = config.settings
     hub = CallHub(

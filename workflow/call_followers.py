@@ -6,9 +6,10 @@ hub, the database context and Redis; the behaviour is here.
 
 The followers act on the session's published events (`StepFollower`). They read the session
 only for an event that can change what they do (a step starts, the script pauses, an answer
-opens, the state moves), only for a session whose call room is on this node, and once per such
-event for all of them (`Snapshots`): a follower that read the session on every event of every
-session cost a quarter of a web process's CPU under 30 concurrent sessions (issue 14)."""
+opens, the state moves), only for a session whose call room is on this node (the only
+sessions whose events the node subscribes to), and once per such event for all of them
+(`Snapshots`): a follower that read the session on every event of every session cost a quarter
+of a web process's CPU under 30 concurrent sessions (issue 14)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from models import lean
 from models.sessions import RecordingSession, SessionEvent
 from workflow import media_events
 from workflow.core import WorkflowDeps
-from workflow.events import ALL_SESSIONS, RESUBSCRIBED, subscribe
+from workflow.events import RESUBSCRIBED, ChannelSet, channel_for, subscribe_to
 from workflow.media_events import (
     PRESENCE_MARK,
     PRESENCE_STARTED,
@@ -290,7 +291,8 @@ class StepFollower:
     published, and catches up from the timeline after a Redis outage (what was published
     meanwhile is lost: without the catch-up a blip would stop the script's speech and leave a
     room of an expired session open). Only the sessions with a call room on this node are
-    followed; the others cost a JSON decode per event."""
+    followed: their channels are subscribed from the first party's connection until the room
+    closes, so a node receives no other session's events."""
 
     def __init__(self, hub: CallHub, deps: WorkflowDeps, speech: SpeechSettings,
                  presence: PresenceWatcher, listeners: tuple[StepListener, ...]) -> None:
@@ -300,11 +302,14 @@ class StepFollower:
         self.presence = presence
         self.listeners = listeners
         self.snapshots = Snapshots()
+        # The event channels of the sessions with a room here: subscribed when a party
+        # connects, let go when the room closes (not every session's events on every node).
+        self.channels = ChannelSet()
         self._seen: dict[UUID, int] = {}  # the last event seq handled per session
 
     async def run(self, redis: Redis) -> None:
         """Follows the published events until cancelled (in the app's database context)."""
-        async for message in subscribe(redis, patterns=(ALL_SESSIONS,)):
+        async for message in subscribe_to(redis, self.channels):
             if message is RESUBSCRIBED:
                 try:
                     await self.catch_up()
@@ -348,7 +353,9 @@ class StepFollower:
     async def party_connected(self, session_id: UUID, role: str) -> None:
         """A party (re)joined: the listeners follow the current step, and for the customer the
         current step is read (again) from its start, so a step that started before the
-        customer's media was up is still heard in full (R-23, R-30)."""
+        customer's media was up is still heard in full (R-23, R-30). The session's events are
+        subscribed to before it is read: what changes it after the reading is heard."""
+        await self.channels.add(channel_for(session_id))
         session = await self.snapshots.as_of(session_id, None)
         for listener in self.listeners:
             await listener.follow(session_id, session)
@@ -358,7 +365,8 @@ class StepFollower:
             finally:
                 await self.presence.customer_connected(str(session_id))  # R-13
 
-    def room_closed(self, session_id: UUID) -> None:
+    async def room_closed(self, session_id: UUID) -> None:
+        await self.channels.discard(channel_for(session_id))
         self.snapshots.forget(session_id)
         self._seen.pop(session_id, None)
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -55,6 +56,59 @@ RETRY_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
+class ChannelSet:
+    """The channels a `subscribe_to` listener wants, changed while it listens (the step
+    follower's: the sessions whose call room is on this node, instead of every session's events
+    on every node, issue 14). `add` returns once Redis has made the subscription (at most
+    `wait_seconds`: during an outage the next connection makes it, and the listener is told
+    `RESUBSCRIBED`)."""
+
+    def __init__(self) -> None:
+        self.channels: set[str] = set()
+        self._pubsub: PubSub | None = None  # the listener's current connection
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Event()
+
+    async def add(self, channel: str, wait_seconds: float = 2.0) -> None:
+        if channel in self.channels:
+            return
+        self.channels.add(channel)
+        confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+        self._changed.set()
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):  # lost: subscribed on reconnecting
+                await self._pubsub.subscribe(channel)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_seconds):
+                await confirmed.wait()
+
+    async def discard(self, channel: str) -> None:
+        if channel not in self.channels:
+            return
+        self.channels.discard(channel)
+        self._confirmed.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(channel)
+
+    def _connected(self, pubsub: PubSub | None) -> None:
+        self._pubsub = pubsub
+        if pubsub is None:  # confirmations are per connection
+            for confirmed in self._confirmed.values():
+                confirmed.clear()
+
+    def _subscribed(self, channel: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        confirmed = self._confirmed.get(name)
+        if confirmed is not None:
+            confirmed.set()
+
+    async def _wait_for_channels(self) -> None:
+        while not self.channels:
+            self._changed.clear()
+            await self._changed.wait()
+
+
 async def subscribe(redis: Redis, *, channels: tuple[str, ...] = (),
                     patterns: tuple[str, ...] = (),
                     retry_seconds: float = RETRY_SECONDS
@@ -64,29 +118,62 @@ async def subscribe(redis: Redis, *, channels: tuple[str, ...] = (),
     `retry_seconds` until Redis answers), and then `RESUBSCRIBED` is yielded, because pub/sub is
     not durable: whatever was published meanwhile is gone, and the listener must catch up from
     the database (the timeline is durable, the notification is not). The one listening
-    mechanism of the app: the call's step follower, the node commands, the live pages and the
-    channels' wake-up all use it."""
+    mechanism of the app: the call's step follower (`subscribe_to`), the node commands, the
+    live pages and the channels' wake-up all use it."""
+    async for message in _listen(redis, channels, patterns, None, retry_seconds):
+        yield message
+
+
+async def subscribe_to(redis: Redis, wanted: ChannelSet, retry_seconds: float = RETRY_SECONDS
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+    """`subscribe` for a set of channels that changes while listening (`ChannelSet`); with no
+    channel wanted, no connection is held."""
+    async for message in _listen(redis, (), (), wanted, retry_seconds):
+        yield message
+
+
+async def _listen(redis: Redis, channels: tuple[str, ...], patterns: tuple[str, ...],
+                  wanted: ChannelSet | None, retry_seconds: float
+                  ) -> AsyncGenerator[dict[str, Any], None]:
     lost = False
     while True:
+        if wanted is not None:
+            await wanted._wait_for_channels()
         pubsub = redis.pubsub()
+        names = channels + patterns
         try:
+            if wanted is not None:
+                names = tuple(wanted.channels)
+                await pubsub.subscribe(*names)  # connects
+                # From here `add` subscribes on this connection itself; what was added while
+                # connecting is subscribed now.
+                wanted._connected(pubsub)
+                added = wanted.channels.difference(names)
+                if added:
+                    await pubsub.subscribe(*added)
             if channels:
                 await pubsub.subscribe(*channels)
             if patterns:
                 await pubsub.psubscribe(*patterns)
             if lost:
-                log.info("subscribed again to %s", channels + patterns)
+                log.info("subscribed again to %s", names)
                 yield RESUBSCRIBED
                 lost = False
             async for message in pubsub.listen():
-                if message.get("type") in ("message", "pmessage"):
+                kind = message.get("type")
+                if kind in ("message", "pmessage"):
                     yield message
+                elif kind == "subscribe" and wanted is not None:
+                    wanted._subscribed(message["channel"])
+            if wanted is not None:
+                continue  # every channel was let go: wait for the next one (in `finally` first)
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             if not lost:
-                log.warning("lost the subscription to %s (%s); subscribing again",
-                            channels + patterns, error)
+                log.warning("lost the subscription to %s (%s); subscribing again", names, error)
             lost = True
         finally:
+            if wanted is not None:
+                wanted._connected(None)
             with contextlib.suppress(RedisError, OSError, RuntimeError):
                 await pubsub.aclose()
         await asyncio.sleep(retry_seconds)

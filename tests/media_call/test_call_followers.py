@@ -111,7 +111,7 @@ async def test_a_room_closed_by_an_expiry_elsewhere_is_closed_and_forgotten(
     await follower.on_message(_message(here, 3, "step_started"))
     await follower.on_message(_message(here, 4, "expired", to_state="expired"))
     assert hub.closed == [str(here)] and reads == [here]
-    follower.room_closed(here)
+    await follower.room_closed(here)
     # A room opened again for the session starts from a fresh reading.
     hub.rooms.add(str(here))
     await follower.on_message(_message(here, 5, "step_started"))
@@ -132,6 +132,8 @@ async def test_the_step_follower_survives_a_dropped_subscription_and_catches_up(
     monkeypatch.setattr(follower, "catch_up", catch_up)
     redis = Redis.from_url(redis_url)
     task = asyncio.create_task(follower.run(redis))
+    # A party connected: the session's channel is subscribed (and confirmed) before the read.
+    await asyncio.wait_for(follower.channels.add(channel_for(here)), 5)
 
     async def publish_until_followed(seq: int) -> None:
         # Publishing before the subscription is made reaches no one: publish until followed.
@@ -146,6 +148,14 @@ async def test_the_step_follower_survives_a_dropped_subscription_and_catches_up(
             assert int(await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
             await caught_up.wait()
             await publish_until_followed(30)
+            # The room closed: its channel is let go, and nothing is held subscribed.
+            await follower.room_closed(here)
+            for _ in range(100):  # Redis counts the unsubscription once it has read it
+                subscribers = dict(await redis.pubsub_numsub(channel_for(here)))
+                if subscribers[channel_for(here).encode()] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert subscribers[channel_for(here).encode()] == 0
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
