@@ -16,6 +16,7 @@ import pytest
 
 SLOW_S = float(os.environ.get("PROGRESS_SLOW_S", "60"))
 _durations: dict[str, float] = {}
+_phases: dict[str, dict[str, float]] = {}
 _started = time.monotonic()
 
 
@@ -28,6 +29,7 @@ def _say(config: pytest.Config, line: str) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    _phases.setdefault(report.nodeid, {})[report.when] = report.duration
     config = _config.get("config")
     if config is None:
         return
@@ -52,7 +54,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     folder.mkdir(exist_ok=True)
     ranked = sorted(_durations.items(), key=lambda item: -item[1])
     total = sum(_durations.values())
-    lines = [f"{seconds:8.1f} s  {nodeid}" for nodeid, seconds in ranked]
+    lines = [f"{seconds:8.1f} s  ({_phase_text(nodeid)})  {nodeid}"
+             for nodeid, seconds in ranked]
     (folder / "durations.txt").write_text(
         f"{total / 60:.1f} min in {len(ranked)} tests\n" + "\n".join(lines) + "\n",
         encoding="utf-8")
+
+
+def _phase_text(nodeid: str) -> str:
+    phases = _phases.get(nodeid, {})
+    return " ".join(f"{when[0]}{phases[when]:.1f}" for when in ("setup", "call", "teardown")
+                    if when in phases)
