@@ -34,6 +34,7 @@ from models.sessions import Invitation, RecordingSession
 from security import audit
 from security.masking import mask_phone
 from workflow.errors import Conflict, NotFound
+from workflow.invitations import IssuedInvitation
 from workflow.principals import StaffPrincipal
 
 ChannelChoice = Literal["wechat", "miniprogram", "bank_app", "sms", "qrcode", "link"]
@@ -164,7 +165,7 @@ async def send(
     if channel == "sms":
         assert isinstance(target, str)
         details["phone"] = mask_phone(target)
-        await _queue_sms(channels, session, invitation, issued.url, target)
+        await _queue_sms(channels, session, invitation, issued, target)
     elif channel == "miniprogram":
         assert isinstance(target, WechatUser)
         details["openid"] = target.openid[:8] + "…"
@@ -212,15 +213,18 @@ async def _check(channels: Channels, channel: ChannelChoice, order: Order,
 
 
 async def _queue_sms(channels: Channels, session: RecordingSession,
-                     invitation: ChannelInvitation, url: str, phone: str) -> None:
+                     invitation: ChannelInvitation, issued: IssuedInvitation, phone: str) -> None:
+    """The template's parameters are the deadline and the invitation token only: operators
+    refuse a link in a variable (Tencent and Aliyun alike), so the approved template writes the
+    link's fixed start `<public URL>/h5/invite/` itself (docs/channels.md)."""
     sms = channels.config.sms
     until = invitation.expires_at.astimezone(CHINA).strftime("%m月%d日%H:%M")
     await outbox.enqueue(
         channels, OutboxKind.SMS, f"invitation:{invitation.id}", mask_phone(phone),
         {"purpose": "invitation", "channel_invitation_id": invitation.id,
          "phone_enc": channels.deps.cipher.encrypt(phone, PHONE_PURPOSE),
-         "template_id": sms.invitation_template_id, "params": [until, url],
-         "text": channel_invitations.sms_text(channels, url, invitation.expires_at),
+         "template_id": sms.invitation_template_id, "params": [until, issued.token],
+         "text": channel_invitations.sms_text(channels, issued.url, invitation.expires_at),
          "audience": "customer_sms"},
         session_id=session.id,
     )

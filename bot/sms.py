@@ -6,7 +6,10 @@
   delivery reports; version 2021-01-11) over HTTPS, signed with
   TC3-HMAC-SHA256 exactly as the provider documents it (canonical request, credential scope
   `<date>/sms/tc3_request`, HMAC chain from `"TC3" + SecretKey`). The message is an approved
-  template (模板) with parameters, signed with the approved signature (签名).
+  template (模板) with parameters, signed with the approved signature (签名). A link may not be
+  a template variable (Tencent answers `InvalidParameterValue.ProhibitedUseUrlInTemplateParameter`):
+  the approved invitation template writes `<public URL>/h5/invite/` and the variable after it
+  carries the invitation token only (the parameters are the deadline and the token).
 - `log`: dev and test without a provider: the message is written to
   `<data dir>/sms-outbox.jsonl` (phone masked, so the file holds no personal number) and the
   log, and counts as sent.
@@ -98,6 +101,17 @@ class SmsSender(Protocol):
     async def pull_reports(self, limit: int = 100) -> list[SmsReport]: ...
 
 
+INVITE_PATH = "/h5/invite/"
+
+
+def template_value(value: str) -> str:
+    """A parameter as a template variable may carry it: an invitation link queued before the
+    parameters became the token only is cut to its token (the template writes the start)."""
+    if "://" in value and INVITE_PATH in value:
+        return value.rsplit(INVITE_PATH, 1)[1]
+    return value
+
+
 def e164(phone: str) -> str:
     """13812345678 -> +8613812345678 (numbers already with a country code are kept)."""
     return phone if phone.startswith("+") else f"+86{phone}"
@@ -178,7 +192,7 @@ class TencentSmsSender:
         body = await self._call(ACTION, {
             "PhoneNumberSet": [e164(message.phone)], "SmsSdkAppId": self.sdk_app_id,
             "SignName": self.sign_name, "TemplateId": message.template_id,
-            "TemplateParamSet": list(message.params),
+            "TemplateParamSet": [template_value(p) for p in message.params],
             "SessionContext": message.context or secrets.token_hex(8),
         })
         statuses = body.get("SendStatusSet") or []

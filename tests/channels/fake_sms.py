@@ -5,8 +5,10 @@ codes.
 It verifies every request's TC3-HMAC-SHA256 signature the way the provider does, computed here
 independently of bot/sms.py from the request as received (the headers named in SignedHeaders,
 the body's SHA-256, the credential scope's date and service), and refuses a stale timestamp,
-an unknown SecretId, a wrong action or version. Switches make the next sends fail with a
-per-number code (e.g. a blacklisted number) or an API error (e.g. an internal timeout).
+an unknown SecretId, a wrong action or version. A link in a template parameter is refused
+(`InvalidParameterValue.ProhibitedUseUrlInTemplateParameter`, as Tencent does): the approved
+template writes the link's fixed start. Switches make the next sends fail with a per-number code
+(e.g. a blacklisted number) or an API error (e.g. an internal timeout).
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from aiohttp.test_utils import TestServer
 AUTH = re.compile(r"^TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/([a-z]+)/tc3_request,"
                   r" SignedHeaders=([a-z0-9;\-]+), Signature=([0-9a-f]{64})$")
 PHONE = re.compile(r"^\+861[3-9][0-9]{9}$")
-# Approved templates: id -> text with {1}, {2} ... placeholders.
+# Approved templates: id -> text with {1}, {2} ... placeholders; the invitation link's fixed
+# start is written in the template ({public} is the platform's public URL, set on the fake).
 TEMPLATES = {
-    "1000001": ("您好，您的保险远程双录邀请已生成，请于{1}前打开链接完成：{2} "
+    "1000001": ("您好，您的保险远程双录邀请已生成，请于{1}前打开链接完成：{public}/h5/invite/{2} "
                 "链接仅限本人使用，请勿转发。"),
 }
+PLACEHOLDER = re.compile(r"\{\d+\}")
+URL_IN_VALUE = re.compile(r"://|www\.|\.(?:cn|com)/", re.IGNORECASE)
 
 
 @dataclass
@@ -44,6 +49,7 @@ class FakeTencentSms:
     sdk_app_id: str
     sign_name: str = "远程双录"
     url: str = ""
+    public_url: str = "https://shuanglu.example.cn"
     sent: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     # The next sends answer with these per-number codes (SendStatusSet) ...
@@ -130,9 +136,13 @@ class FakeTencentSms:
             return self._error("FailedOperation.TemplateIncorrectOrUnapproved",
                                "template incorrect or unapproved")
         values = params.get("TemplateParamSet") or []
-        if len(values) != template.count("{"):
+        if len(values) != len(PLACEHOLDER.findall(template)):
             return self._error("InvalidParameterValue.TemplateParameterFormatError",
                                "template parameters do not match the template")
+        if any(URL_IN_VALUE.search(str(v)) for v in values):
+            self.refused.append("InvalidParameterValue.ProhibitedUseUrlInTemplateParameter")
+            return self._error("InvalidParameterValue.ProhibitedUseUrlInTemplateParameter",
+                               "禁止在模板变量中使用 URL。")
         if self.fail_api:
             code = self.fail_api.pop(0)
             return self._error(code, "injected")
@@ -145,7 +155,7 @@ class FakeTencentSms:
             elif self.fail_numbers:
                 code, message = self.fail_numbers.pop(0), "injected"
             if code == "Ok":
-                text = template
+                text = template.replace("{public}", self.public_url)
                 for i, value in enumerate(values, start=1):
                     text = text.replace(f"{{{i}}}", str(value))
                 self.sent.append({"phone": number, "text": f"【{self.sign_name}】{text}",

@@ -7,6 +7,7 @@ and the fallbacks after a failure; own sessions only; every send audited; phones
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -65,6 +66,7 @@ async def test_sms_goes_out_signed_through_the_outbox_and_the_console_sees_it_op
     assert not by_channel["miniprogram"]["available"]  # not a follower
     assert not by_channel["bank_app"]["available"]
 
+    fake_sms.public_url = kit.channels.config.public_url
     view = await _send(kit, walk.session_id, {"channel": "sms"})
     assert view["status"]["code"] == "pending" and view["recipient"] == "138****5678"
     assert await kit.h.state(walk) == "invited"
@@ -86,8 +88,13 @@ async def test_sms_goes_out_signed_through_the_outbox_and_the_console_sees_it_op
     await kit.run_worker()
     assert fake_sms.pulls == pulls  # nothing awaits a report: no more pulls
 
-    # The customer opens the link from the text message: the console shows 客户已打开.
-    token = sent["params"][1].rsplit("/", 1)[1]
+    # The customer opens the link from the text message: the console shows 客户已打开. The
+    # template writes the link's start; the variable is the token only (no URL in a parameter).
+    link = re.search(r"完成：(\S+) 链接", sent["text"])
+    assert link is not None
+    prefix = f"{kit.channels.config.public_url}/h5/invite/"
+    assert link[1].startswith(prefix) and sent["params"][1] == link[1].removeprefix(prefix)
+    token = link[1].rsplit("/", 1)[1]
     r = await kit.h.request("POST", "/invitations/open", json={"token": token})
     assert r.status == 200, r.body
     view = await _view(kit, walk.session_id)
@@ -150,6 +157,26 @@ async def test_the_fake_refuses_a_wrong_secret_and_the_sender_reports_it(
         await sender.send(SmsMessage("13812345678", "1000001", ("12月05日", "x"), "t"))
     assert info.value.transient is False
     assert fake_sms.refused == ["AuthFailure.SignatureFailure"]
+
+
+async def test_a_link_in_a_template_parameter_is_refused_as_tencent_does(
+    kit: Kit, fake_sms: FakeTencentSms,
+) -> None:
+    sender = TencentSmsSender(kit.channels.http, fake_sms.url, SECRET_ID, SECRET_KEY,
+                              SDK_APP_ID, "远程双录")
+    code = "InvalidParameterValue.ProhibitedUseUrlInTemplateParameter"
+    with pytest.raises(SmsError, match=code) as info:
+        await sender._call("SendSms", {
+            "PhoneNumberSet": ["+8613812345678"], "SmsSdkAppId": SDK_APP_ID,
+            "SignName": "远程双录", "TemplateId": "1000001",
+            "TemplateParamSet": ["12月05日", "https://shuanglu.example.cn/h5/invite/abc"]})
+    assert info.value.transient is False and fake_sms.refused == [code]
+    # A text queued with the whole link (before the parameters became the token) goes out
+    # with the token only.
+    await sender.send(SmsMessage("13812345678", "1000001",
+                                 ("12月05日", "https://shuanglu.example.cn/h5/invite/abc"), "t"))
+    assert fake_sms.sent[-1]["params"] == ["12月05日", "abc"]
+    assert "完成：https://shuanglu.example.cn/h5/invite/abc 链接" in fake_sms.sent[-1]["text"]
 
 
 async def test_bad_sms_input_is_a_problem_document(kit: Kit) -> None:

@@ -7,6 +7,7 @@ the fallbacks."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def _decode_qr(png: bytes) -> str:
 async def test_an_agent_invites_by_sms_then_by_qr_code_and_sees_the_delivery_R20(
     harness: Harness, browser: Any, fake_sms: FakeTencentSms, screenshot_dir: Path,
 ) -> None:
+    fake_sms.public_url = harness.config.public_url  # the approved template's link start
     await harness.create_session()
     await browser.grant_permissions(["geolocation"])
     await browser.set_geolocation({"latitude": HERE["lat"], "longitude": HERE["lng"],
@@ -93,7 +95,11 @@ async def test_an_agent_invites_by_sms_then_by_qr_code_and_sees_the_delivery_R20
                           full_page=True)
 
     # The customer taps the link in the text message: the console shows it within a poll.
-    link = fake_sms.sent[0]["params"][1]
+    # The template writes the link's start, the parameter is the token only.
+    found = re.search(r"完成：(\S+) 链接", fake_sms.sent[0]["text"])
+    assert found is not None
+    link = found[1]
+    assert link == f"{harness.config.public_url}/h5/invite/{fake_sms.sent[0]['params'][1]}"
     r = await harness.request("POST", "/invitations/open", json={"token": link.rsplit("/", 1)[1]})
     assert r.status == 200, r.body
     await page.wait_for_function(
