@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
@@ -132,15 +133,18 @@ def speech_settings(config: Config, store: ObjectStore | None = None) -> SpeechS
 
 def identity_engines_factory(config: Config | None = None) -> Callable[[], IdentityEngines]:
     """The engines load on first use (seconds), once per process, with the configuration's
-    identity section (Config.identity: liveness actions, anti-spoofing weights, cache)."""
+    identity section (Config.identity: liveness actions, anti-spoofing weights, cache). Safe
+    from any thread (the engines are warmed in one while jobs may ask on the loop)."""
     loaded: list[IdentityEngines] = []
+    lock = threading.Lock()
 
     def get() -> IdentityEngines:
-        if not loaded:
-            from media.identity.service import IdentityService
+        with lock:
+            if not loaded:
+                from media.identity.service import IdentityService
 
-            loaded.append(IdentityService(config.identity if config is not None else None))
-        return loaded[0]
+                loaded.append(IdentityService(config.identity if config is not None else None))
+            return loaded[0]
 
     return get
 
@@ -173,6 +177,10 @@ def register_jobs(
     identity_jobs = IdentityJobs(deps, engines, redis)
     jobs.register("identity_card_read", identity_jobs.card_read)
     jobs.register("identity_check", identity_jobs.check)
+    if config.settings.warm_identity_engines:
+        # Loaded when this process starts receiving jobs, in the background (~9 s otherwise
+        # paid by the first customer's identity check, issue 17).
+        jobs.on_receive("the identity engines", lambda: engines().warm_up())
     # QA checks, queue, archive, retention and insurer webhooks (R-40..R-43).
     register_after_call_jobs(jobs, deps, after_call_runtime)
     # The playback copy of each sealed session for QA (R-41).

@@ -120,6 +120,10 @@ class Settings(BaseModel):
     run_worker_in_process: bool = True
     # Background jobs (speech rendering, identity engines) run inside the server by default.
     run_jobs_in_process: bool = True
+    # Where jobs run (the server with run_jobs_in_process, `app worker`), the identity engines
+    # (OCR, face, landmarks, anti-spoofing: ~9 s) load in the background when the job receiver
+    # starts, not in the first customer's identity check (issue 17: time to first speech).
+    warm_identity_engines: bool = True
     # A job taken but not finished (its process died, its handler failed, or that process does
     # not know it) is delivered again once idle this long; running jobs renew their claim every
     # quarter of it, so long jobs are not taken over (infra/jobs.py).

@@ -343,6 +343,18 @@ class JobReceiver(Receiver):
                 self.broker.settle(message)
 
 
+async def _warm(name: str, load: Callable[[], None]) -> None:
+    started = asyncio.get_running_loop().time()
+    try:
+        await asyncio.to_thread(load)
+    except Exception:
+        # Not fatal: the first job that needs it loads it (and fails there, visibly).
+        log.exception("loading %s before the first job failed", name)
+        return
+    log.info("%s loaded before the first job (%.1f s)", name,
+             asyncio.get_running_loop().time() - started)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -355,6 +367,10 @@ class Jobs:
                                 redeliver_after_seconds=redeliver_after_seconds,
                                 max_deliveries=max_deliveries)
         self._receiver: asyncio.Task[None] | None = None
+        # What this process loads when it starts receiving jobs (`on_receive`), and the
+        # background tasks loading it once the receiver has started.
+        self._on_receive: list[tuple[str, Callable[[], None]]] = []
+        self.warming: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_config(cls, config: Config, redis_url: str) -> Jobs:
@@ -390,8 +406,23 @@ class Jobs:
             raise KeyError(f"unknown job {name}")
         return (await task.kiq(**kwargs)).task_id
 
+    def on_receive(self, name: str, load: Callable[[], None]) -> None:
+        """`load` (blocking: models from disk) runs in a thread when this process starts
+        receiving jobs, in the background: the receiver and the process's readiness do not
+        wait for it. Only processes that run jobs pay for it (the server with
+        run_jobs_in_process, `app worker`); a job that comes first loads what it needs itself."""
+        self._on_receive.append((name, load))
+
+    def _start_warming(self) -> None:
+        if self.warming or not self._on_receive:
+            return  # once per process, however often the receiver is started
+        for name, load in self._on_receive:
+            self.warming.append(asyncio.create_task(_warm(name, load), name=f"warm {name}"))
+
     async def receive(self, max_async_tasks: int = 4) -> None:
-        """Runs the receiver until cancelled (the group is created when it starts)."""
+        """Runs the receiver until cancelled (the group is created when it starts); what
+        `on_receive` named starts loading in the background."""
+        self._start_warming()
         await run_receiver_task(self.broker, receiver_cls=JobReceiver,
                                 max_async_tasks=max_async_tasks, run_startup=False)
 

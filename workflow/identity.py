@@ -100,6 +100,10 @@ class IdentityEngines(Protocol):
 
     def new_challenge_plan(self) -> Any: ...
 
+    def warm_up(self) -> None:
+        """Loads every engine now (blocking), instead of in the first job."""
+        ...
+
     async def averify_card_images(
         self, front: bytes, back: bytes | None, expected: Any, today: date | None = None
     ) -> tuple[Any, Any, Any]: ...

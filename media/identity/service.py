@@ -89,6 +89,13 @@ class IdentityService:
         """Load every engine now (worker start-up), instead of on the first customer."""
         _ = self.ocr, self.matcher, self.landmarker, self.anti_spoofing
 
+    @property
+    def loaded(self) -> bool:
+        """Whether every engine is loaded (what `warm_up` does), without loading any."""
+        with self._lock:
+            return (self._ocr is not None and self._matcher is not None
+                    and self._landmarker is not None and self._anti_spoofing_loaded)
+
     # ------------------------------------------------------------------ ID card
     def read_card_side(self, image: bytes | Frame, side: Literal["front", "back"]) -> CardSideRead:
         read = read_card_side(self.ocr, image, side, self.config.card_quality)

@@ -158,6 +158,9 @@ async def test_the_after_call_runtime_is_built_once_and_handed_to_the_jobs(
         def register(self, name: str, handler: Any) -> None:
             self.handlers[name] = handler
 
+        def on_receive(self, name: str, load: Any) -> None:
+            pass  # the identity engines' warm-up (tests/foundation/test_warm_engines.py)
+
     config = load_config(Settings(profile="test", data_dir=tmp_path / "t"),
                          env={"shuanglu_qa_min_width": "720"})
     redis, jobs = Redis(), Jobs()

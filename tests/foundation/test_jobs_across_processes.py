@@ -99,7 +99,9 @@ async def workers(harness: Harness, tmp_path: Path) -> AsyncIterator[Workers]:
                DATABASE_URL=config.database_url, REDIS_URL=str(config.redis_url),
                SHUANGLU_TTS_ENGINES="espeak", SHUANGLU_WORKER_INTERVAL_SECONDS="3600",
                SHUANGLU_JOBS_REDELIVER_AFTER_SECONDS=str(REDELIVER),
-               SHUANGLU_JOBS_MAX_DELIVERIES=str(MAX_DELIVERIES))
+               SHUANGLU_JOBS_MAX_DELIVERIES=str(MAX_DELIVERIES),
+               # These workers run no identity job: the engines need not load (~9 s CPU each).
+               SHUANGLU_WARM_IDENTITY_ENGINES="false")
     folder = tmp_path / "workers"
     folder.mkdir()
     w = Workers(env, folder)
