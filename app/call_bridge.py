@@ -100,9 +100,11 @@ def build_hub(app: web.Application, speech: SpeechSettings, cluster: Cluster) ->
     spoken = SpokenAnswerWatcher(lambda: hub, deps, vad, AsrConfig(), database,
                                  config.settings.spoken_answer_buttons_after_seconds)
     # R-12 in the call: judged in the presence host's child (dlib off the hub's GIL).
+    # Its matched call frame becomes the presence reference (issue 15).
     live = LiveLivenessWatcher(lambda: hub, deps, app[IDENTITY], presence.host,
                                in_database,
-                               retry_seconds=config.settings.live_liveness_retry_seconds)
+                               retry_seconds=config.settings.live_liveness_retry_seconds,
+                               on_live_face=presence.live_face_matched)
 
     async def on_connected(e: PartyConnected) -> None:
         await media_events.party_connected(deps, UUID(e.session_id), e.role,

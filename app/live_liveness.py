@@ -11,10 +11,12 @@ the recording. Each challenge's best frame is matched against the verified card 
 (`workflow.live_liveness.card_portrait`) in the judge, with the identity step's engine and
 threshold; a mismatch fails the run like a failed action (the score goes on the timeline in
 ``face_match``). Without a stored portrait the run is judged on its actions and the timeline
-says the match was ``not_run`` (QA flags it). A failed run is followed by another after a
-pause, until the limit; a run the customer's media dropped out of, or whose judge was
-unavailable, is not counted and starts again when a party (re)connects.
-One run per room at a time; closing the room cancels it.
+says the match was ``not_run`` (QA flags it). The frame a passed run matched is stored
+(`workflow.live_liveness.store_live_call_face`) and `on_live_face` told, so the presence
+monitor compares the rest of the call with the call's own face rather than the clip's. A failed
+run is followed by another after a pause, until the limit; a run the customer's media dropped
+out of, or whose judge was unavailable, is not counted and starts again when a party
+(re)connects. One run per room at a time; closing the room cancels it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -46,7 +48,8 @@ class LiveLivenessWatcher:
     def __init__(self, hub: Callable[[], CallHub], deps: WorkflowDeps,
                  engines: Callable[[], Any], judge: Callable[[], LiveJudge],
                  in_database: Callable[[Any], Any], *, retry_seconds: float = 4.0,
-                 config: LiveChallengeConfig | None = None) -> None:
+                 config: LiveChallengeConfig | None = None,
+                 on_live_face: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._hub = hub
         self._deps = deps
         self._engines = engines
@@ -54,6 +57,8 @@ class LiveLivenessWatcher:
         self._in_database = in_database
         self._retry_seconds = retry_seconds
         self._config = config or LiveChallengeConfig()
+        # Told (the session id) once a passed run's matched frame is stored (presence, R-13).
+        self._on_live_face = on_live_face
         self._runs: dict[str, asyncio.Task[None]] = {}
 
     def running(self, session_id: str) -> bool:
@@ -127,6 +132,10 @@ class LiveLivenessWatcher:
                 log.info("%s: live face match against the card portrait: %s (distance %s, "
                          "threshold %s)", session_id, face["status"], face["distance"],
                          face["threshold"])
+            matched = _matched_frame(runs) if passed and face["status"] == "matched" else None
+            if matched is not None:
+                # Stored before the pass is recorded: whoever reads the pass finds the face.
+                await live_liveness.store_live_call_face(self._deps, sid, attempt, matched)
             outcome = await live_liveness.record_result(
                 self._deps, sid, attempt, passed, summaries, counted=counted, face_match=face)
             reason = next((r.result.reason for r in runs if not r.passed), None) or ""
@@ -137,6 +146,12 @@ class LiveLivenessWatcher:
                 "type": "liveness_result", "scope": "run", "attempt": attempt,
                 "passed": passed, "final": outcome.final,
                 "attempts_left": outcome.attempts_left, "message": text})
+            if matched is not None and self._on_live_face is not None:
+                try:  # after the customer heard the result: presence (R-13) may take a while
+                    await self._on_live_face(session_id)
+                except Exception:
+                    log.exception("%s: the presence monitor was not told of the live face",
+                                  session_id)
             if outcome.final or not counted:
                 return  # an uncounted run starts again when a party (re)connects
             await asyncio.sleep(self._retry_seconds)
@@ -157,3 +172,14 @@ class LiveLivenessWatcher:
     async def shutdown(self) -> None:
         for session_id in list(self._runs):
             await self.room_closed(session_id)
+
+
+def _matched_frame(runs: list[ChallengeRun]) -> bytes | None:
+    """The call frame that matched the card portrait best (smallest distance) among the
+    challenges of a passed run, or None when none was matched."""
+    matched = [(r.result.face_match.distance, r.result.matched_frame_jpeg) for r in runs
+               if r.result.face_match is not None and r.result.face_match.passed
+               and r.result.face_match.distance is not None and r.result.matched_frame_jpeg]
+    if not matched:
+        return None
+    return min(matched, key=lambda m: m[0])[1]

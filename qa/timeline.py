@@ -9,8 +9,10 @@ Two facts come from the media side rather than the workflow's own transitions:
 * ``presence_mark`` — ``{type, at_s, message, faces, distance}``, a presence breach or its end
   (``media.identity.results.PresenceMark``; ``at_s`` is seconds into the recording, R-13),
   written through `record_media_event` by whoever runs the presence monitor.
-* ``presence_started`` — ``{attempt}``: the presence monitor started watching the customer
-  (again after a reconnect: a higher attempt); ``presence_unavailable`` — ``{reason}``: it
+* ``presence_started`` — ``{attempt, reference, live_attempt}``: the presence monitor started
+  watching the customer (again after a reconnect: a higher attempt), or took the call frame the
+  live liveness run matched as its reference (``reference``: ``liveness_clip`` or
+  ``live_call``); ``presence_unavailable`` — ``{reason}``: it
   could not (no verified live face, engines unavailable). Written by the live call; the checks
   fail closed on them (R-13: a call without ``presence_started``, or with
   ``presence_unavailable``, gets a critical ``presence_unchecked`` finding).

@@ -98,8 +98,13 @@ class StepListener(Protocol):
 class PresenceWatcher:
     """R-13 during the call: one presence monitor per room, fed by the hub's video sampler.
 
-    When the customer's media first connects, the reference is loaded: the live face of the
-    passed identity check (`media_events.presence_reference`). Without one (identity reported
+    When the customer's media first connects, the reference is loaded
+    (`media_events.presence_reference`): the call frame the live liveness run matched against
+    the card portrait when there is one, else the live face of the passed identity check (the
+    uploaded clip's). When the live run passes later in the call, its matched frame replaces
+    the clip's face in the running monitor (`live_face_matched`; the breaches so far go on);
+    each ``presence_started`` says which reference it uses (``reference``: ``live_call`` or
+    ``liveness_clip``). Without one (identity reported
     without the engines' evidence, engines unavailable, no face in it) this is logged once for
     the room and nothing is sampled. Otherwise the hub samples the customer's video (key frames
     only, ~`PresenceConfig.sample_fps`, following rejoins) and each mark is written to the
@@ -122,6 +127,9 @@ class PresenceWatcher:
         # Rooms already handled: their origin when watched, None when being set up or when
         # there is no reference (logged once).
         self._rooms: dict[str, float | None] = {}
+        self._setting_up: set[str] = set()
+        # Rooms told of the live call's face while being set up: applied once set up.
+        self._live_face_due: set[str] = set()
         # Rooms whose reading is held until the customer is back alone in view (R-13).
         self.held: set[str] = set()
 
@@ -141,6 +149,16 @@ class PresenceWatcher:
         if session_id in self._rooms:
             return  # watching already (the hub follows a rejoin), or decided not to
         self._rooms[session_id] = None
+        self._setting_up.add(session_id)
+        try:
+            await self._set_up(session_id)
+        finally:
+            self._setting_up.discard(session_id)
+        if session_id in self._live_face_due:
+            self._live_face_due.discard(session_id)
+            await self.live_face_matched(session_id)
+
+    async def _set_up(self, session_id: str) -> None:
         try:
             reference = await media_events.presence_reference(self._deps, UUID(session_id))
             host = self._presence_host()
@@ -175,7 +193,36 @@ class PresenceWatcher:
         if session_id in self._rooms:
             self._rooms[session_id] = reference.origin
             await record_media_event(self._deps, UUID(session_id), PRESENCE_STARTED,
-                                     {"attempt": reference.attempt})
+                                     reference.started())
+
+    async def live_face_matched(self, session_id: str) -> None:
+        """The live liveness run matched a call frame against the card portrait and stored it
+        (issue 15): presence compares with it from now on. A watched room's monitor takes it
+        as its reference (its breaches go on); a room being set up takes it once set up; a
+        room whose presence could not start (no clip face) starts now; a room not watched here
+        loads it when the customer connects."""
+        if session_id in self._setting_up:
+            self._live_face_due.add(session_id)
+            return
+        if session_id not in self._rooms:
+            return
+        if self._rooms[session_id] is None:  # presence unavailable so far: it can start now
+            del self._rooms[session_id]
+            await self.customer_connected(session_id)
+            return
+        try:
+            reference = await media_events.presence_reference(self._deps, UUID(session_id))
+            if reference.source != "live_call":
+                return
+            await asyncio.to_thread(self._presence_host().replace_reference, session_id,
+                                    reference.image)
+        except Exception:
+            log.exception("%s: presence keeps comparing with the liveness clip's face",
+                          session_id)
+            return
+        if self._rooms.get(session_id) is not None:
+            await record_media_event(self._deps, UUID(session_id), PRESENCE_STARTED,
+                                     reference.started())
 
     async def _unavailable(self, session_id: str, reason: str, detail: str) -> None:
         await record_media_event(self._deps, UUID(session_id), PRESENCE_UNAVAILABLE,

@@ -20,6 +20,11 @@ what that means for the session, on its timeline only (no new columns):
   no portrait to match (an identity check reported by an external engine) or no judged run:
   the run is judged on its actions alone and QA flags it (`qa.checks.check_live_liveness`).
 
+The frame a passed run matched against the card portrait (the challenge's best frame with the
+smallest distance) is stored encrypted at `live_call_face_path` before the run's result is
+recorded: it is the presence monitor's reference for the rest of the call (issue 15; the
+liveness clip's face before it, `workflow.media_events.presence_reference`).
+
 When the session's policy asks for it (`WorkflowSettings.live_liveness_required`: production),
 `start_script` refuses until a run passed; after `live_liveness_max_attempts` counted failures
 no run starts again and the script can never start (the agent console shows the final failure;
@@ -106,6 +111,38 @@ async def card_portrait(deps: WorkflowDeps, session_id: UUID) -> CardPortrait | 
     if not await deps.storage.exists(path):
         return None
     return CardPortrait(check.attempt, await EvidenceStore(deps.storage, deps.cipher).get(path))
+
+
+def live_call_face_path(session_id: UUID, attempt: int) -> str:
+    """Where the call frame a passed run (``attempt``) matched against the card portrait is
+    stored (encrypted, like the identity check's live face)."""
+    return f"sessions/{session_id}/identity/live-call-face-{attempt}.jpg.enc"
+
+
+async def store_live_call_face(deps: WorkflowDeps, session_id: UUID, attempt: int,
+                               jpeg: bytes) -> None:
+    await EvidenceStore(deps.storage, deps.cipher).put(live_call_face_path(session_id, attempt),
+                                                       jpeg)
+
+
+@dataclass(frozen=True)
+class LiveCallFace:
+    attempt: int  # the passed run's
+    jpeg: bytes
+
+
+async def live_call_face(deps: WorkflowDeps, session_id: UUID) -> LiveCallFace | None:
+    """The call frame the passed run matched against the card portrait, or None (no run
+    passed, or it matched none: no portrait to match)."""
+    passed = await SessionEvent.filter(session_id=session_id, type=PASSED) \
+        .order_by("-seq").first()
+    if passed is None or not isinstance((passed.data or {}).get("attempt"), int):
+        return None
+    attempt = int(passed.data["attempt"])
+    path = live_call_face_path(session_id, attempt)
+    if not await deps.storage.exists(path):
+        return None
+    return LiveCallFace(attempt, await EvidenceStore(deps.storage, deps.cipher).get(path))
 
 
 def face_match_record(challenges: list[dict[str, Any]],

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from models.sessions import AnswerValue, IdentityCheck, RecordingSession, SessionState
 from security.audit import Actor
-from workflow import call, customer_controls
+from workflow import call, customer_controls, live_liveness
 from workflow.core import Unit, WorkflowDeps, WorkflowSettings, locked
 from workflow.errors import WorkflowError
 from workflow.evidence import EvidenceStore
@@ -306,9 +306,20 @@ class PresenceReference:
     """What the presence monitor of a call needs (R-13): the verified live face and the zero of
     the session's timeline."""
 
-    image: bytes  # JPEG of the live face the identity check matched (decrypted evidence)
-    attempt: int
+    image: bytes  # JPEG of the reference face (decrypted evidence)
+    attempt: int  # of the passed identity check
     origin: float  # recording_started_at as POSIX seconds: presence times count from here
+    # "live_call": the call frame the live liveness run matched against the card portrait
+    # (its run's ``live_attempt``); "liveness_clip": the identity check's live face.
+    source: str = "liveness_clip"
+    live_attempt: int | None = None
+
+    def started(self) -> dict[str, Any]:
+        """The ``presence_started`` data: which reference the monitor compares with."""
+        data: dict[str, Any] = {"attempt": self.attempt, "reference": self.source}
+        if self.live_attempt is not None:
+            data["live_attempt"] = self.live_attempt
+        return data
 
 
 class NoPresenceReference(LookupError):
@@ -321,9 +332,11 @@ def live_face_path(session_id: UUID, attempt: int) -> str:
 
 
 async def presence_reference(deps: WorkflowDeps, session_id: UUID) -> PresenceReference:
-    """The reference for R-13: the live face of the passed identity check. Raises
-    `NoPresenceReference` (with the reason) when there is none, e.g. a check reported by an
-    external engine without the evidence file, or a call without a verified identity."""
+    """The reference for R-13: the call frame the live liveness run matched against the card
+    portrait once there is one (issue 15: the call itself, not the uploaded clip), else the
+    live face of the passed identity check (the clip's). Raises `NoPresenceReference` (with
+    the reason) when there is none, e.g. a check reported by an external engine without the
+    evidence file, or a call without a verified identity."""
     session = await RecordingSession.get_or_none(id=session_id)
     if session is None or session.recording_started_at is None:
         raise NoPresenceReference("the call has not started")
@@ -331,11 +344,15 @@ async def presence_reference(deps: WorkflowDeps, session_id: UUID) -> PresenceRe
         .order_by("-attempt").first()
     if check is None:
         raise NoPresenceReference("no passed identity check")
+    origin = session.recording_started_at.timestamp()
+    live = await live_liveness.live_call_face(deps, session_id)
+    if live is not None:
+        return PresenceReference(live.jpeg, check.attempt, origin, "live_call", live.attempt)
     path = live_face_path(session_id, check.attempt)
     if not await deps.storage.exists(path):
         raise NoPresenceReference(f"no live face stored for attempt {check.attempt}")
     image = await EvidenceStore(deps.storage, deps.cipher).get(path)
-    return PresenceReference(image, check.attempt, session.recording_started_at.timestamp())
+    return PresenceReference(image, check.attempt, origin)
 
 
 async def clip_for(session: RecordingSession,

@@ -34,7 +34,7 @@ import numpy as np
 from media.identity.antispoof import PassiveAntiSpoofing, judge_passive
 from media.identity.config import AntiSpoofConfig, LivenessConfig
 from media.identity.face import FaceMatcher, match_faces
-from media.identity.imaging import Frame
+from media.identity.imaging import Frame, encode_jpeg
 from media.identity.landmarks import Dlib68Landmarker, FaceObservation, FaceTrack
 from media.identity.liveness_geometry import (
     eye_change,
@@ -485,6 +485,11 @@ class LivenessRun:
             engine=EngineInfo(name="+".join(engines), version=self.landmarker.info.version),
             elapsed_s=round(time.perf_counter() - self._started, 4),
             face_match=face_match,
+            matched_frame_jpeg=(
+                encode_jpeg(self._best_image, 92)
+                if passed and face_match is not None and self._best_image is not None
+                else None
+            ),
         )
 
     def _match_portrait(self) -> FaceMatchResult | None:

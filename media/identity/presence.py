@@ -158,6 +158,16 @@ class PresenceMonitor:
             raise ValueError("no face in the reference image")
         return cls(matcher, faces[0].vector, config or PresenceConfig(), start_t)
 
+    def replace_reference(self, image: Frame) -> None:
+        """A better reference face (the live call's frame matched against the card portrait,
+        issue 15): the samples, breaches and their debounce go on; the next sample checks the
+        identity against the new reference. ValueError when it holds no face."""
+        faces = self.matcher.embed(image)
+        if not faces:
+            raise ValueError("no face in the reference image")
+        self.reference = faces[0].vector
+        self._checked = None
+
     @property
     def marks(self) -> list[PresenceMark]:
         return list(self._marks)

@@ -53,6 +53,7 @@ class PresenceHostError(RuntimeError):
 def _serve(requests: Connection, replies: Connection) -> None:
     """The child's loop: the configuration first, then requests ``(op, key, args)``, each
     answered ``(ok, result or message)``. Ends at "stop" or when the parent goes away."""
+    from media.identity.imaging import as_frame
     from media.identity.liveness import LivenessRun
     from media.identity.presence import PresenceMonitor
     from media.identity.service import IdentityService
@@ -77,6 +78,9 @@ def _serve(requests: Connection, replies: Connection) -> None:
                 reference, start_t = args
                 monitors[key] = service.presence_monitor(reference, start_t)
                 result = monitors[key].config.sample_fps
+            elif op == "reference":
+                monitors[key].replace_reference(as_frame(args[0]))
+                result = None
             elif op == "add":
                 result = monitors[key].add_frame(*args)
             elif op == "finish":
@@ -120,6 +124,16 @@ class PresenceHost:
         with self._lock:
             self._opened[key] = (reference, start_t)
         return fps
+
+    def replace_reference(self, key: str, reference: bytes) -> None:
+        """The monitor of ``key`` compares faces with this reference (JPEG) from now on, its
+        state kept (`PresenceMonitor.replace_reference`); a restarted child opens it with this
+        one. PresenceHostError when it holds no face (the old reference stays)."""
+        self._call("reference", key, (reference,))
+        with self._lock:
+            opened = self._opened.get(key)
+            if opened is not None:
+                self._opened[key] = (reference, opened[1])
 
     def add_frame(self, key: str, t: float, image: Frame) -> list[PresenceMark]:
         result: list[PresenceMark] = self._call("add", key, (t, image))

@@ -187,6 +187,10 @@ class LivenessResult(BaseModel):
     # The best frame of the run against the verified card portrait, when one was given (the
     # live call, issue 15: the call's own frames, not an uploaded clip, are matched).
     face_match: FaceMatchResult | None = None
+    # That frame (JPEG) when it matched the portrait: the presence monitor's reference for the
+    # rest of the call (issue 15). Personal data: never in a dump (the workflow stores it
+    # encrypted).
+    matched_frame_jpeg: bytes | None = Field(default=None, exclude=True, repr=False)
 
 
 PresenceMarkType = Literal[

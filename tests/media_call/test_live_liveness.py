@@ -26,6 +26,7 @@ from typing import Any
 from uuid import UUID
 
 import av
+import cv2
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -46,7 +47,8 @@ from testing.call_media import EncodedMedia, PrerecordedTrack
 from testing.face_photos import load_sample
 from tests.harness import HERE, Harness, Walk
 from workflow.evidence import EvidenceStore
-from workflow.live_liveness import portrait_path
+from workflow.live_liveness import live_call_face_path, portrait_path
+from workflow.media_events import live_face_path, presence_reference
 
 SESSION = "s-live-liveness-1"
 FPS = 10  # a phone's camera on a weak network; also less CPU for this shared machine
@@ -581,3 +583,46 @@ async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
     # The customer's page says in Chinese what to do.
     message = told[data["attempt"] - 1]
     assert not message["passed"] and "身份证上的本人" in message["message"], message
+
+
+@pytest.mark.one_database
+@pytest.mark.timeout(60)
+async def test_r13_presence_compares_with_the_call_frame_the_live_run_matched(
+    harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
+) -> None:
+    """Issue 15: presence starts with the identity check's live face (the uploaded clip's);
+    once the live run has matched a call frame against the card portrait, that frame is stored
+    encrypted and becomes the presence reference; each presence_started says which."""
+    evidence = EvidenceStore(harness.deps.storage, harness.deps.cipher)
+    clip_face = card_portrait("obama.jpg")
+
+    async def with_identity_evidence(sid: str) -> None:
+        await evidence.put(portrait_path(UUID(sid), 1), portraits["same"])
+        await evidence.put(live_face_path(UUID(sid), 1), clip_face)
+
+    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
+        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_identity_evidence)
+    sid = call.walk.session_id
+    try:
+        await _until_event(sid, "presence_started", count=2, seconds=50)
+    finally:
+        await call.close()
+    (passed,) = [e.data for e in await _events(sid, "live_liveness_passed")]
+    assert passed["face_match"]["status"] == "matched"
+    started = [e.data for e in await _events(sid, "presence_started")]
+    assert started == [{"attempt": 1, "reference": "liveness_clip"},
+                       {"attempt": 1, "reference": "live_call",
+                        "live_attempt": passed["attempt"]}]
+    # Stored encrypted, as the clip's live face; a JPEG of the call's frame once decrypted.
+    path = live_call_face_path(UUID(sid), passed["attempt"])
+    assert path == f"sessions/{sid}/identity/live-call-face-{passed['attempt']}.jpg.enc"
+    raw = await harness.deps.storage.run(harness.deps.storage.get_bytes_sync, path)
+    face = await evidence.get(path)
+    assert face.startswith(b"\xff\xd8") and not raw.startswith(b"\xff\xd8")
+    assert face not in (clip_face, portraits["same"])
+    picture = cv2.imdecode(np.frombuffer(face, np.uint8), cv2.IMREAD_COLOR)
+    assert picture is not None and picture.shape[:2] == clips.still.shape[:2]
+    # A customer connecting again (another node, a restart) is compared with it as well.
+    reference = await presence_reference(harness.deps, UUID(sid))
+    assert (reference.source, reference.image) == ("live_call", face)

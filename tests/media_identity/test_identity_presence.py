@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
+import pytest
 
 from media.identity import IdentityService
 from media.identity.imaging import Frame
@@ -126,3 +127,27 @@ def test_r13_a_small_second_face_beside_or_behind_the_customer_is_seen_at_once(
             monitor.add_frame(float(second), synth.jitter(customer if second < 5 else crowded, rng))
         assert [(m.type, m.at_s) for m in monitor.marks] == [("second_face_appeared", 5.0)], at
         assert monitor.detections == 2, at  # the first sample and the one the face came in
+
+
+def test_r13_a_better_reference_replaces_the_old_one_and_the_breaches_go_on(
+    service: IdentityService, selfie: Callable[[str], Frame]
+) -> None:
+    """Issue 15: the live call's frame matched against the card portrait becomes the reference
+    in the running monitor. Here the first reference is another person's face: the customer
+    is "another face" until the reference is replaced, then the face is restored (the breach
+    so far is kept and ended, not forgotten)."""
+    customer, wrong = selfie("obama.jpg"), selfie("astronaut.png")
+    monitor = service.presence_monitor(wrong)
+    rng = np.random.default_rng(3)
+    marks = []
+    for second in range(4):
+        marks += monitor.add_frame(float(second), synth.jitter(customer, rng))
+    assert [m.type for m in marks] == ["face_changed"]
+    monitor.replace_reference(selfie("obama2.jpg"))  # the same person, another picture
+    for second in range(4, 8):
+        marks += monitor.add_frame(float(second), synth.jitter(customer, rng))
+    assert [(m.type, m.at_s) for m in marks] == [("face_changed", 0.0), ("face_restored", 4.0)]
+    report = monitor.finish(end_t=8.0)
+    assert report.samples == 8 and report.marks[-1].type == "face_restored"
+    with pytest.raises(ValueError, match="no face"):
+        monitor.replace_reference(_empty_room(customer.shape))
