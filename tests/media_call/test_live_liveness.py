@@ -626,3 +626,31 @@ async def test_r13_presence_compares_with_the_call_frame_the_live_run_matched(
     # A customer connecting again (another node, a restart) is compared with it as well.
     reference = await presence_reference(harness.deps, UUID(sid))
     assert (reference.source, reference.image) == ("live_call", face)
+
+
+@pytest.mark.one_database
+@pytest.mark.timeout(60)
+async def test_r13_without_a_clip_face_presence_starts_once_the_live_run_matched_one(
+    harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes],
+) -> None:
+    """An identity check reported without its live face (an external engine): presence is
+    unavailable when the customer connects, and starts with the call frame the live run
+    matched against the card portrait."""
+    async def with_portrait(sid: str) -> None:
+        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
+            portrait_path(UUID(sid), 1), portraits["same"])
+
+    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
+        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
+    sid = call.walk.session_id
+    try:
+        await _until_event(sid, "presence_started", seconds=50)
+    finally:
+        await call.close()
+    (passed,) = [e.data for e in await _events(sid, "live_liveness_passed")]
+    watch = [(e.type, e.data) for e in await _events(sid, "presence_unavailable",
+                                                      "presence_started")]
+    assert [t for t, _ in watch] == ["presence_unavailable", "presence_started"], watch
+    assert watch[1][1] == {"attempt": 1, "reference": "live_call",
+                           "live_attempt": passed["attempt"]}
