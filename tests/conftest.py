@@ -171,7 +171,10 @@ async def harness(
         redis_url=redis_url, run_worker_in_process=False, tts_engines="espeak",
         # Jobs are queued but run only where a test turns the receiver on.
         run_jobs_in_process=False,
-        **settings_overrides,  # type: ignore[arg-type]
+        # A test that turns the receiver on loads the identity engines when a job needs them,
+        # not in the background (CPU the tests of other jobs need; tests/foundation/
+        # test_warm_engines.py turns it on).
+        **{"warm_identity_engines": False, **settings_overrides},  # type: ignore[arg-type]
     )
     h = await start_harness(load_config(settings))
     try:

@@ -15,9 +15,15 @@ import pytest
 
 from api.keys import IDENTITY, JOBS
 from app.factory import identity_engines_factory, register_jobs
-from infra.config import load_config
+from infra.config import Settings, load_config
 from infra.jobs import Jobs
 from tests.harness import Harness
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """The server's default (tests/conftest.py turns it off for the other tests)."""
+    return {"warm_identity_engines": True}
 
 
 @pytest.mark.timeout(60)
@@ -62,7 +68,8 @@ async def test_the_identity_engines_are_loaded_after_the_receiver_starts_without
     test) load as the receiver starts; no job was queued or run for it."""
     jobs: Jobs = harness.app[JOBS]
     engines = harness.app[IDENTITY]()
-    assert harness.config.settings.warm_identity_engines is True  # the default
+    assert Settings().warm_identity_engines is True  # the default
+    assert harness.config.settings.warm_identity_engines is True
     assert not engines.loaded  # type: ignore[attr-defined]
     async with harness.jobs_running():
         await asyncio.sleep(0)  # the receiver task's first step starts the loading
