@@ -66,7 +66,9 @@ class ServerProcess:
 async def server_env(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[dict]:
     env = dict(os.environ, SHUANGLU_PROFILE="test", SHUANGLU_DATA_DIR=str(tmp_path / "data"),
                DATABASE_URL=database_url, REDIS_URL=redis_url,
-               SHUANGLU_RUN_WORKER_IN_PROCESS="false")
+               SHUANGLU_RUN_WORKER_IN_PROCESS="false",
+               # No identity job here: the engines need not load in each server started.
+               SHUANGLU_WARM_IDENTITY_ENGINES="false")
     yield env
 
 
