@@ -141,8 +141,9 @@ class SmsSettings(BaseModel):
     secret_key: str | None = None
     sdk_app_id: str | None = None
     sign_name: str = "远程双录"
-    # The approved template: 您好，您的保险远程双录邀请已生成，请于{1}前打开链接完成：{2}
-    # 链接仅限本人使用，请勿转发。
+    # The approved template (Tencent): 您好，您的保险远程双录邀请已生成，请于{1}前打开链接完成：
+    # <public URL>/h5/invite/{2} 链接仅限本人使用，请勿转发。 {1} the deadline, {2} the token: the
+    # link's fixed start is the template's (a URL may not be a variable).
     invitation_template_id: str = "1000001"
     # How often the worker pulls delivery reports (PullSmsSendStatus) while a text awaits one.
     report_pull_seconds: float = Field(default=30.0, gt=0)
