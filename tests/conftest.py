@@ -137,25 +137,6 @@ async def database_url(
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest_asyncio.fixture(params=DB_KINDS)
-async def unseeded_database(request: pytest.FixtureRequest, tmp_path: Path
-                            ) -> AsyncIterator[str]:
-    """A migrated database without the demo seed (and so without audit entries, which no
-    migration may move back past 0012): for migration round trips."""
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'unseeded.sqlite3'}"
-        await migrate(url)
-        yield url
-        return
-    name = f"shuanglu_u_{uuid.uuid4().hex[:12]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        await migrate(_pg_url(name))
-        yield _pg_url(name)
-    finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     """Tests override settings by redefining this fixture or through `harness.restart`."""

@@ -7,16 +7,13 @@ closed (R-13): a call the presence monitor did not watch gets a critical finding
 
 from __future__ import annotations
 
-import importlib
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
 
 from archive.insurer import application_status
-from infra.database import migrate, open_database
 from models.audit import AuditEntry
 from models.qa import (
     DismissalStatus,
@@ -403,36 +400,3 @@ async def test_presence_unavailable_reaches_the_stored_report_R13(
     assert any("没有已核验的客户活体人脸" in r.message for r in rows)
     assert report.passed is False
 
-
-# --------------------------------------------------------------------------- migration
-
-
-async def test_the_four_eyes_migration_rolls_back_and_reapplies_R53(
-        unseeded_database: str) -> None:
-    database_url = unseeded_database  # no audit entries: 0012 refuses to roll back over them
-    folder = Path(importlib.import_module("models.migrations").__file__ or "").parent
-    path = next(folder.glob("*_qa_four_eyes.py"))
-    module = importlib.import_module(f"models.migrations.{path.stem}")
-    (_, previous), = module.Migration.dependencies
-
-    async def shape() -> tuple[bool, bool]:
-        async with open_database(database_url) as ctx:
-            db = ctx.db()
-            if database_url.startswith("sqlite"):
-                tables = {r["name"] for r in await db.execute_query_dict(
-                    "SELECT name FROM sqlite_master WHERE type='table'")}
-                columns = {r["name"] for r in await db.execute_query_dict(
-                    "PRAGMA table_info(qa_finding)")}
-            else:
-                tables = {r["name"] for r in await db.execute_query_dict(
-                    "SELECT tablename AS name FROM pg_tables WHERE schemaname='public'")}
-                columns = {r["name"] for r in await db.execute_query_dict(
-                    "SELECT column_name AS name FROM information_schema.columns "
-                    "WHERE table_name='qa_finding'")}
-        return "qa_dismissal" in tables, "dismissal_reason" in columns
-
-    assert await shape() == (True, True)
-    await migrate(database_url, target=f"models.{previous}")
-    assert await shape() == (False, False)
-    await migrate(database_url)
-    assert await shape() == (True, True)
