@@ -16,6 +16,7 @@ from aiohttp import web
 
 from app.factory import (
     after_call,
+    channel_worker,
     create_app,
     document_folders,
     identity_engines_factory,
@@ -110,7 +111,8 @@ async def _worker(config: Config, args: argparse.Namespace) -> int:
                 return 0
             # The job receiver and the periodic sweeps, in this one process.
             await jobs.start(run_receiver=True)
-            await worker_loop(deps, ctx, config.settings.worker_interval_seconds)
+            async with channel_worker(config, client, deps, ctx):
+                await worker_loop(deps, ctx, config.settings.worker_interval_seconds)
     finally:
         await jobs.stop()
         await client.aclose()

@@ -4,6 +4,7 @@ grouped per feature, no module-level state (tests build as many apps as they lik
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from uuid import UUID
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from tortoise.context import TortoiseContext
 
 from aftercall.runtime import AfterCall, build_after_call, register_after_call_jobs
 from api import (
@@ -53,7 +55,7 @@ from app.call_bridge import call_context
 from bot.dialogue import DIALOGUE
 from bot.passes import CHANNEL_PASSES
 from bot.routes import CHANNEL_APIS
-from bot.runtime import channels_context
+from bot.runtime import channels_context, runs_worker
 from h5 import routes as h5_routes
 from infra.config import Config
 from infra.database import activate, deactivate, open_database
@@ -204,7 +206,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[JOBS] = Jobs.from_config(config, broker_url(url))
     use_sentinel_pool(app[JOBS].broker, url)
     app[STAFF_TOKENS] = TokenStore(client, "auth:staff", s.auth_token_ttl_seconds)
-    app[CUSTOMER_TOKENS] = TokenStore(client, "auth:customer", s.customer_token_ttl_seconds)
+    app[CUSTOMER_TOKENS] = customer_tokens(config, client)
     window = s.login_failure_window_seconds
     app[LOGIN_THROTTLE] = LoginThrottle(
         per_user_ip=RateLimiter(client, "login", s.login_max_failures, window),
@@ -289,6 +291,29 @@ async def worker_loop(deps: WorkflowDeps, database: object, interval: float) -> 
             await asyncio.sleep(interval)
     finally:
         deactivate(token)
+
+
+def customer_tokens(config: Config, client: aioredis.Redis) -> TokenStore:
+    return TokenStore(client, "auth:customer", config.settings.customer_token_ttl_seconds)
+
+
+@contextlib.asynccontextmanager
+async def channel_worker(config: Config, client: aioredis.Redis, deps: WorkflowDeps,
+                         database: TortoiseContext) -> AsyncIterator[None]:
+    """The channels of the `worker` command: their worker runs there when
+    `SHUANGLU_CHANNELS_WORKER_PROCESSES=worker` (bot/runtime.runs_worker), else nothing."""
+    if not runs_worker(config.channels.worker, config.settings.run_worker_in_process, "worker"):
+        yield
+        return
+    holder = web.Application()
+    holder[CONFIG] = config
+    holder[REDIS] = client
+    holder[DEPS] = deps
+    holder[DATABASE] = database
+    holder[CUSTOMER_TOKENS] = customer_tokens(config, client)
+    context = channels_context(CHANNEL_PASSES, DIALOGUE.texts, process="worker")
+    async with contextlib.asynccontextmanager(context)(holder):
+        yield
 
 
 async def _openapi(request: web.Request) -> web.Response:

@@ -30,6 +30,8 @@ BATCH = 500
 
 async def process(channels: Channels) -> int:
     feeds = await ChannelFeed.filter(active=True).order_by("id").limit(BATCH)
+    # The sessions whose events wake the worker (bot/runtime.follow_feeds), issue 14.
+    channels.feed_sessions = {str(feed.session_id) for feed in feeds}
     if not feeds:
         return 0
     current = dict(await RecordingSession.filter(
@@ -50,6 +52,8 @@ async def process(channels: Channels) -> int:
             handled += 1
         feed.last_seq = events[-1].seq
         feed.active = session.state not in TERMINAL
+        if not feed.active:
+            channels.feed_sessions.discard(str(feed.session_id))
         await feed.save(update_fields=["last_seq", "active", "updated_at"])
     return handled
 

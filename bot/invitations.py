@@ -115,7 +115,7 @@ async def issue(
     )
     await follow(session_id, bank_client)
     # The "invited" event was published before the feed existed: look at it now.
-    channels.wake.set()
+    await channels.poke()
     return invitation, issued, ref
 
 

@@ -70,7 +70,7 @@ async def enqueue(
     except IntegrityError:
         # Another worker queued the same thing between our check and our insert.
         return await OutboundMessage.get(dedup_key=dedup_key)
-    channels.wake.set()
+    await channels.poke()
     return message
 
 

@@ -38,14 +38,21 @@ SENDER = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 MSG_ID_MAX = 2**63 - 1  # stored as a bigint (template delivery reports)
 PENDING = b"pending"
 DONE = b"done:"
-# KEYS: the message's dedup key, the sender's counter; ARGV: pending mark, its ttl (s), the
-# counter's window (ms). -1 when the message was claimed before (a retry), else the count.
+# KEYS: the address's counter, the message's dedup key, the sender's counter; ARGV: the
+# address's limit and window (ms), pending mark, its ttl (s), the sender's window (ms).
+# Every request is counted for its address first; -2 when the address is over its limit
+# (nothing claimed: WeChat's retry may come later), -1 when the message was claimed before (a
+# retry), else the sender's count. One round trip per message (issue 14).
 _CLAIM_AND_COUNT = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return -1 end
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+local from_ip = redis.call('INCR', KEYS[1])
+if from_ip == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if from_ip > tonumber(ARGV[1]) then return -2 end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then return -1 end
+local count = redis.call('INCR', KEYS[3])
+if count == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 return count
 """
+TOO_MANY = ("too_many_requests", "请求过于频繁，请稍后再试")
 
 
 def channels_of(request: web.Request) -> Channels:
@@ -58,7 +65,7 @@ def channels_of(request: web.Request) -> Channels:
 async def limit_ip(channels: Channels, request: web.Request) -> None:
     limiter = channels.limits.ip_messages
     if await limiter.hit(client_ip(request)) > limiter.limit:
-        raise ApiProblem(429, "too_many_requests", "请求过于频繁，请稍后再试")
+        raise ApiProblem(429, *TOO_MANY)
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -96,16 +103,24 @@ async def get_callback(request: web.Request) -> web.Response:
                               "shape", 403: "signature invalid", 404: "the channel is off",
                          413: "too large", 429: "rate limited"})
 async def post_callback(request: web.Request) -> web.Response:
+    """Every request counts against its address's limit: a message that decodes is counted in
+    the same Redis script that claims it (`answer`), one refused before that is counted here
+    (and answered 429 when the address is over its limit). The body is read (at most
+    `max_message_bytes`) and its signature checked before the count: cheap next to a round
+    trip, and no AES is undone for a request that is not signed with our token."""
     channels = channels_of(request)
-    await limit_ip(channels, request)
-    body = await read_limited(request, channels.config.wechat.max_message_bytes)
     try:
-        inbound = channels.codec.decode(dict(request.query), body)
-    except InboundRejected as exc:
-        log.info("refused a WeChat callback from %s: %s", client_ip(request), exc.code)
-        raise ApiProblem(exc.status, exc.code, exc.detail) from exc
-    check_shape(inbound)
-    reply_xml = await answer(channels, inbound)
+        body = await read_limited(request, channels.config.wechat.max_message_bytes)
+        try:
+            inbound = channels.codec.decode(dict(request.query), body)
+        except InboundRejected as exc:
+            log.info("refused a WeChat callback from %s: %s", client_ip(request), exc.code)
+            raise ApiProblem(exc.status, exc.code, exc.detail) from exc
+        check_shape(inbound)
+    except ApiProblem:
+        await limit_ip(channels, request)
+        raise
+    reply_xml = await answer(channels, inbound, client_ip(request))
     text = channels.codec.encode(reply_xml, inbound.encrypted)
     ctype = "text/plain" if text == "success" else "application/xml"
     return web.Response(text=text, content_type=ctype)
@@ -121,19 +136,25 @@ def check_shape(inbound: Inbound) -> None:
         raise ApiProblem(400, "message_malformed", "消息内容有误")
 
 
-async def answer(channels: Channels, inbound: Inbound) -> str:
-    """The plain reply XML ("" for none) for one message, computed once per message: WeChat's
-    retries of the same message get the first answer instead of a second turn."""
+async def answer(channels: Channels, inbound: Inbound, ip: str) -> str:
+    """The plain reply XML ("" for none) for one message from address `ip`, computed once per
+    message: WeChat's retries of the same message get the first answer instead of a second
+    turn. 429 when the address is over its limit."""
     message = inbound.message
     openid = str(message.source)
     key = f"bot:dedup:{channels.config.app_id}:{dedup_key(message)}"
     ttl = channels.config.wechat.dedup_ttl_seconds
     limiter = channels.limits.openid_messages
-    # Claiming the message and counting it for its sender in one round trip (issue 14).
+    per_ip = channels.limits.ip_messages
+    # Counting the address, claiming the message and counting it for its sender in one round
+    # trip (issue 14).
     count = int(await run_script(
         channels.redis, _CLAIM_AND_COUNT,
-        [key, limiter.key(f"{channels.config.app_id}:{openid}")],
-        [PENDING, ttl, limiter.window_seconds * 1000]))
+        [per_ip.key(ip), key, limiter.key(f"{channels.config.app_id}:{openid}")],
+        [per_ip.limit, per_ip.window_seconds * 1000, PENDING, ttl,
+         limiter.window_seconds * 1000]))
+    if count == -2:
+        raise ApiProblem(429, *TOO_MANY)
     if count < 0:
         return await _first_answer(channels, key)
     try:

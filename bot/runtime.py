@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 
 from api.keys import CONFIG, CUSTOMER_TOKENS, DATABASE, DEPS, REDIS
-from bot.settings import ChannelConfig, describe
+from bot.settings import ChannelConfig, ChannelSettings, describe
 from bot.sms import LogSmsSender, SmsSender, TencentSmsSender
 from bot.sms_aliyun import AliyunSmsSender
 from bot.wechat_api import WeChatApi
@@ -30,9 +30,13 @@ from infra.database import activate, deactivate
 from security.ratelimit import RateLimiter
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
-from workflow.events import ALL_SESSIONS, subscribe
+from workflow.events import ChannelSet, channel_for, subscribe_to
 
 log = logging.getLogger(__name__)
+# Published when a process queued something for a channel worker that may run elsewhere: an
+# outbox message, a new session to follow (issue 14).
+CHANNEL_WAKE = "channels:wake"
+Process = Literal["web", "worker"]
 
 
 @dataclass
@@ -68,6 +72,11 @@ class Channels:
     texts: Mapping[str, str] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Whether this process runs the channel worker; the sessions whose events it follows (the
+    # feed pass's, bot/feed.py) and the Redis channels its wake-up listener is subscribed to.
+    runs_worker: bool = False
+    feed_sessions: set[str] = field(default_factory=set)
+    followed: ChannelSet = field(default_factory=ChannelSet)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -75,6 +84,13 @@ class Channels:
 
     def now(self) -> datetime:
         return self.deps.clock()
+
+    async def poke(self) -> None:
+        """Something was queued for the channel worker: woken here when this process runs it,
+        else through Redis wherever it runs."""
+        self.wake.set()
+        if not self.runs_worker:
+            await self.redis.publish(CHANNEL_WAKE, b"")
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Keeps a reference to fire-and-forget work so it is not garbage-collected midway
@@ -149,28 +165,46 @@ def build_sms(config: ChannelConfig, http: aiohttp.ClientSession) -> SmsSender |
     return None
 
 
-def channels_context(passes: Mapping[str, ChannelPass], texts: Mapping[str, str]
+def channels_context(passes: Mapping[str, ChannelPass], texts: Mapping[str, str],
+                     process: Process = "web"
                      ) -> Callable[[web.Application], AsyncIterator[None]]:
     """The cleanup context that builds the channels with the worker's `passes` and the
-    dialogue's `texts`, runs the channel worker and closes everything."""
+    dialogue's `texts`, runs the channel worker when this `process` should (`runs_worker`)
+    and closes everything."""
 
     def context(app: web.Application) -> AsyncIterator[None]:
-        return _channels(app, passes, texts)
+        return _channels(app, passes, texts, process)
 
     return context
 
 
+def runs_worker(settings: ChannelSettings, run_worker_in_process: bool,
+                process: Process) -> bool:
+    """Whether this process runs the channel worker (`SHUANGLU_CHANNELS_RUN_WORKER`,
+    `SHUANGLU_CHANNELS_WORKER_PROCESSES`): every web process by default; else the `worker`
+    command, and a server that runs the platform's worker in process (the embedded mode)."""
+    if not settings.run_worker:
+        return False
+    if settings.worker_processes == "web":
+        return process == "web"
+    return process == "worker" or run_worker_in_process
+
+
 async def _channels(app: web.Application, passes: Mapping[str, ChannelPass],
-                    texts: Mapping[str, str]) -> AsyncIterator[None]:
+                    texts: Mapping[str, str], process: Process) -> AsyncIterator[None]:
     config = app[CONFIG].channels
     log.info("channels configured: %s", describe(config))
     channels = build_channels(app, config, passes, texts)
+    channels.runs_worker = runs_worker(config.worker,
+                                       app[CONFIG].settings.run_worker_in_process, process)
     app[CHANNELS] = channels
     worker: asyncio.Task[None] | None = None
     listener: asyncio.Task[None] | None = None
-    if config.worker.run_worker:
-        worker = asyncio.create_task(worker_loop(channels))
+    if channels.runs_worker:
         listener = asyncio.create_task(wake_on_events(channels))
+        # Listening once the app is up (at most 2 s: during a Redis outage, when it is back).
+        await channels.followed.add(CHANNEL_WAKE)
+        worker = asyncio.create_task(worker_loop(channels))
     try:
         yield
     finally:
@@ -198,28 +232,55 @@ async def run_once(channels: Channels) -> dict[str, int]:
 
 
 async def worker_loop(channels: Channels) -> None:
+    """A pass at once, then whenever woken (`wake_on_events`, `Channels.poke`) and at least
+    every `worker_interval_seconds`, never twice within `worker_min_interval_seconds`."""
     token = activate(channels.database)
-    interval = channels.config.worker.worker_interval_seconds
+    settings = channels.config.worker
+    loop = asyncio.get_running_loop()
     try:
         while True:
+            started = loop.time()
+            # Cleared before the pass: a wake-up during it is not lost.
+            channels.wake.clear()
             try:
                 await run_once(channels)
+                if await follow_feeds(channels):
+                    # Events of a new session between the pass's read and the subscription:
+                    # one more pass, now that they would wake it.
+                    channels.wake.set()
             except Exception:
                 log.exception("channel worker pass failed; retrying next interval")
-            channels.wake.clear()
             # asyncio.timeout, not wait_for: on Python 3.11 a cancellation arriving while
             # wait_for wraps Event.wait could leave this task "cancelling" forever (seen as
             # an app shutdown that never finished).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(settings.worker_interval_seconds):
                     await channels.wake.wait()
+            rest = started + settings.worker_min_interval_seconds - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
     finally:
         deactivate(token)
 
 
+async def follow_feeds(channels: Channels) -> bool:
+    """Subscribes the wake-up listener to the events of the sessions the feed pass follows,
+    and lets go of the others; whether it subscribed to any new one (confirmed by Redis)."""
+    wanted = {channel_for(session_id) for session_id in channels.feed_sessions}
+    wanted.add(CHANNEL_WAKE)
+    followed = channels.followed
+    for channel in followed.channels - wanted:
+        await followed.discard(channel)
+    added = wanted - followed.channels
+    if added:
+        await followed.add_all(added)
+    return bool(added)
+
+
 async def wake_on_events(channels: Channels) -> None:
-    """Session events published by the workflow wake the worker at once; the periodic pass
-    still catches anything missed (pub/sub is not durable), and a resubscription after a Redis
-    outage wakes it too."""
-    async for _ in subscribe(channels.redis, patterns=(ALL_SESSIONS,)):
+    """What concerns the channel worker wakes it at once: an event of a session it follows
+    (one with an active channel feed), or `CHANNEL_WAKE` from a process that queued something
+    for it; not every session's events (issue 14). The periodic pass still catches anything
+    missed (pub/sub is not durable), and a resubscription after a Redis outage wakes it too."""
+    async for _ in subscribe_to(channels.redis, channels.followed):
         channels.wake.set()

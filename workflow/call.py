@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from models import lean
 from models.people import Agent
 from models.sales import Product, ProductType
 from models.sessions import (
@@ -147,6 +148,11 @@ async def _advance(unit: Unit, actor: Actor, step: dict[str, Any]) -> None:
                                                  "index": session.current_step})
 
 
+# The answer already stored for a retried `client_event_id` (unique per session).
+_DUPLICATE_ANSWER_SQL = ("SELECT * FROM acknowledgement WHERE session_id = ? "
+                         "AND client_event_id = ? LIMIT 1")
+
+
 @dataclass(frozen=True)
 class AckResult:
     acknowledgement: Acknowledgement
@@ -164,9 +170,11 @@ async def acknowledge(
     """
     async with locked(deps, principal.session_id, None) as unit:
         session = unit.session
-        existing = await Acknowledgement.get_or_none(
-            session_id=session.id, client_event_id=client_event_id, using_db=unit.conn
-        )
+        # On every acknowledgement: the query written out (models/lean.py, issue 14).
+        existing = await lean.fetch_one(
+            Acknowledgement, _DUPLICATE_ANSWER_SQL,
+            [lean.param(Acknowledgement, "session_id", session.id), client_event_id],
+            unit.conn)
         if existing is not None:
             return AckResult(existing, session, True)
         require_state(session, "acknowledge")

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -50,7 +50,6 @@ class RedisEventPublisher:
 
 # -- listening ------------------------------------------------------------------------------
 
-ALL_SESSIONS = "session-events:*"
 RESUBSCRIBED: dict[str, Any] = {"type": "resubscribed"}
 RETRY_SECONDS = 1.0
 log = logging.getLogger(__name__)
@@ -70,17 +69,23 @@ class ChannelSet:
         self._changed = asyncio.Event()
 
     async def add(self, channel: str, wait_seconds: float = 2.0) -> None:
-        if channel in self.channels:
+        await self.add_all((channel,), wait_seconds)
+
+    async def add_all(self, channels: Iterable[str], wait_seconds: float = 2.0) -> None:
+        """`add` for several channels: one SUBSCRIBE, one wait for all of them."""
+        new = [channel for channel in dict.fromkeys(channels) if channel not in self.channels]
+        if not new:
             return
-        self.channels.add(channel)
-        confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+        self.channels.update(new)
+        confirmed = [self._confirmed.setdefault(channel, asyncio.Event()) for channel in new]
         self._changed.set()
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):  # lost: subscribed on reconnecting
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.subscribe(*new)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_seconds):
-                await confirmed.wait()
+                for event in confirmed:
+                    await event.wait()
 
     async def discard(self, channel: str) -> None:
         if channel not in self.channels:

@@ -115,9 +115,18 @@ class ChannelSettings(BaseModel):
 
     ENV_PREFIX: ClassVar[str] = "SHUANGLU_CHANNELS_"
 
-    # Every web process runs the channel worker (claims are safe across processes).
+    # False: no process runs the channel worker.
     run_worker: bool = True
+    # Which processes run it (claims are safe across processes): "web", every web process
+    # (the default); "worker", only where the platform's background worker runs: the `worker`
+    # command, or a server with SHUANGLU_RUN_WORKER_IN_PROCESS=true (the single-process
+    # embedded mode, which so runs it either way). A process without it tells the others
+    # through Redis when it queued something for them (issue 14).
+    worker_processes: Literal["web", "worker"] = "web"
+    # The periodic pass (reminders, retries, anything a lost notification missed), and the
+    # least time between two passes however often the worker is woken.
     worker_interval_seconds: float = Field(default=2.0, gt=0)
+    worker_min_interval_seconds: float = Field(default=0.5, ge=0)
     outbox_lease_seconds: int = Field(default=60, ge=5)
     outbox_batch: int = Field(default=20, ge=1, le=500)
     wechat_send_max_attempts: int = Field(default=5, ge=1)
