@@ -40,6 +40,29 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["SHUANGLU_TESTDATA_DOWNLOAD"] = "0"
 
 
+# The tests that run real-time media (WebRTC calls, browsers, the multi-node cluster) and
+# check frame rates or timings: under `bin/test`'s two processes (pytest-xdist) they form one
+# scope that one process runs, one after another, never two at once; everything else is
+# shared out test by test between both processes.
+REALTIME_PATHS = ("tests/h5/", "tests/media_call/", "tests/cluster/", "tests/rehearsal/",
+                  "tests/channels/test_channels_console_browser.py",
+                  "tests/qa/test_qa_replay_page.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's own `--dist loadgroup` cannot group under pytest 9 (it renames
+    `item._nodeid`, which pytest 9 no longer reads), so the grouping is this scheduler's:
+    xdist's scope scheduling with every real-time test in one scope and every other test in a
+    scope of its own."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealtimeTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "realtime-media" if nodeid.startswith(REALTIME_PATHS) else nodeid
+
+    return RealtimeTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `one_database` (browser and engine tests, where the dialect changes nothing)
     run on SQLite only, to keep the suite's time for what differs between databases."""

@@ -44,11 +44,14 @@ _config: dict[str, pytest.Config] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _config["config"] = config
+    # Under pytest-xdist only the controlling process reports (it receives every worker's
+    # reports); the workers stay quiet and write nothing.
+    if not hasattr(config, "workerinput"):
+        _config["config"] = config
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not _durations:
+    if not _durations or "config" not in _config:
         return
     folder = Path(str(session.config.rootpath)) / "test-artifacts"
     folder.mkdir(exist_ok=True)
