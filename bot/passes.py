@@ -11,7 +11,7 @@ from bot.runtime import ChannelPass, Channels
 
 async def _sms_reports(channels: Channels) -> int:
     return await sms_reports.sweep(channels.sms, channels.redis, channels.now(),
-                                   channels.config.sms.report_pull_seconds)
+                                   channels.config.sms.report_pull_seconds, channels.deps.cipher)
 
 
 CHANNEL_PASSES: dict[str, ChannelPass] = {

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,12 +94,26 @@ class SmsReport:
     description: str
 
 
+@dataclass(frozen=True)
+class AwaitedText:
+    """A sent text still waiting for its report, as the outbox row holds it (the database, not
+    a process's memory: any worker on any node can ask for it, after any restart). A provider
+    that reports by pulling everything at once (Tencent) ignores it; one that is asked per
+    text (Aliyun's QuerySendDetails) needs the number, its message id and the day it was sent."""
+
+    context: str
+    phone: str
+    message_id: str
+    sent_at: datetime
+
+
 class SmsSender(Protocol):
     name: str
 
     async def send(self, message: SmsMessage) -> SmsReceipt: ...
 
-    async def pull_reports(self, limit: int = 100) -> list[SmsReport]: ...
+    async def pull_reports(self, awaited: Sequence[AwaitedText] = (),
+                           limit: int = 100) -> list[SmsReport]: ...
 
 
 INVITE_PATH = "/h5/invite/"
@@ -207,7 +222,8 @@ class TencentSmsSender:
                  first.get("SerialNo", ""))
         return SmsReceipt(self.name, str(first.get("SerialNo", "")))
 
-    async def pull_reports(self, limit: int = 100) -> list[SmsReport]:
+    async def pull_reports(self, awaited: Sequence[AwaitedText] = (),
+                           limit: int = 100) -> list[SmsReport]:
         """`PullSmsSendStatus`: the delivery reports not pulled yet (each is given once)."""
         body = await self._call("PullSmsSendStatus", {"Limit": limit,
                                                       "SmsSdkAppId": self.sdk_app_id})
@@ -235,5 +251,6 @@ class LogSmsSender:
         log.info("sms (log engine) to %s recorded in %s", mask_phone(message.phone), self.path)
         return SmsReceipt(self.name, message_id)
 
-    async def pull_reports(self, limit: int = 100) -> list[SmsReport]:
+    async def pull_reports(self, awaited: Sequence[AwaitedText] = (),
+                           limit: int = 100) -> list[SmsReport]:
         return []  # nothing was really sent: no operator reports

@@ -22,10 +22,10 @@ Wire format, as Aliyun documents its RPC-style APIs:
   throttling errors come with an HTTP 4xx).
 - Delivery: `QuerySendDetails` (`PhoneNumber`, `BizId`, `SendDate` yyyyMMdd, `PageSize`,
   `CurrentPage`) answers `SmsSendDetailDTOs.SmsSendDetailDTO[]` with `SendStatus` 1 waiting,
-  2 failed (`ErrCode`), 3 delivered. It needs the number, which the outbox keeps encrypted
-  only: this sender remembers (in memory, for the texts it sent itself) the number, BizId and
-  date until the operator's answer is final, so `pull_reports` can ask. A node restart forgets
-  them; those texts then stay "已发送" (Aliyun's push receipts through MNS are not used).
+  2 failed (`ErrCode`), 3 delivered. It needs the number, the BizId and the day: the
+  report sweep (bot/sms_reports.py) reads them from the outbox rows still waiting (the number
+  decrypted for the call only) and passes them in, so any worker on any node asks, after any
+  restart (Aliyun's push receipts through MNS are not used).
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from bot.sms import SmsError, SmsMessage, SmsReceipt, SmsReport
+from bot.sms import AwaitedText, SmsError, SmsMessage, SmsReceipt, SmsReport
 from security.masking import mask_phone
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ def rpc_signature(secret: str, method: str, params: Mapping[str, str]) -> str:
 
 
 @dataclass
-class _Pending:
-    phone: str
-    biz_id: str
-    send_date: str
-    context: str
-
-
-@dataclass
 class AliyunSmsSender:
     """Aliyun `SendSms` and `QuerySendDetails`."""
 
@@ -103,7 +95,6 @@ class AliyunSmsSender:
     link_prefix: str = ""
     clock: Callable[[], datetime] | None = None
     name: str = "aliyun"
-    pending: list[_Pending] = field(default_factory=list)
 
     def _now(self) -> datetime:
         return self.clock() if self.clock else datetime.now(UTC)
@@ -156,24 +147,24 @@ class AliyunSmsSender:
             "OutId": message.context,
         })
         biz_id = str(answer.get("BizId", ""))
-        self.pending.append(_Pending(phone, biz_id,
-                                     self._now().astimezone(CHINA).strftime("%Y%m%d"),
-                                     message.context))
         log.info("sms to %s sent (aliyun BizId %s)", mask_phone(phone), biz_id)
         return SmsReceipt(self.name, biz_id)
 
-    async def pull_reports(self, limit: int = 100) -> list[SmsReport]:
-        """`QuerySendDetails` for the texts still waiting; final answers are given once."""
+    async def pull_reports(self, awaited: Sequence[AwaitedText] = (),
+                           limit: int = 100) -> list[SmsReport]:
+        """`QuerySendDetails` for each text still waiting (the outbox rows the caller read:
+        nothing is remembered here, so any worker can ask after any restart); a report is
+        given once it is final, and the caller then stops awaiting that text."""
         reports: list[SmsReport] = []
-        for item in list(self.pending[:limit]):
+        for item in list(awaited)[:limit]:
             answer = await self._call("QuerySendDetails", {
-                "PhoneNumber": item.phone, "BizId": item.biz_id, "SendDate": item.send_date,
+                "PhoneNumber": item.phone.removeprefix("+86"), "BizId": item.message_id,
+                "SendDate": item.sent_at.astimezone(CHINA).strftime("%Y%m%d"),
                 "PageSize": "10", "CurrentPage": "1"})
             details = (answer.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
             status = int(details[0].get("SendStatus", 1)) if details else 1
             if status == 1:
                 continue  # the operator has not answered yet
-            self.pending.remove(item)
-            reports.append(SmsReport(item.context, item.biz_id, status == 3,
+            reports.append(SmsReport(item.context, item.message_id, status == 3,
                                      str(details[0].get("ErrCode", ""))[:60]))
         return reports

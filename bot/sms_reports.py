@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
-from bot.sms import SmsError, SmsReport, SmsSender
+from bot.sms import AwaitedText, SmsError, SmsReport, SmsSender
 from models.channels import (
     ChannelInvitation,
     DeliveryStatus,
@@ -19,6 +19,7 @@ from models.channels import (
     OutboxKind,
     OutboxStatus,
 )
+from security.crypto import FieldCipher
 
 log = logging.getLogger(__name__)
 CONTEXT_PREFIX = "outbox:"
@@ -30,18 +31,23 @@ def context_of(row_id: int) -> str:
 
 
 async def sweep(sms: SmsSender | None, redis: Redis, now: datetime,
-                pull_seconds: float) -> int:
-    """Pulls and records reports when a sent text awaits one; returns how many were new."""
+                pull_seconds: float, cipher: FieldCipher, limit: int = 100) -> int:
+    """Pulls and records reports when a sent text awaits one; returns how many were new. The
+    texts awaited are read from the outbox (oldest first), never from a process's memory."""
     if sms is None:
         return 0
-    waiting = await OutboundMessage.filter(
+    rows = await OutboundMessage.filter(
         kind=OutboxKind.SMS, status=OutboxStatus.SENT, delivery_report="",
-        sent_at__gte=now - timedelta(hours=WAIT_HOURS)).exists()
-    if not waiting or not await redis.set("sms:reports:pull", 1, nx=True,
-                                          px=max(int(pull_seconds * 1000), 1)):
+        sent_at__gte=now - timedelta(hours=WAIT_HOURS)).order_by("sent_at").limit(limit)
+    if not rows or not await redis.set("sms:reports:pull", 1, nx=True,
+                                       px=max(int(pull_seconds * 1000), 1)):
         return 0
+    awaited = [AwaitedText(context_of(row.id),
+                           cipher.decrypt(row.payload["phone_enc"], "outbound_message.sms_phone"),
+                           str(row.result.get("message_id", "")), row.sent_at)
+               for row in rows if row.sent_at is not None and "phone_enc" in row.payload]
     try:
-        reports = await sms.pull_reports()
+        reports = await sms.pull_reports(awaited, limit)
     except SmsError as exc:
         log.warning("sms delivery reports not pulled: %s", exc)
         return 0
