@@ -8,7 +8,6 @@ import importlib
 import inspect
 import textwrap
 import types
-import uuid
 from typing import Any
 
 import pytest
@@ -96,7 +95,8 @@ async def test_wrong_content_type_is_415(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("path", [
-    "/sessions/not-a-uuid", f"/sessions/{uuid.uuid4()}", f"/sessions/{uuid.uuid4()}/events",
+    "/sessions/not-a-uuid", "/sessions/4d1f2a3b-0000-4000-8000-000000000404",
+    "/sessions/4d1f2a3b-0000-4000-8000-000000000405/events",
     "/orders/abc", "/orders/99999", "/no/such/route",
 ])
 async def test_unknown_ids_and_routes_are_404(harness: Harness, path: str) -> None:
