@@ -45,6 +45,10 @@ def _guard() -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        # A pytest-xdist worker lives on in execnet's loop until the controlling process
+        # lets it go: its lifetime is the controller's to bound (this guard runs there).
+        return
     threading.Thread(target=_guard, name="exit-guard", daemon=True).start()
     # Past interpreter finalization, Python threads no longer run: faulthandler's own thread
     # prints the stacks and exits (status 1) if even that stage hangs.
