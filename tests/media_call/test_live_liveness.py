@@ -418,6 +418,15 @@ class Call:
         await self.agent.close()
 
 
+def _portrait(harness: Harness, photo: bytes) -> Callable[[str], Awaitable[None]]:
+    """Stores what the identity step keeps of attempt 1 (here reported by an engine): the card
+    portrait the live run matches its best call frame against."""
+    async def store(sid: str) -> None:
+        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
+            portrait_path(UUID(sid), 1), photo)
+    return store
+
+
 async def _call(harness: Harness, media: EncodedMedia,
                 camera: Callable[[Callable[[], int]], FaceCamera],
                 before_call: Callable[[str], Awaitable[None]] | None = None,
@@ -454,14 +463,10 @@ async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_cal
     harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
     portraits: dict[str, bytes],
 ) -> None:
-    async def with_portrait(sid: str) -> None:
-        # What the identity step stores (here reported by an engine): another photo of the
-        # person in the call, cropped as on a card; the run matches its best frame to it.
-        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
-            portrait_path(UUID(sid), 1), portraits["same"])
-
+    # The card portrait: another photo of the person in the call, cropped as on a card.
     call, camera = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
+        clips.neutral, then=clips.blink, trigger=trigger),
+        before_call=_portrait(harness, portraits["same"]))
     sid = call.walk.session_id
     try:
         await _until_event(sid, "live_liveness_started")
@@ -542,12 +547,9 @@ async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
     harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
     portraits: dict[str, bytes],
 ) -> None:
-    async def with_portrait(sid: str) -> None:
-        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
-            portrait_path(UUID(sid), 1), portraits["other"])
-
     call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
+        clips.neutral, then=clips.blink, trigger=trigger),
+        before_call=_portrait(harness, portraits["other"]))
     sid = call.walk.session_id
 
     async def judged() -> list[dict[str, Any]]:
@@ -637,12 +639,9 @@ async def test_r13_without_a_clip_face_presence_starts_once_the_live_run_matched
     """An identity check reported without its live face (an external engine): presence is
     unavailable when the customer connects, and starts with the call frame the live run
     matched against the card portrait."""
-    async def with_portrait(sid: str) -> None:
-        await EvidenceStore(harness.deps.storage, harness.deps.cipher).put(
-            portrait_path(UUID(sid), 1), portraits["same"])
-
     call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_portrait)
+        clips.neutral, then=clips.blink, trigger=trigger),
+        before_call=_portrait(harness, portraits["same"]))
     sid = call.walk.session_id
     try:
         await _until_event(sid, "presence_started", seconds=50)
