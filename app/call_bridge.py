@@ -26,6 +26,7 @@ from app.spoken_answers import SpokenAnswerWatcher
 from infra.call_rooms import Rooms, call_admission
 from infra.cluster import Cluster, beat, default_node
 from infra.database import activate, deactivate
+from infra.tasks import cancel_and_wait
 from media.call import CallHub, CallHubConfig
 from media.call.events import ClipFinished, PartyConnected, PartyLost
 from media.call.hub import RoomClosed
@@ -171,12 +172,9 @@ def call_context(speech: SpeechSettings) -> Callable[[web.Application], AsyncIte
             yield
         finally:
             stop.set()
-            for task in tasks:
-                task.cancel()
             # Bounded: a task whose cancellation was swallowed must not hold the shutdown.
-            _, stuck = await asyncio.wait(tasks, timeout=10)
-            for task in stuck:
-                log.error("call background task %s did not stop within 10 s", task.get_name())
+            await asyncio.gather(*(cancel_and_wait(task, f"call task {task.get_name()}")
+                                   for task in tasks))
             await bridge.live.shutdown()
             await hub.shutdown()  # closes (and releases) every room of this node
             await cluster.leave()

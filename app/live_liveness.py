@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+from infra.tasks import cancel_and_wait
 from media.call import CallHub, UnknownSession
 from media.call.live_liveness import ChallengeRun, LiveChallengeConfig, LiveJudge, run_challenge
 from models.sessions import RecordingSession, SessionState
@@ -165,9 +166,7 @@ class LiveLivenessWatcher:
     async def room_closed(self, session_id: str) -> None:
         task = self._runs.pop(session_id, None)
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task, f"live liveness run of {session_id}")
 
     async def shutdown(self) -> None:
         for session_id in list(self._runs):

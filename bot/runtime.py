@@ -27,6 +27,7 @@ from bot.sms_aliyun import AliyunSmsSender
 from bot.wechat_api import WeChatApi
 from bot.wechat_inbound import MessageCodec
 from infra.database import activate, deactivate
+from infra.tasks import cancel_and_wait
 from security.ratelimit import RateLimiter
 from security.tokens import TokenStore
 from workflow.core import WorkflowDeps
@@ -208,18 +209,10 @@ async def _channels(app: web.Application, passes: Mapping[str, ChannelPass],
     try:
         yield
     finally:
-        for task in (worker, listener, *channels.background):
-            if task is not None:
-                task.cancel()
-        pending = {t for t in (worker, listener, *channels.background) if t is not None}
-        if pending:
-            # Bounded: a task that ignores its cancellation must not hold the shutdown.
-            done, stuck = await asyncio.wait(pending, timeout=10)
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: it was logged where it happened
-            for task in stuck:
-                log.error("channel task %s did not stop within 10 s of its cancellation", task)
+        # Bounded: a task that swallows its cancellation must not hold the shutdown.
+        await asyncio.gather(*(cancel_and_wait(task, f"channel task {task.get_name()}")
+                               for task in (worker, listener, *channels.background)
+                               if task is not None))
         await channels.http.close()
         channels.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -141,6 +141,7 @@ class JobBroker(RedisStreamBroker):
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         renewer = asyncio.create_task(self._renew_claims())
         waiting: list[Delivery] = []
+        fetch: asyncio.Task[list[Delivery]] | None = None
         need_group = True  # whenever a receiver starts, and after Redis lost it
         try:
             async with Redis(connection_pool=self.connection_pool) as redis:
@@ -153,7 +154,8 @@ class JobBroker(RedisStreamBroker):
                         # swallow that cancellation and never return); the read ends within
                         # its block time on its own, and what it fetched but never handed
                         # over goes idle and is claimed again.
-                        waiting = await asyncio.shield(self._fetch(redis))
+                        fetch = asyncio.create_task(self._fetch(redis))
+                        waiting = await asyncio.shield(fetch)
                     except ResponseError as exc:
                         if "NOGROUP" not in str(exc):
                             raise
@@ -173,8 +175,24 @@ class JobBroker(RedisStreamBroker):
         finally:
             for delivery in waiting:  # fetched, never handed over: let them go idle
                 self._held.pop(delivery.msg_id, None)
+            if fetch is not None and not fetch.done():
+                # The shielded read outlives the receiver; it ends within its block time (or
+                # fails when the broker closes its connections): settle it then.
+                fetch.add_done_callback(self._abandoned_fetch)
             renewer.cancel()
             await asyncio.wait({renewer}, timeout=1.0)  # never swallows our own cancellation
+
+    def _abandoned_fetch(self, fetch: asyncio.Task[list[Delivery]]) -> None:
+        """A read still running when the receiver stopped: what it fetched is never handed
+        over (it goes idle and is claimed again), and its error is expected, not logged as
+        "never retrieved"."""
+        if fetch.cancelled():
+            return
+        if (error := fetch.exception()) is not None:
+            log.debug("job read ended after the receiver stopped: %r", error)
+            return
+        for delivery in fetch.result():
+            self._held.pop(delivery.msg_id, None)
 
     async def _fetch(self, redis: Redis) -> list[Delivery]:
         claimed: list[Delivery] = []

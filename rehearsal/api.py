@@ -6,13 +6,14 @@ lost socket message never stalls a party)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+
+from infra.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 Snapshot = dict[str, Any]
@@ -132,9 +133,7 @@ class LiveFeed:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, "rehearsal follower")
 
     def update(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot

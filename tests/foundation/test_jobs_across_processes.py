@@ -10,6 +10,7 @@ test's Redis and database, while the test process (whose app runs no receiver) q
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -319,3 +320,37 @@ async def _is(values: list[int], expected: list[int]) -> bool:
 
 async def _len_is(client: aioredis.Redis, key: str, n: int) -> bool:
     return int(await client.xlen(key)) == n
+
+
+def _reads(jobs: Jobs) -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "").endswith("JobBroker._fetch")]
+
+
+@pytest.mark.timeout(30)
+async def test_a_stopped_receiver_settles_its_last_read_without_an_unretrieved_error(
+    redis_url: str, queue: str
+) -> None:
+    """The read a stop leaves running (shielded, so redis-py is not cancelled mid-reply) ends
+    when the broker closes its connections; its error is expected and retrieved, never logged
+    as "Task exception was never retrieved" at the end of every run with jobs."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        receivers = await _receivers(redis_url, queue, 1, {})
+        await _until(lambda: _has_reads(receivers[0]), 10, "the receiver's blocking read")
+        reads = _reads(receivers[0])
+        await receivers[0].stop()
+        await asyncio.wait(reads, timeout=10)
+        assert all(read.done() for read in reads)
+        del reads
+        gc.collect()
+        assert [c.get("message") for c in reported] == []
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def _has_reads(jobs: Jobs) -> bool:
+    return bool(_reads(jobs))
