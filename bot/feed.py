@@ -14,6 +14,7 @@ import logging
 
 from bot import bank, dialogue, outbox
 from bot.runtime import Channels
+from models import lean
 from models.channels import (
     ChannelFeed,
     ChannelInvitation,
@@ -28,19 +29,25 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
+# The active feeds whose session has events they have not acted on, oldest feed first: a pass
+# takes at most BATCH of them, and those it handled drop out, so the next pass reaches the rest
+# (taking the first BATCH active feeds whether or not they had news left every later one to
+# wait for nothing).
+_DUE = ("SELECT f.* FROM channel_feed f JOIN recording_session s ON s.id = f.session_id "
+        "WHERE f.active = ? AND s.event_seq > f.last_seq ORDER BY f.id LIMIT ?")
+
+
 async def process(channels: Channels) -> int:
-    feeds = await ChannelFeed.filter(active=True).order_by("id").limit(BATCH)
-    # The sessions whose events wake the worker (bot/runtime.follow_feeds), issue 14.
-    channels.feed_sessions = {str(feed.session_id) for feed in feeds}
-    if not feeds:
+    # The sessions whose events wake the worker (bot/runtime.follow_feeds), issue 14: every
+    # active feed's, not only those with news now.
+    channels.feed_sessions = {str(session_id) for session_id in await ChannelFeed.filter(
+        active=True).values_list("session_id", flat=True)}
+    if not channels.feed_sessions:
         return 0
-    current = dict(await RecordingSession.filter(
-        id__in=[f.session_id for f in feeds]).values_list("id", "event_seq"))
+    feeds = await lean.fetch(ChannelFeed, _DUE, [lean.param(ChannelFeed, "active", True),
+                                                 BATCH])
     handled = 0
     for feed in feeds:
-        seq = current.get(feed.session_id)
-        if seq is None or seq <= feed.last_seq:
-            continue
         events = await SessionEvent.filter(
             session_id=feed.session_id, seq__gt=feed.last_seq).order_by("seq")
         if not events:

@@ -8,6 +8,9 @@ import asyncio
 import json
 import time
 
+import pytest
+
+from bot import feed
 from models.audit import AuditEntry
 from models.channels import OutboundMessage, OutboxKind, OutboxStatus
 from models.sales import Order
@@ -152,3 +155,19 @@ async def test_full_lifecycle_reaches_the_bank_R43(kit: Kit) -> None:
     assert view["recording_complete"] and view["qa_complete"] and view["qa_passed"]
     assert kit.bank.received[-1]["body"]["state"] == "qa_passed"
     assert kit.bank.received[-1]["body"]["qa_complete"] is True
+
+
+async def test_a_pass_reaches_feeds_with_news_beyond_its_batch_of_quiet_ones(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass takes at most `BATCH` feeds: those with events not yet acted on, not the first
+    active ones (which, with nothing new, used to fill the batch and leave later sessions'
+    webhooks to wait); every active feed's session still wakes the worker (issue 14)."""
+    quiet, _ = await _bank_invitation(kit, "BC-QUIET")
+    await feed.process(kit.channels)  # the quiet session's 'invited' acted on: nothing new
+    monkeypatch.setattr(feed, "BATCH", 1)
+    news, _ = await _bank_invitation(kit, "BC-NEWS")
+    assert await feed.process(kit.channels) == 1
+    assert await OutboundMessage.filter(
+        kind=OutboxKind.WEBHOOK, dedup_key__contains=news).exists()
+    assert kit.channels.feed_sessions == {quiet, news}
