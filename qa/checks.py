@@ -19,7 +19,7 @@ from qa.findings import KINDS, Finding, Severity, clock
 from qa.live_liveness import live_facts
 from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
 from qa.settings import QaSettings
-from qa.timeline import StepPlay, Timeline, TranscriptLine
+from qa.timeline import PresenceFact, StepPlay, Timeline, TranscriptLine
 from scripts_library.model import ProductType as ScriptProductType
 from scripts_library.rules import forbidden_phrasing, mandatory_steps
 from workflow.call import RISK_SENTENCE_PRODUCTS
@@ -483,11 +483,32 @@ def check_agent_read(c: CheckInput) -> list[Finding]:
 # --------------------------------------------------------------------------- presence (R-13)
 
 
+def _unsampled(marks: list[PresenceFact], end: int) -> list[tuple[int, int]]:
+    """Stretches without presence samples (``sampling_lost`` to the next ``sampling_resumed``
+    or the end): the customer's presence there is unknown — neither in view nor away."""
+    spans = []
+    for i, mark in enumerate(marks):
+        if mark.type == "sampling_lost":
+            until = next((m.at_ms for m in marks[i + 1:] if m.type == "sampling_resumed"), end)
+            spans.append((mark.at_ms, max(mark.at_ms, until)))
+    return spans
+
+
+def _known(start: int, end: int, unknown: list[tuple[int, int]]) -> int:
+    """Milliseconds of [start, end) outside the unknown stretches (which do not overlap)."""
+    return max(0, end - start) - sum(max(0, min(end, b) - max(start, a)) for a, b in unknown)
+
+
 def check_presence(c: CheckInput) -> list[Finding]:
-    """R-13: no second face, the same face throughout, the customer in view long enough."""
+    """R-13: no second face, the same face throughout, the customer in view long enough.
+    Fail closed: time without samples counts neither as absence nor as presence (it gets its
+    own `presence_unchecked` finding, `check_presence_monitored`); only the absence seen
+    counts, so a customer is out of view too long only if that holds whatever happened in
+    the unknown time."""
     findings: list[Finding] = []
     marks = sorted(c.timeline.presence, key=lambda m: m.at_ms)
     end = c.call_end_ms
+    unknown = _unsampled(marks, end)
     away_ms = 0
     left_at: int | None = None
     pairs = {"second_face_appeared": "second_face_gone", "face_changed": "face_restored"}
@@ -503,9 +524,10 @@ def check_presence(c: CheckInput) -> list[Finding]:
         elif mark.type == "customer_left":
             left_at = mark.at_ms
             until = next((m.at_ms for m in marks[i + 1:] if m.type == "customer_returned"), end)
-            away_ms += max(0, until - mark.at_ms)
+            seen = _known(mark.at_ms, until, unknown)
+            away_ms += seen
             findings.append(Finding("customer_left",
-                                    f"客户离开画面 {max(0, until - mark.at_ms) / 1000:.1f} 秒",
+                                    f"客户离开画面 {seen / 1000:.1f} 秒",
                                     at_ms=mark.at_ms, details={"until_ms": until}))
     if end > 0 and away_ms:
         share = 1 - away_ms / end
@@ -534,11 +556,27 @@ def check_presence_monitored(c: CheckInput) -> list[Finding]:
     """R-13, fail closed: a call whose customer was not watched by the presence monitor has no
     evidence that the verified customer stayed in front of the camera — no presence marks then
     mean "not checked", never "all fine". Critical when the call never logged
-    `presence_started`, and for every `presence_unavailable`."""
+    `presence_started`, for every `presence_unavailable`, and when the monitor went without
+    samples for a while (`sampling_lost`: the node fell behind, the picture stopped) outside
+    an interruption of the call (which has its own finding)."""
     t = c.timeline
     if not t.had_call:
         return []
     findings: list[Finding] = []
+    marks = sorted(t.presence, key=lambda m: m.at_ms)
+    gaps = [(a, b) for a, b in _unsampled(marks, c.call_end_ms)
+            if b > a and not _covered_by_interruption(c, a, b)]
+    if gaps:
+        total = sum(b - a for a, b in gaps)
+        spans = "、".join(f"{clock(a)}–{clock(b)}" for a, b in gaps[:5])
+        more = f" 等 {len(gaps)} 段" if len(gaps) > 5 else ""
+        findings.append(Finding(
+            "presence_unchecked",
+            f"{spans}{more}（共 {total / 1000:.0f} 秒）未能采样客户画面，"
+            "其间无法判断客户本人是否在场",
+            at_ms=gaps[0][0], details={"event": "presence_not_sampled",
+                                       "spans_ms": [list(g) for g in gaps],
+                                       "unsampled_ms": total}))
     for watch in t.presence_watch:
         if watch.type != "unavailable":
             continue

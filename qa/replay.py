@@ -36,6 +36,7 @@ PRESENCE_LABELS = {
     "customer_left": "客户离开画面", "customer_returned": "客户回到画面",
     "second_face_appeared": "出现第二张人脸", "second_face_gone": "第二张人脸离开",
     "face_changed": "人脸与客户不一致", "face_restored": "客户本人回到画面",
+    "sampling_lost": "客户画面未能采样（在场情况不明）", "sampling_resumed": "客户画面恢复采样",
 }
 ANSWER_LABELS = {"affirmative": "肯定答复", "negative": "否定答复", "unclear": "答复不明确"}
 

@@ -53,6 +53,8 @@ PLAY_ON = frozenset({"script_started", "step_started", "script_resumed", "call_r
 # Presence marks that end a breach (R-13), and the breach each ends.
 BREACH_ENDS = {"customer_returned": "customer_left", "second_face_gone": "second_face_appeared",
                "face_restored": "face_changed"}
+# Presence marks of a stretch without samples (unknown, not a breach).
+SAMPLING_MARKS = frozenset({"sampling_lost", "sampling_resumed"})
 # States a session reaches without the API closing its call room (the expiry sweep): the room,
 # its recorder and presence state are freed when the follower sees them.
 CLOSE_ON = frozenset({"expired"})
@@ -132,6 +134,8 @@ class PresenceWatcher:
         self._live_face_due: set[str] = set()
         # Rooms whose reading is held until the customer is back alone in view (R-13).
         self.held: set[str] = set()
+        # Each watched room's mark writer (it skips the marks it wrote already).
+        self._writers: dict[str, Callable[[list[PresenceMark]], Awaitable[None]]] = {}
 
     def host(self) -> PresenceHost:
         """The child process that runs the face analysis (also the live liveness judge)."""
@@ -163,8 +167,7 @@ class PresenceWatcher:
             reference = await media_events.presence_reference(self._deps, UUID(session_id))
             host = self._presence_host()
             sample_fps = await asyncio.to_thread(
-                host.open, session_id, reference.image, max(time.time() - reference.origin, 0)
-            )
+                host.open, session_id, reference.image, origin=reference.origin)
         except media_events.NoPresenceReference as reason:
             # Fails closed: the timeline says so and QA raises a critical finding.
             log.warning("%s: customer presence not checked during the call (R-13): %s",
@@ -184,7 +187,7 @@ class PresenceWatcher:
                 # for the child process.
                 session_id, "customer", functools.partial(host.add_frame, session_id),
                 sample_fps=sample_fps, origin=reference.origin,
-                on_result=self._in_database(self._writer(UUID(session_id))),
+                on_result=self._in_database(self._writer(session_id)),
             )
         except UnknownSession:  # the room closed meanwhile
             self._rooms.pop(session_id, None)
@@ -232,6 +235,7 @@ class PresenceWatcher:
         self.held.discard(session_id)
         origin = self._rooms.pop(session_id, None)
         if origin is None or self._host is None:
+            self._writers.pop(session_id, None)
             return
         try:
             report = await asyncio.to_thread(self._host.finish, session_id,
@@ -239,6 +243,9 @@ class PresenceWatcher:
         except PresenceHostError as error:
             log.error("%s: no presence report: %s", session_id, error)
             return
+        writer = self._writers.pop(session_id, None)
+        if writer is not None:  # a stretch at the end without samples: unknown (R-13)
+            await writer([m for m in report.marks if m.type == "sampling_lost"])
         log.info("%s: presence %s (%s), in view %.0f%% of %d samples, %d marks", session_id,
                  "passed" if report.passed else "failed", report.reason_code or "ok",
                  report.in_view_share * 100, report.samples, len(report.marks))
@@ -247,13 +254,23 @@ class PresenceWatcher:
         if self._host is not None:
             self._host.shutdown()
 
-    def _writer(self, session_id: UUID) -> Callable[[list[PresenceMark]], Awaitable[None]]:
+    def _writer(self, key: str) -> Callable[[list[PresenceMark]], Awaitable[None]]:
+        """Writes a room's marks on the timeline, each once, and holds the reading while a
+        breach lasts. ``sampling_lost``/``_resumed`` (a stretch without samples, known only
+        afterwards) are written for QA but are no breach: nothing was seen."""
+        session_id = UUID(key)
         breaches: set[str] = set()
+        written: set[tuple[str, float]] = set()
 
         async def write(marks: list[PresenceMark]) -> None:
             for mark in marks:
+                if (mark.type, mark.at_s) in written:
+                    continue
+                written.add((mark.type, mark.at_s))
                 await record_media_event(self._deps, session_id, PRESENCE_MARK, mark.model_dump(
                     include={"type", "at_s", "message", "faces", "distance"}))
+                if mark.type in SAMPLING_MARKS:
+                    continue
                 before = bool(breaches)
                 if mark.type in BREACH_ENDS:
                     breaches.discard(BREACH_ENDS[mark.type])
@@ -264,6 +281,7 @@ class PresenceWatcher:
                 elif before and not breaches:
                     await self._release(session_id)
 
+        self._writers[key] = write
         return write
 
     async def _hold(self, session_id: UUID, mark: PresenceMark) -> None:

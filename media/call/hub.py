@@ -68,8 +68,9 @@ from media.call.ice import (
 )
 from media.call.listen import AudioListener, Samples
 from media.call.passthrough import forward_keyframe_requests, request_keyframe, tap_receiver
-from media.call.presence import Frame, SamplingPool, VideoSampler
+from media.call.presence import Frame, VideoSampler
 from media.call.relay import PacketFanout, RelayTrack
+from media.call.sampling import SamplingPool
 from media.call.tts import TtsPlayer
 from media.recording import (
     EncodedPacket,
@@ -117,7 +118,8 @@ class CallHubConfig:
     max_pending_messages: int = 100
     socket_receive_buffer: int = 1 << 20  # bytes per UDP socket; 0 keeps the OS default
     # Worker threads shared by all rooms' video samplers (decode + analysis, R-13); a sample
-    # that finds them all busy is dropped, never queued.
+    # that finds them all busy waits, and the room whose sample fell due first goes next
+    # (media/call/sampling.py): one sample per room at most, no room starved.
     sample_workers: int = 1
     # Admission control (media/call/admission.py): None admits every room.
     admission: AdmissionConfig | None = None

@@ -9,9 +9,13 @@ frame decodes on its own, so sampling costs one key-frame decode per sample, wha
 rate.
 
 Threads: decoding and ``analyse`` run in a small worker pool owned by the hub
-(:class:`SamplingPool`), never in the event loop. A sampler has at most one sample in flight,
-and the pool never queues: a key frame that arrives while the sampler (or the whole pool) is
-busy is dropped, and the next one is requested once there is room again. What ``analyse``
+(:class:`media.call.sampling.SamplingPool`), never in the event loop. A sampler has at most one
+sample in flight (waiting for a worker or running): a key frame that arrives meanwhile is
+dropped, and the next one is requested once the sample is done. When every worker is busy with
+other rooms the sample waits for its turn, and the pool serves the room whose sample fell due
+first: with more rooms than the workers can serve every room is sampled less often, evenly,
+never starved (a sample is dated by its frame, so a late one is still true of its moment; the
+presence monitor reads a stretch without samples as unknown, not as absence). What ``analyse``
 returns is passed, in the event loop and in sample order, to ``on_result``. A thread does not
 help an analysis that holds the GIL (dlib face detection and embedding do, 0.05–0.14 s when
 they run): that stalls the loop all the same, so such work belongs in another process — the
@@ -37,11 +41,9 @@ sample in flight and for its results to be delivered.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ from numpy.typing import NDArray
 
 from media.call.events import Role
 from media.call.relay import PacketFanout
+from media.call.sampling import SamplingPool
 from media.recording.packets import EncodedPacket
 from media.recording.segments import MediaClock
 
@@ -64,45 +67,6 @@ Frame = NDArray[np.uint8]
 _REQUEST_RETRY_SECONDS = 0.5
 
 
-class SamplingPool:
-    """Worker threads for decoding and analysing samples; refuses work instead of queueing."""
-
-    def __init__(self, workers: int = 1) -> None:
-        if workers < 1:
-            raise ValueError("a sampling pool needs at least one worker")
-        self.workers = workers
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._busy = 0
-        self._lock = threading.Lock()
-
-    @property
-    def busy(self) -> int:
-        return self._busy
-
-    def try_submit(self, job: Callable[[], T]) -> asyncio.Future[T] | None:
-        """Run ``job`` in a worker now, or return None when every worker is taken."""
-        with self._lock:
-            if self._busy >= self.workers:
-                return None
-            self._busy += 1
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.workers, thread_name_prefix="video-sampler"
-            )
-        future = self._executor.submit(job)
-        future.add_done_callback(self._release)
-        return asyncio.wrap_future(future)
-
-    def _release(self, _: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._busy -= 1
-
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-
 @dataclass
 class SamplerStats:
     """What a sampler saw and did; CPU times are the worker thread's (``time.thread_time``)."""
@@ -111,7 +75,10 @@ class SamplerStats:
     keyframes: int = 0
     keyframe_requests: int = 0
     samples: int = 0  # key frames decoded and analysed
-    dropped_busy: int = 0  # due key frames dropped because a sample was still being analysed
+    dropped_busy: int = 0  # due key frames dropped because a sample was still waiting or running
+    waited: int = 0  # samples that waited for a worker busy with other rooms
+    replaced: int = 0  # waiting samples whose frame a fresher key frame replaced
+    max_wait_s: float = 0.0  # the longest a sample waited for a worker
     decode_errors: int = 0
     analyse_errors: int = 0
     decode_cpu_s: float = 0.0  # decoding + conversion to BGR
@@ -158,6 +125,9 @@ class VideoSampler(Generic[T]):
         self._decoder: Any = None  # av.CodecContext, used by one worker job at a time
         self._decoder_epoch: int | None = None
         self._last_t: float | None = None
+        self._attached_at: float | None = None  # POSIX time of the first attach
+        self._previous_t: float | None = None  # the sample before the one in flight
+        self._submitted = 0.0  # when the sample in flight was submitted (monotonic)
         self._requested_at = 0.0
         self._in_flight: asyncio.Future[None] | None = None
         self._delivery: asyncio.Task[None] | None = None
@@ -179,6 +149,8 @@ class VideoSampler(Generic[T]):
         self._fanout, self._epoch = fanout, epoch
         self._unsubscribe = fanout.subscribe(self._on_packet)
         self._requested_at = 0.0
+        if self._attached_at is None:
+            self._attached_at = time.time()
         self._ticker = asyncio.get_running_loop().create_task(self._request_loop())
         self._ticker.add_done_callback(_log_failure)
 
@@ -197,6 +169,7 @@ class VideoSampler(Generic[T]):
         """Detach for good; wait for the sample in flight and the delivery of every result."""
         self._closed = True
         self.detach()
+        self._pool.withdraw(self)  # a sample still waiting for a worker is not taken
         if self._in_flight is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._in_flight)
@@ -225,25 +198,45 @@ class VideoSampler(Generic[T]):
         t = wall - self.origin
         if self._last_t is not None and t - self._last_t < self.period - 1e-6:
             return  # not due (a key frame someone else asked for)
+        submitted = self._submitted
         if self._busy():
-            self.stats.dropped_busy += 1
+            # Still waiting for its turn: the fresher frame takes its place (same turn).
+            if self._pool.replace(self, lambda: self._job(packet, t, submitted)):
+                self.stats.replaced += 1
+                self._taken(t)
+            else:  # being analysed
+                self.stats.dropped_busy += 1
             return
-        future = self._pool.try_submit(lambda: self._job(packet, t))
-        if future is None:  # the pool is busy with other rooms
-            self.stats.dropped_busy += 1
-            return
-        stats = self.stats
-        if stats.last_t is not None:
-            stats.max_gap_s = max(stats.max_gap_s, t - stats.last_t)
-        if stats.first_t is None:
-            stats.first_t = t
-        self._last_t = stats.last_t = t
+        self._submitted = submitted = time.monotonic()
+        future = self._pool.submit(self, self._due(), lambda: self._job(packet, t, submitted))
+        self._previous_t = self.stats.last_t
+        self._taken(t)
         self._in_flight = asyncio.ensure_future(self._finish(future))
         self._in_flight.add_done_callback(_log_failure)
+
+    def _taken(self, t: float) -> None:
+        """``t`` is the time of the sample in flight (submitted, or replacing the waiting one)."""
+        stats = self.stats
+        if self._previous_t is None:
+            stats.first_t = t
+        else:
+            stats.max_gap_s = max(stats.max_gap_s, t - self._previous_t)
+        self._last_t = stats.last_t = t
+
+    def _due(self) -> float:
+        """POSIX time the next sample falls due: a period after the last one (the first one:
+        when the sampler was first attached). The pool serves the earliest first."""
+        if self._last_t is not None:
+            return self.origin + self._last_t + self.period
+        return self._attached_at if self._attached_at is not None else time.time()
 
     async def _finish(self, future: asyncio.Future[tuple[bool, Any]]) -> None:
         try:
             ok, result = await future
+        except asyncio.CancelledError:
+            if not future.cancelled():
+                raise
+            return  # withdrawn before a worker took it (the room closed)
         finally:
             self._wake.set()  # a sample may be due right away
         if ok:
@@ -268,8 +261,12 @@ class VideoSampler(Generic[T]):
 
     # -- the worker job --------------------------------------------------------------------
 
-    def _job(self, packet: EncodedPacket, t: float) -> tuple[bool, Any]:
+    def _job(self, packet: EncodedPacket, t: float, submitted: float) -> tuple[bool, Any]:
         """In a worker thread: decode the key frame, run the analysis. (ok, result)."""
+        waited = time.monotonic() - submitted
+        if waited > 0.005:  # more than the hand-over: it waited for other rooms' samples
+            self.stats.waited += 1
+        self.stats.max_wait_s = max(self.stats.max_wait_s, waited)
         started = time.thread_time()
         try:
             if self._decoder is None or self._decoder_epoch != packet.epoch:
@@ -311,8 +308,11 @@ class VideoSampler(Generic[T]):
             due = self.origin + self._last_t + self.period if self._last_t is not None else now
             if now < due:
                 wait = due - now
-            elif self._busy() or self._pool.busy >= self._pool.workers:
-                wait = _REQUEST_RETRY_SECONDS  # or earlier, when the sample in flight ends
+            elif self._busy() and not self._pool.is_waiting(self):
+                # Until the sample being analysed ends (which wakes this). A due sample asks
+                # for its key frame even when the pool is busy, and one waiting for its turn
+                # asks for a fresher one each period (the rate of an unhurried call).
+                wait = _REQUEST_RETRY_SECONDS
             elif loop.time() - self._requested_at >= min(_REQUEST_RETRY_SECONDS, self.period):
                 fanout = self._fanout
                 if fanout is not None:

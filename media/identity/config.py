@@ -156,6 +156,10 @@ class PresenceConfig(BaseModel):
     min_in_view_share: float = Field(default=0.8, ge=0.0, le=1.0)
     # Consecutive samples before a change is marked, so one bad frame does not make a mark.
     confirm_samples: int = Field(default=2, ge=1)
+    # Seconds two samples may be apart (the call hub falling behind, a lost connection):
+    # a longer stretch without a sample is unknown, marked ``sampling_lost``/``_resumed``, and
+    # breaks the run of consecutive samples a change needs.
+    max_gap_s: float = Field(default=5.0, gt=0.0)
     # The face is compared with the reference when it changed (count, place, size, look) and
     # at least every n-th sample (embedding costs ~15x detecting on the small copy).
     identity_every_n_samples: int = Field(default=5, ge=1)

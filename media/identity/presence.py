@@ -5,6 +5,14 @@ time in the recording. Each sample counts faces and compares them with the custo
 embedding (taken at identity verification). A change must last ``confirm_samples`` samples before
 it is marked, so one missed detection does not put a breach on the timeline.
 
+Fail closed on missing samples (issue 16): when the call hub falls behind (or the picture
+stops) and two samples are more than ``max_gap_s`` apart, the rest of that stretch is unknown —
+neither in view nor away. It is marked ``sampling_lost`` (when the window ran out) and
+``sampling_resumed`` (at the next sample), a change is confirmed only by samples without such a
+stretch between them, and the report counts it as ``unsampled_s``: ``low_presence`` only when
+the customer would be out of view too long even if in view all the unknown time, else
+``not_sampled`` when the unknown time decides it.
+
 Cost: the face detector (HOG on a copy of at most ``detect_max_side_px``, ~0.045 CPU-s) does
 not run on every sample. Between detections each face found is followed by its grey template
 (normalised correlation within half a face of its last place, on a 240 px grey copy), and the
@@ -44,12 +52,15 @@ MESSAGES: dict[PresenceMarkType, str] = {
     "second_face_gone": "第二张人脸已离开画面",
     "face_changed": "画面中的人脸与核验身份的客户不一致",
     "face_restored": "核验身份的客户重新出现在画面中",
+    "sampling_lost": "客户画面未能按时采样，此后客户是否在场无法判断",
+    "sampling_resumed": "客户画面恢复采样",
 }
 REASONS: dict[str, str] = {
     "low_presence": "通话中客户未始终处于画面内，请保持面部在画面中",
     "second_face": "通话中画面出现他人，请确保仅投保人本人出镜",
     "face_changed": "通话中出镜人员与身份核验人员不一致",
     "no_samples": "未收到客户视频画面",
+    "not_sampled": "通话中部分时段未能采样客户画面，无法判断客户是否始终在场",
 }
 
 # Counting faces between detections (see the module docstring). Tracking copy: grey, longest
@@ -177,6 +188,7 @@ class PresenceMonitor:
         if self._last_t is not None and t - self._last_t < 1.0 / self.config.sample_fps - 1e-6:
             return []
         self._last_t = t
+        lost = self._gap_before(t)
         grey, scale = _tracking_copy(image)
         boxes = self._follow(grey, scale)
         if boxes is None:
@@ -199,6 +211,8 @@ class PresenceMonitor:
         self._samples.append(_Sample(t, faces, matches, distance))
 
         new: list[PresenceMark] = []
+        if lost is not None:
+            new += [lost, self._mark("sampling_resumed", t, faces)]
         started = self._away.update(faces == 0, t)
         if started is not None:
             new.append(
@@ -219,6 +233,22 @@ class PresenceMonitor:
                 new.append(self._mark(kind, started, faces, distance))
         self._marks.extend(new)
         return new
+
+    def _gap_before(self, t: float) -> PresenceMark | None:
+        """A ``sampling_lost`` mark when nothing was sampled for longer than ``max_gap_s``
+        before ``t`` (since the last sample, or the monitor's start), at the moment that
+        window ran out: what happened from then until ``t`` is unknown, so a change seen
+        before it and again after it is not confirmed by "consecutive" samples (the runs start
+        again). Before the first sample nothing was seen: marked from the start."""
+        last = self._samples[-1] if self._samples else None
+        since = last.t if last is not None else self.start_t
+        if t - since <= self.config.max_gap_s:
+            return None
+        for flag in (self._away, self._crowded, self._changed):
+            flag.streak = 0
+        if last is None:  # nothing seen since the start
+            return self._mark("sampling_lost", since, 0)
+        return self._mark("sampling_lost", since + self.config.max_gap_s, last.faces)
 
     # -- counting faces: detect, then follow -------------------------------------------------
 
@@ -322,50 +352,73 @@ class PresenceMonitor:
         )
 
     def finish(self, end_t: float | None = None) -> PresenceReport:
-        """The report for the whole call; ``end_t`` is its end (default: last sample + period)."""
+        """The report for the whole call; ``end_t`` is its end (default: last sample + period).
+
+        Each sample stands for the time until the next one (or the end), but for no more than
+        ``max_gap_s``: the rest of a longer stretch is unknown (``unsampled_s``; at the end it
+        is marked ``sampling_lost`` here), and so is the time before the first sample.
+        ``in_view_share`` is the share of the sampled time.
+        Fail closed: ``low_presence`` only when the customer would be out of view too long
+        even if they had been in view all the unknown time; ``not_sampled`` when the unknown
+        time decides it either way."""
         period = 1.0 / self.config.sample_fps
+        limit = self.config.max_gap_s
         if not self._samples:
+            unsampled = 0.0
+            if end_t is not None and end_t > self.start_t:
+                unsampled = end_t - self.start_t
+                if unsampled > limit:
+                    self._marks.append(self._mark("sampling_lost", self.start_t, 0))
             return PresenceReport(
                 passed=False,
                 reason_code="no_samples",
                 reason=REASONS["no_samples"],
-                duration_s=0.0,
+                duration_s=round(max(0.0, (end_t or 0.0) - self.start_t), 3),
                 in_view_share=0.0,
                 min_in_view_share=self.config.min_in_view_share,
                 samples=0,
                 max_faces=0,
-                marks=[],
+                marks=list(self._marks),
                 engine=self.matcher.info,
+                unsampled_s=round(unsampled, 3),
             )
         end = end_t if end_t is not None else self._samples[-1].t + period
         start = min(self.start_t, self._samples[0].t)
         duration = max(end - start, 1e-9)
+        unsampled = self._samples[0].t - start
         in_view = 0.0
         for i, s in enumerate(self._samples):
-            # Each sample stands for the time until the next one (or the end of the call).
             nxt = self._samples[i + 1].t if i + 1 < len(self._samples) else end
+            span = max(0.0, nxt - s.t)
+            if span > limit:
+                unsampled += span - limit
+                if i + 1 == len(self._samples):
+                    self._marks.append(self._mark("sampling_lost", s.t + limit, s.faces))
             if s.in_view:
-                in_view += max(0.0, nxt - s.t)
-        share = in_view / duration
+                in_view += min(span, limit)
+        worst, best = in_view / duration, (in_view + unsampled) / duration
         kinds = {m.type for m in self._marks}
         code = None
         if "face_changed" in kinds:
             code = "face_changed"
         elif "second_face_appeared" in kinds:
             code = "second_face"
-        elif share < self.config.min_in_view_share:
+        elif best < self.config.min_in_view_share:
             code = "low_presence"
+        elif worst < self.config.min_in_view_share:
+            code = "not_sampled"
         return PresenceReport(
             passed=code is None,
             reason_code=code,
             reason=REASONS[code] if code else None,
             duration_s=round(duration, 3),
-            in_view_share=round(share, 4),
+            in_view_share=round(in_view / max(duration - unsampled, 1e-9), 4),
             min_in_view_share=self.config.min_in_view_share,
             samples=len(self._samples),
             max_faces=max(s.faces for s in self._samples),
             marks=list(self._marks),
             engine=self.matcher.info,
+            unsampled_s=round(unsampled, 3),
         )
 
 

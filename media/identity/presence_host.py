@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,8 +76,10 @@ def _serve(requests: Connection, replies: Connection) -> None:
         try:
             result: Any
             if op == "open":
-                reference, start_t = args
+                reference, start_t, origin = args
                 monitors[key] = service.presence_monitor(reference, start_t)
+                if origin is not None:  # starts now that it can sample (the engines loaded)
+                    monitors[key].start_t = max(time.time() - origin, 0.0)
                 result = monitors[key].config.sample_fps
             elif op == "reference":
                 monitors[key].replace_reference(as_frame(args[0]))
@@ -115,14 +118,18 @@ class PresenceHost:
         self._process: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
-        self._opened: dict[str, tuple[bytes, float]] = {}
+        self._opened: dict[str, tuple[bytes, float, float | None]] = {}
 
-    def open(self, key: str, reference: bytes, start_t: float = 0.0) -> float:
+    def open(self, key: str, reference: bytes, start_t: float = 0.0,
+             origin: float | None = None) -> float:
         """Start a monitor for ``key`` from the reference face (JPEG); returns its sample_fps.
-        Raises PresenceHostError when the reference has no face."""
-        fps = float(self._call("open", key, (reference, start_t)))
+        With ``origin`` (POSIX, the zero of the samples' times) the monitor's start is the
+        moment it is ready (``start_t`` ignored): the time the engines took to load is not
+        time the monitor failed to sample. Raises PresenceHostError when the reference has no
+        face."""
+        fps = float(self._call("open", key, (reference, start_t, origin)))
         with self._lock:
-            self._opened[key] = (reference, start_t)
+            self._opened[key] = (reference, start_t, origin)
         return fps
 
     def replace_reference(self, key: str, reference: bytes) -> None:
@@ -133,7 +140,7 @@ class PresenceHost:
         with self._lock:
             opened = self._opened.get(key)
             if opened is not None:
-                self._opened[key] = (reference, opened[1])
+                self._opened[key] = (reference, *opened[1:])
 
     def add_frame(self, key: str, t: float, image: Frame) -> list[PresenceMark]:
         result: list[PresenceMark] = self._call("add", key, (t, image))
@@ -218,8 +225,8 @@ class PresenceHost:
         if restart:
             logger.error("the presence process died; restarted, %d monitors start over",
                          len(self._opened))
-        for key, (reference, start_t) in self._opened.items():
-            self._requests.send(("open", key, (reference, start_t)))
+        for key, opened in self._opened.items():
+            self._requests.send(("open", key, opened))
             ok, result = self._replies.recv()
             if not ok:
                 logger.error("presence monitor %s not re-created: %s", key, result)

@@ -200,6 +200,11 @@ PresenceMarkType = Literal[
     "second_face_gone",
     "face_changed",
     "face_restored",
+    # No sample for longer than PresenceConfig.max_gap_s (at the last sample before the
+    # stretch), and sampled again: what happened between is unknown, neither presence nor
+    # absence (R-13, fail closed).
+    "sampling_lost",
+    "sampling_resumed",
 ]
 
 
@@ -226,3 +231,6 @@ class PresenceReport(BaseModel):
     max_faces: int
     marks: list[PresenceMark]
     engine: EngineInfo
+    # Seconds of the call no sample speaks for (stretches longer than max_gap_s): neither in
+    # view nor out of it.
+    unsampled_s: float = 0.0
