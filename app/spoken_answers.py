@@ -27,10 +27,17 @@ from uuid import UUID
 from infra.database import activate, deactivate
 from media.call import CallHub, UnknownSession
 from media.call.listen import AudioListener
-from media.voice.answers import Expectation, classify, expected_answers
+from media.voice.answers import (
+    LOST_LOOKBACK_MS,
+    Expectation,
+    classify,
+    expected_answers,
+    lost_audio_reason,
+    unjudged,
+)
 from media.voice.asr import AsrConfig, AsrError, SpeechRecognizer, load_asr
 from media.voice.utterance import Utterance, UtteranceCutter
-from media.voice.vad import SileroVad, VoiceActivityDetector
+from media.voice.vad import RATE, SileroVad, VoiceActivityDetector
 from models.sessions import RecordingSession
 from workflow import media_events
 from workflow.core import WorkflowDeps
@@ -102,9 +109,12 @@ class SpokenAnswerWatcher:
             if utterance is None:
                 return
             begin = first_t[0] if first_t else started
-            task = asyncio.get_running_loop().create_task(self._judge(
-                session_id, step["id"], expectation, utterance, begin - origin))
             entry = self._listening.get(key)
+            # Packets lost in or just before the answer: not judged (media/call/listen.py).
+            lost = None if entry is None else lost_audio_reason(entry.listener.gaps(
+                utterance.start_ms - LOST_LOOKBACK_MS, utterance.end_ms))
+            task = asyncio.get_running_loop().create_task(self._judge(
+                session_id, step["id"], expectation, utterance, begin - origin, lost))
             if entry is not None:
                 entry.pending.add(task)
                 task.add_done_callback(entry.pending.discard)
@@ -133,12 +143,16 @@ class SpokenAnswerWatcher:
         return run
 
     async def _judge(self, session_id: UUID, step_id: str, expectation: Expectation,
-                     utterance: Utterance, listening_from_s: float) -> None:
+                     utterance: Utterance, listening_from_s: float,
+                     lost: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
-            recognizer = await loop.run_in_executor(self._executor, self._load)
-            verdict = await loop.run_in_executor(
-                self._executor, classify, recognizer, utterance.samples, expectation)
+            if lost is not None:
+                verdict = unjudged(lost, utterance.samples.size / RATE)
+            else:
+                recognizer = await loop.run_in_executor(self._executor, self._load)
+                verdict = await loop.run_in_executor(
+                    self._executor, classify, recognizer, utterance.samples, expectation)
         except AsrError as error:
             self._unavailable = f"speech recognition unavailable: {error}"
             log.error("%s: %s; the page offers the buttons", session_id, self._unavailable)
@@ -148,8 +162,9 @@ class SpokenAnswerWatcher:
         end_ms = round(listening_from_s * 1000) + utterance.end_ms
         outcome = await media_events.spoken_answer(
             self._deps, session_id, step_id, verdict.as_dict(), start_ms, end_ms)
-        log.info("%s/%s: heard %r → %s (%s, %.2f s)", session_id, step_id, verdict.transcript,
-                 verdict.verdict.value, outcome, verdict.seconds)
+        log.info("%s/%s: heard %r → %s by %s %s (%s, %.2f s)", session_id, step_id,
+                 verdict.transcript, verdict.verdict.value, verdict.reason,
+                 verdict.probabilities, outcome, verdict.seconds)
 
     async def _buttons_later(self, session_id: UUID, step_id: str) -> None:
         await asyncio.sleep(self._buttons_after)

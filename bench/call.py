@@ -195,7 +195,7 @@ class SpokenAnswers:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def listen(self, hub: CallHub, session: str) -> None:
-        from media.voice.answers import classify
+        from media.voice.answers import LOST_LOOKBACK_MS, classify, lost_audio_reason, unjudged
         from media.voice.utterance import Utterance, UtteranceCutter
 
         cutter = UtteranceCutter(self.vad)
@@ -203,16 +203,23 @@ class SpokenAnswers:
         def cut(t: float, samples: Any) -> Utterance | None:
             return cutter.feed(samples)
 
-        async def judge(utterance: Utterance) -> None:
-            verdict = await asyncio.get_running_loop().run_in_executor(
-                self.executor, classify, self.recognizer, utterance.samples, self.expectation)
+        async def judge(utterance: Utterance, lost: str | None) -> None:
+            if lost is not None:  # packets lost in or before the answer: not judged
+                verdict = unjudged(lost)
+            else:
+                verdict = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, classify, self.recognizer, utterance.samples,
+                    self.expectation)
             self.verdicts[session].append(verdict.verdict.value)
             self.heard.append(f"{verdict.verdict.value} {verdict.transcript!r} "
-                              f"{utterance.speech_ms} ms of speech")
+                              f"{utterance.speech_ms} ms of speech, {verdict.reason} "
+                              f"{verdict.probabilities}")
 
         def heard(utterance: Utterance | None) -> None:
             if utterance is not None:
-                task = asyncio.get_running_loop().create_task(judge(utterance))
+                lost = lost_audio_reason(self.listeners[session].gaps(
+                    utterance.start_ms - LOST_LOOKBACK_MS, utterance.end_ms))
+                task = asyncio.get_running_loop().create_task(judge(utterance, lost))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
@@ -372,7 +379,8 @@ async def serve(storage: Path, segment_seconds: float, admission: AdmissionConfi
                     "errors": presence.errors,
                     "samples": {s: v.stats.samples for s, v in presence.samplers.items()}},
                 "answers": None if answers is None else answers.verdicts,
-                "heard": [] if answers is None else answers.heard[:10],
+                "heard": [] if answers is None else sorted(  # what was not a yes first
+                    answers.heard, key=lambda h: h.startswith("affirmative"))[:10],
                 "clips": clips,
                 "headroom": None if headroom is None else asdict(headroom) | {
                     "calls_that_fit": headroom.calls_that_fit()},

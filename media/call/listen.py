@@ -13,6 +13,14 @@ dropped), and its result is passed to ``on_result`` in the event loop, in order.
 ``t`` is the POSIX time of the block's first sample, from the packets' arrival clock
 (:class:`media.recording.MediaClock`, as the recorder uses), so results line up with the
 recording. A rejoin of the party is a new epoch: the decoder and clock start again.
+
+The samples follow the sender's RTP clock, not the order packets happen to arrive in: a packet
+lost on the way (or dropped by the receiver's jitter buffer when the hub is loaded) leaves its
+20 ms as silence in place, and a packet that arrives after a later one is dropped. Joining the
+packets that did arrive end to end instead shortened the word and spliced its pieces: a
+“清楚” with 0.2 s missing in its middle was heard as “心不” — a negative answer (issue 12).
+The stretches filled in are kept (:meth:`AudioListener.gaps`), so that whoever judges the
+audio can tell a damaged answer from a clear one.
 """
 
 from __future__ import annotations
@@ -41,23 +49,46 @@ RATE = 16_000
 Samples = NDArray[np.float32]
 
 
+# The longest stretch of missing packets filled with silence: a longer one (the sender
+# stalled, or a clock jump) is filled with this much, enough to end an utterance.
+MAX_FILL_SECONDS = 1.0
+_WRAP = 1 << 32  # RTP timestamps are 32-bit
+LOST_KEPT_SECONDS = 60  # how far back `AudioListener.gaps` can answer
+
+
 class _Decoder:
-    """Opus → 16 kHz mono float32, for one connection (epoch)."""
+    """Opus → 16 kHz mono float32, for one connection (epoch), on the sender's RTP clock."""
 
     def __init__(self) -> None:
         self.codec = av.CodecContext.create("opus", "r")
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
         self.clock = MediaClock()
+        self.next_timestamp: int | None = None  # where the next packet should start
+        self.late = 0  # packets dropped because a later one had been decoded already
 
-    def decode(self, packet: EncodedPacket) -> tuple[float, Samples]:
+    def decode(self, packet: EncodedPacket) -> tuple[float, Samples, int]:
+        """(POSIX time of the packet, its samples preceded by silence for the packets missing
+        before it, how many of those samples are that silence)."""
         at = self.clock.map(packet)
-        pieces: list[Samples] = []
+        missing = 0
+        if self.next_timestamp is not None:
+            # Signed distance modulo 2^32: negative for a late or repeated packet.
+            ahead = (packet.timestamp - self.next_timestamp + _WRAP // 2) % _WRAP - _WRAP // 2
+            if ahead < 0:
+                self.late += 1
+                return at, np.zeros(0, dtype=np.float32), 0
+            missing = min(round(ahead * RATE / packet.clock_rate),
+                          round(MAX_FILL_SECONDS * RATE))
+        pieces: list[Samples] = [np.zeros(missing, dtype=np.float32)] if missing else []
+        ticks = 0
         for frame in self.codec.decode(av.Packet(packet.data)):
+            ticks += round(frame.samples * packet.clock_rate / (frame.sample_rate or RATE))
             frame.pts = None  # the resampler keeps its own time base
             for out in self.resampler.resample(frame):
                 pieces.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+        self.next_timestamp = (packet.timestamp + ticks) % _WRAP
         samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        return at, samples
+        return at, samples, missing
 
 
 class AudioListener(Generic[T]):
@@ -83,7 +114,8 @@ class AudioListener(Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.decode_errors = 0
-        self.samples = 0  # decoded, at 16 kHz
+        self.samples = 0  # decoded (and filled in), at 16 kHz, since listening began
+        self._lost: list[tuple[int, int]] = []  # [start, end) sample ranges filled with silence
 
     def attach(self, fanout: PacketFanout, epoch: int) -> None:
         if self.closed:
@@ -107,7 +139,7 @@ class AudioListener(Generic[T]):
         if decoder is None or packet.kind != "audio" or packet.epoch != self._epoch:
             return
         try:
-            at, samples = decoder.decode(packet)
+            at, samples, missing = decoder.decode(packet)
         except (av.error.FFmpegError, ValueError) as error:
             self.decode_errors += 1
             if self.decode_errors == 1:
@@ -115,6 +147,12 @@ class AudioListener(Generic[T]):
             return
         if not samples.size:
             return
+        if missing:
+            self._lost.append((self.samples, self.samples + missing))
+            horizon = self.samples - LOST_KEPT_SECONDS * RATE
+            if self._lost[0][1] < horizon:
+                self._lost = [gap for gap in self._lost if gap[1] >= horizon]
+            at -= missing / RATE
         self.samples += samples.size
         if self._pending_t is None:
             self._pending_t = at
@@ -122,6 +160,16 @@ class AudioListener(Generic[T]):
         self._pending_size += samples.size
         if self._pending_size >= self._block:
             self._submit()
+
+    def gaps(self, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """The stretches between `start_ms` and `end_ms` (ms from the first sample handed to
+        `consume`) that are silence standing in for packets that never arrived, clipped."""
+        found: list[tuple[int, int]] = []
+        for a, b in list(self._lost):
+            lo, hi = max(a * 1000 // RATE, start_ms), min(-(-b * 1000 // RATE), end_ms)
+            if hi > lo:
+                found.append((lo, hi))
+        return found
 
     def _submit(self) -> None:
         if self._busy is not None or not self._pending or self._pending_t is None:

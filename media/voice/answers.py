@@ -292,6 +292,36 @@ class AnswerVerdict:
         }
 
 
+# Audio of an answer that never arrived (packets lost in the call; the listener fills them with
+# silence, media/call/listen.py): a stretch this long inside the answer or in the second before
+# it could have held a 不 — or, spliced, made one (issue 12: “清楚” with 0.2 s lost was heard
+# as “心不”). Such an answer is not judged: unclear, the customer is asked again. Lost
+# stretches less than MERGE_LOST_MS apart count as one (a packet between two losses does not
+# bring a syllable back); single lost 20 ms packets here and there are not enough to hide one.
+MAX_LOST_STRETCH_MS = 60
+MERGE_LOST_MS = 40
+LOST_LOOKBACK_MS = 1000
+
+
+def lost_audio_reason(gaps: Sequence[tuple[int, int]]) -> str | None:
+    """Why an answer with these stretches of lost audio (ms) cannot be judged, or None."""
+    stretches: list[list[int]] = []
+    for start, end in sorted(gap for gap in gaps if gap[1] > gap[0]):
+        if stretches and start - stretches[-1][1] < MERGE_LOST_MS:
+            stretches[-1][1] = max(stretches[-1][1], end)
+        else:
+            stretches.append([start, end])
+    longest = max((end - start for start, end in stretches), default=0)
+    if longest >= MAX_LOST_STRETCH_MS:
+        return f"audio_lost:{longest}ms"
+    return None
+
+
+def unjudged(reason: str, audio_seconds: float = 0.0) -> AnswerVerdict:
+    """The verdict on an answer the recogniser was not asked about: unclear (R-24)."""
+    return AnswerVerdict(Verdict.UNCLEAR, 1.0, "", reason, audio_seconds=audio_seconds)
+
+
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
