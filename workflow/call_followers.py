@@ -147,6 +147,7 @@ class PresenceWatcher:
             if not isinstance(config, IdentityConfig):
                 raise media_events.NoPresenceReference("the identity engines cannot do presence")
             self._host = PresenceHost(config)
+            self._hub().count_helper_process(self._host.pid)  # its CPU is the node's
         return self._host
 
     async def customer_connected(self, session_id: str) -> None:

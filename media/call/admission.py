@@ -4,17 +4,21 @@ call at full frame rate refuses the next *new* room instead of degrading every r
 The hub measures itself, it does not trust a constant. Every ``sample_interval`` seconds a task
 in its event loop records
 
-- the process's CPU time (``time.process_time``: every thread, the relay and recording in the
-  loop as well as the video samplers and audio listeners in worker threads),
-- the event loop thread's own CPU time (``time.thread_time`` read in the loop): the relay and
-  the recording run in that one thread, so it saturates at one core whatever the machine has,
+- the node's CPU time (:class:`media.call.node_cpu.NodeCpu`): this process's — every thread,
+  the relay and recording in the loop as well as the video samplers, audio listeners and the
+  spoken-answer recogniser in worker threads — and its helper processes' (the presence
+  monitor's child, registered with :meth:`CallHub.count_helper_process`),
+- the CPU time of the event loop's thread and of the worker threads that run Python beside it
+  (:class:`media.call.node_cpu.InterpreterCpu`, read in the loop): the relay and the recording
+  run in the loop's thread, and the listeners take turns with it on the one interpreter lock,
+  so together they saturate at one core whatever the machine has,
 - how late the loop woke up (its lag: a loop that wakes late delays every packet), and
 - how many rooms are open.
 
 From the samples of the last ``window_seconds`` with at least one room open it derives what one
 call costs (CPU seconds per second per room, for the process and for the loop thread). A new
 room is admitted when the CPU in use now plus one call's cost fits the capacity (``cores ×
-target_utilisation`` for the process, ``1 × target_utilisation`` for the loop thread) and the
+target_utilisation`` for the node, ``1 × target_utilisation`` for the interpreter) and the
 loop's lag (90th percentile over the window) is under ``max_loop_lag``. "In use now" is the
 larger of the measured cost × the rooms open now (rooms admitted a moment ago are counted before
 their cost shows) and the rate measured over the last few seconds.
@@ -35,6 +39,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from media.call.node_cpu import InterpreterCpu, NodeCpu
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +80,8 @@ def available_cores() -> int:
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: float  # monotonic seconds
-    cpu: float  # process CPU seconds (all threads)
-    loop_cpu: float  # CPU seconds of the event loop's thread
+    cpu: float  # the node's CPU seconds: the process (all threads) and its helper processes
+    loop_cpu: float  # CPU seconds of the event loop's thread and its interpreter's workers
     rooms: int
     lag: float  # seconds the loop woke up late
 
@@ -172,16 +178,17 @@ def estimate(samples: list[Sample], rooms_now: int, config: AdmissionConfig,
     if cpu + cost > capacity:
         return headroom(False, f"CPU {cpu:.2f} + {cost:.3f} per call > {capacity:.2f} cores")
     if loop_cpu + loop_cost > loop_capacity:
-        return headroom(False, f"event loop thread {loop_cpu:.2f} + {loop_cost:.3f} per call "
-                               f"> {loop_capacity:.2f} of its core")
+        return headroom(False, f"event loop thread and its workers {loop_cpu:.2f} + "
+                               f"{loop_cost:.3f} per call > {loop_capacity:.2f} of one core")
     return headroom(True, "fits")
 
 
 class Admission:
     """The hub's measurements and its decision; ``rooms()`` counts the rooms open now.
 
-    ``clock``, ``cpu`` and ``loop_cpu`` are injectable for tests; ``loop_cpu`` must be read in
-    the event loop's thread (``run`` does so)."""
+    ``cpu`` (default: :class:`NodeCpu`, this process and its helpers) and ``loop_cpu`` (default:
+    :class:`InterpreterCpu`, which must be read in the event loop's thread, as ``run`` does)
+    are cumulative CPU seconds; they and ``clock`` are injectable for tests."""
 
     def __init__(
         self,
@@ -189,14 +196,14 @@ class Admission:
         rooms: Callable[[], int],
         *,
         clock: Callable[[], float] = time.monotonic,
-        cpu: Callable[[], float] = time.process_time,
-        loop_cpu: Callable[[], float] = time.thread_time,
+        cpu: Callable[[], float] | None = None,
+        loop_cpu: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self._rooms = rooms
         self._clock = clock
-        self._cpu = cpu
-        self._loop_cpu = loop_cpu
+        self._cpu = cpu if cpu is not None else NodeCpu()
+        self._loop_cpu = loop_cpu if loop_cpu is not None else InterpreterCpu()
         self._samples: deque[Sample] = deque()
         self._remembered: tuple[float, float] | None = None
         self.refused = 0

@@ -67,6 +67,7 @@ from media.call.ice import (
     rtc_configuration,
 )
 from media.call.listen import AudioListener, Samples
+from media.call.node_cpu import NodeCpu
 from media.call.passthrough import forward_keyframe_requests, request_keyframe, tap_receiver
 from media.call.presence import Frame, VideoSampler
 from media.call.relay import PacketFanout, RelayTrack
@@ -206,7 +207,10 @@ class CallHub:
         self._rooms: dict[str, _Room] = {}
         self._epochs = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.admission = (Admission(config.admission, rooms=lambda: len(self._rooms))
+        # The node's CPU as admission control counts it: this process and its helpers.
+        self._node_cpu = NodeCpu()
+        self.admission = (Admission(config.admission, rooms=lambda: len(self._rooms),
+                                    cpu=self._node_cpu)
                           if config.admission is not None else None)
         self._admission_task: asyncio.Task[None] | None = None
         if config.include_loopback:
@@ -411,6 +415,12 @@ class CallHub:
         await asyncio.to_thread(self._sampling_pool.shutdown)
         if self._listen_executor is not None:
             await asyncio.to_thread(self._listen_executor.shutdown)
+
+    def count_helper_process(self, pid: Callable[[], int | None]) -> None:
+        """Admission control counts the CPU of the process ``pid()`` names (None: not running
+        now) as this node's: a helper doing the calls' work elsewhere, e.g. the presence
+        monitor's child process."""
+        self._node_cpu.add_helper(pid)
 
     def headroom(self) -> Headroom | None:
         """What admission control measured and would decide for a new room now (None when

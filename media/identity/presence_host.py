@@ -120,6 +120,11 @@ class PresenceHost:
         self._replies: Connection | None = None
         self._opened: dict[str, tuple[bytes, float, float | None]] = {}
 
+    def pid(self) -> int | None:
+        """The child's process id, None while none runs (for admission control's CPU count)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def open(self, key: str, reference: bytes, start_t: float = 0.0,
              origin: float | None = None) -> float:
         """Start a monitor for ``key`` from the reference face (JPEG); returns its sample_fps.

@@ -6,6 +6,10 @@ always admitted. Real hub, real aiortc parties on loopback; the API test through
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +26,7 @@ from media.call.admission import (
     estimate,
 )
 from media.call.client import CallClient
+from media.call.node_cpu import InterpreterCpu, NodeCpu, process_cpu_seconds
 from testing.call_media import EncodedMedia, PrerecordedTrack
 from tests.harness import Harness
 from tests.media_call.conftest import CallRig
@@ -60,7 +65,7 @@ def test_headroom_is_the_measured_cost_per_call_against_cores_times_target() -> 
     # The loop thread is full before the machine: it has one core whatever the cores.
     loop_bound = _samples([4] * 21, cores_per_call=0.1, loop_share=1.0)
     refused = estimate(loop_bound, 8, AdmissionConfig(cores=8, target_utilisation=0.75))
-    assert not refused.admit and refused.reason.startswith("event loop thread")
+    assert not refused.admit and refused.reason.startswith("event loop thread and its workers")
 
 
 def test_a_lagging_loop_refuses_and_no_call_or_no_measurement_admits() -> None:
@@ -101,6 +106,95 @@ def test_the_admission_remembers_a_measured_cost_after_its_window() -> None:
         admission.check()
     assert refused.value.headroom.cost_per_call == pytest.approx(0.3)
     assert refused.value.retry_after == 10 and admission.refused == 1
+
+
+def test_a_busy_presence_child_makes_the_node_refuse() -> None:
+    """The node's CPU is the hub's process and its helper processes: four calls costing 0.1
+    core each in the process fit 2 cores × 0.75 with room to spare — until the presence child
+    works 0.25 core per call too (1.4 + 0.35 > 1.5). The same process figures without the
+    child counted would admit. A restarted child (new pid) adds to what the old one used."""
+    now, own, rooms = [0.0], [0.0], [4]
+    child = {4242: 0.0}
+    node = NodeCpu(own=lambda: own[0], read=child.get)
+    node.add_helper(lambda: max(child))  # the newest child's pid
+    blind = NodeCpu(own=lambda: own[0], read=child.get)  # the same process, child not counted
+    config = AdmissionConfig(cores=2, target_utilisation=0.75, window_seconds=10)
+    counted, not_counted = (
+        Admission(config, rooms=lambda: rooms[0], clock=lambda: now[0], cpu=cpu,
+                  loop_cpu=lambda: own[0] / 4) for cpu in (node, blind))
+
+    def run(seconds: float, child_cores_per_call: float) -> None:
+        for _ in range(int(seconds / 0.5)):
+            for admission in (counted, not_counted):
+                admission.record()
+            now[0] += 0.5
+            own[0] += rooms[0] * 0.1 * 0.5
+            newest = max(child)
+            child[newest] += rooms[0] * child_cores_per_call * 0.5
+
+    run(10, 0.0)  # the child idle: 0.1 core per call
+    assert counted.check().cost_per_call == pytest.approx(0.1, abs=0.01)
+    run(12, 0.25)  # the child busy: the window holds only the busy time
+    headroom = counted.headroom()
+    assert headroom.cost_per_call == pytest.approx(0.35, abs=0.02)
+    with pytest.raises(CallRefused) as refused:
+        counted.check()
+    assert refused.value.headroom.reason.startswith("CPU 1.4")
+    assert not_counted.check().admit  # blind to the child: 0.4 + 0.1 ≤ 1.5
+
+    before = node()
+    child[4343] = 0.0  # the child died and was restarted: its CPU starts again from zero
+    assert node() == pytest.approx(before)
+    child[4343] = 0.5
+    assert node() == pytest.approx(before + 0.5)
+
+
+def test_the_interpreter_counts_the_listening_threads_beside_the_loop() -> None:
+    """Worker threads that run Python beside the loop (audio-listener, spoken-answers,
+    video-sampler) are counted with the loop's thread; other threads are not; a thread that
+    ended keeps what it used (the pools' threads live long: they are read while they run)."""
+    release = threading.Event()
+
+    def work(burnt: threading.Event) -> None:
+        end = time.thread_time() + 0.15
+        while time.thread_time() < end:
+            pass
+        burnt.set()
+        release.wait(10)
+
+    interpreter = InterpreterCpu()
+    base = interpreter.workers()
+    threads = []
+    for name in ("audio-listener_0", "spoken-answers_0", "someone-else"):
+        burnt = threading.Event()
+        threads.append((threading.Thread(target=work, args=(burnt,), name=name), burnt))
+        threads[-1][0].start()
+    try:
+        for _, burnt in threads:
+            assert burnt.wait(10)
+        running = interpreter.workers()
+        assert 0.3 <= running - base < 0.3 + 0.05  # the listeners', not someone-else's
+    finally:
+        release.set()
+        for thread, _ in threads:
+            thread.join()
+    assert interpreter.workers() == pytest.approx(running, abs=0.01)  # ended, still counted
+    assert interpreter() >= running  # plus this (the loop's) thread
+
+
+def test_a_helper_process_cpu_is_read_from_proc() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nend = time.process_time() + 0.3\n"
+         "while time.process_time() < end: pass\nprint('done', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        used = process_cpu_seconds(child.pid)
+        assert used is not None and used >= 0.25
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_seconds(child.pid) is None
 
 
 # -- the hub, real parties ------------------------------------------------------------------------
