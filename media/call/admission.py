@@ -21,7 +21,9 @@ room is admitted when the CPU in use now plus one call's cost fits the capacity 
 target_utilisation`` for the node, ``1 × target_utilisation`` for the interpreter) and the
 loop's lag (90th percentile over the window) is under ``max_loop_lag``. "In use now" is the
 larger of the measured cost × the rooms open now (rooms admitted a moment ago are counted before
-their cost shows) and the rate measured over the last few seconds.
+their cost shows) and the rate measured over the last few seconds — with ``count_machine``, the
+rate every process on the node's cores used (:class:`media.call.node_cpu.MachineCpu`): on a
+machine shared with other work, what the others take is not there for the calls.
 
 Only new rooms are ever refused: a party rejoining its room or the second party of an open room
 is the hub's business, never this module's. With no room open there is no call to protect and
@@ -40,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from media.call.node_cpu import InterpreterCpu, NodeCpu
+from media.call.node_cpu import InterpreterCpu, MachineCpu, NodeCpu
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class AdmissionConfig:
     ``target_utilisation``: the share of them (and of the loop thread) calls may take.
     ``max_loop_lag``: seconds; a loop lagging more than this (90th percentile) is full.
     ``min_measured_seconds``: seconds with a room open before a call's cost counts.
-    ``retry_after_seconds``: what a refusal tells the client to wait."""
+    ``retry_after_seconds``: what a refusal tells the client to wait.
+    ``count_machine``: see below."""
 
     cores: float | None = None
     target_utilisation: float = 0.75
@@ -63,6 +66,9 @@ class AdmissionConfig:
     sample_interval: float = 0.5
     min_measured_seconds: float = 2.0
     retry_after_seconds: int = 10
+    # Count what every process on the node's cores takes in "CPU in use now" (a machine shared
+    # with other work): a call's cost is still measured on the hub and its helpers only.
+    count_machine: bool = False
 
     @property
     def capacity_cores(self) -> float:
@@ -84,6 +90,7 @@ class Sample:
     loop_cpu: float  # CPU seconds of the event loop's thread and its interpreter's workers
     rooms: int
     lag: float  # seconds the loop woke up late
+    machine: float = 0.0  # busy CPU seconds of the node's cores, every process (count_machine)
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ def estimate(samples: list[Sample], rooms_now: int, config: AdmissionConfig,
     capacity = config.capacity_cores
     loop_capacity = config.target_utilisation  # one thread: at most one core
     cpu_seconds = loop_seconds = call_seconds = measured = 0.0
-    recent_cpu = recent_loop = recent_span = 0.0
+    recent_cpu = recent_loop = recent_machine = recent_span = 0.0
     latest = samples[-1].at if samples else 0.0
     for before, after in itertools.pairwise(samples):
         span = after.at - before.at
@@ -144,6 +151,7 @@ def estimate(samples: list[Sample], rooms_now: int, config: AdmissionConfig,
         if after.at > latest - RECENT_SECONDS:
             recent_cpu += after.cpu - before.cpu
             recent_loop += after.loop_cpu - before.loop_cpu
+            recent_machine += after.machine - before.machine
             recent_span += span
         if min(before.rooms, after.rooms) >= 1:
             cpu_seconds += after.cpu - before.cpu
@@ -161,6 +169,8 @@ def estimate(samples: list[Sample], rooms_now: int, config: AdmissionConfig,
         cpu, loop_cpu = cost * rooms_now, loop_cost * rooms_now
     if recent_span > 0:
         cpu = max(cpu, recent_cpu / recent_span)
+        if config.count_machine:  # what other processes take is not there for calls
+            cpu = max(cpu, recent_machine / recent_span)
         loop_cpu = max(loop_cpu, recent_loop / recent_span)
     lag = _percentile([s.lag for s in samples], 0.9)
 
@@ -198,12 +208,15 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
         cpu: Callable[[], float] | None = None,
         loop_cpu: Callable[[], float] | None = None,
+        machine: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self._rooms = rooms
         self._clock = clock
         self._cpu = cpu if cpu is not None else NodeCpu()
         self._loop_cpu = loop_cpu if loop_cpu is not None else InterpreterCpu()
+        self._machine = machine if machine is not None else (
+            MachineCpu() if config.count_machine else lambda: 0.0)
         self._samples: deque[Sample] = deque()
         self._remembered: tuple[float, float] | None = None
         self.refused = 0
@@ -211,7 +224,8 @@ class Admission:
     def record(self, lag: float = 0.0) -> None:
         """Take one sample now (``lag``: how late the loop woke up for it)."""
         now = self._clock()
-        self._samples.append(Sample(now, self._cpu(), self._loop_cpu(), self._rooms(), lag))
+        self._samples.append(Sample(now, self._cpu(), self._loop_cpu(), self._rooms(), lag,
+                                    self._machine()))
         # Keep one sample older than the window: the window's first interval starts there.
         while len(self._samples) > 2 and self._samples[1].at < now - self.config.window_seconds:
             self._samples.popleft()

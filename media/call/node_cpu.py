@@ -9,8 +9,12 @@
   beside it (named by their pool's prefix): they take turns on one interpreter lock, so their
   sum, not the loop thread alone, is what one core must hold. Read in the loop's thread.
 
-Linux only for the helpers and the workers (``/proc``, ``pthread_getcpuclockid``); elsewhere
-they count nothing and the process's own CPU time remains.
+- :class:`MachineCpu` — every process on the cores the node may use (``/proc/stat``), for a node
+  that shares its machine (``AdmissionConfig.count_machine``): what others take is not there
+  for the calls.
+
+Linux only for the helpers, the workers and the machine (``/proc``, ``pthread_getcpuclockid``);
+elsewhere they count nothing and the process's own CPU time remains.
 """
 
 from __future__ import annotations
@@ -85,3 +89,28 @@ class InterpreterCpu:
 
     def __call__(self) -> float:
         return time.thread_time() + self.workers()
+
+
+class MachineCpu:
+    """Cumulative busy CPU seconds of the cores this process may run on, every process's
+    (``/proc/stat``: all but idle and iowait); 0 where there is no ``/proc/stat``."""
+
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        self._stat = stat
+        try:
+            self._cores = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+        except AttributeError:  # not Linux
+            self._cores = set()
+
+    def __call__(self) -> float:
+        try:
+            lines = self._stat.read_text().splitlines()
+        except OSError:
+            return 0.0
+        busy = 0
+        for line in lines:
+            name, *ticks = line.split()
+            if name in self._cores:
+                values = [int(v) for v in ticks[:8]]
+                busy += sum(values) - values[3] - values[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK")

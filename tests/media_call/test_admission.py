@@ -26,7 +26,7 @@ from media.call.admission import (
     estimate,
 )
 from media.call.client import CallClient
-from media.call.node_cpu import InterpreterCpu, NodeCpu, process_cpu_seconds
+from media.call.node_cpu import InterpreterCpu, MachineCpu, NodeCpu, process_cpu_seconds
 from testing.call_media import EncodedMedia, PrerecordedTrack
 from tests.harness import Harness
 from tests.media_call.conftest import CallRig
@@ -147,6 +147,27 @@ def test_a_busy_presence_child_makes_the_node_refuse() -> None:
     assert node() == pytest.approx(before)
     child[4343] = 0.5
     assert node() == pytest.approx(before + 0.5)
+
+
+def test_a_node_sharing_its_machine_counts_what_other_processes_take() -> None:
+    """With count_machine, "in use now" is what every process on the node's cores uses: four
+    calls of 0.1 core fit 2 cores × 0.75 — unless other work keeps the machine at 1.6 cores.
+    A call's cost is still the hub's own (0.1), not the machine's."""
+    def samples(machine_cores: float) -> list[Sample]:
+        out = _samples([4] * 21, cores_per_call=0.1)
+        return [Sample(s.at, s.cpu, s.loop_cpu, s.rooms, s.lag, s.at * machine_cores)
+                for s in out]
+
+    shared = AdmissionConfig(cores=2, target_utilisation=0.75, count_machine=True)
+    busy = estimate(samples(1.6), 4, shared)
+    assert not busy.admit and busy.reason.startswith("CPU 1.60 + 0.100")
+    assert busy.cost_per_call == pytest.approx(0.1)
+    assert estimate(samples(0.9), 4, shared).admit  # others take 0.5: 0.9 + 0.1 fits
+    alone = AdmissionConfig(cores=2, target_utilisation=0.75)  # the default: blind to others
+    assert estimate(samples(1.6), 4, alone).admit
+    machine = MachineCpu()
+    first = machine()
+    assert machine() >= first > 0  # cumulative busy seconds
 
 
 def test_the_interpreter_counts_the_listening_threads_beside_the_loop() -> None:
