@@ -21,6 +21,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -30,9 +31,11 @@ from app.factory import create_app
 from app.seed import DEMO_PRODUCT_CODE, DEMO_USERS
 from infra.config import Config
 from infra.database import activate
+from infra.tasks import cancel_and_wait
 from models.sessions import RecordingSession, SessionEvent
 from rules.idnumber import check_digit
 from security.audit import Actor
+from storage.local import LocalFolderStore
 from tests.written import read_documents, written_body
 from workflow import media_events
 from workflow.call import NewRecording, register_recording
@@ -110,6 +113,13 @@ class Harness:
             return self.media_deps
         return self.app[DEPS]  # type: ignore[no-any-return]
 
+    @property
+    def files(self) -> Path:
+        """The evidence folder: the harness's app stores in a local folder (storage.local)."""
+        store = self.deps.storage
+        assert isinstance(store, LocalFolderStore), store
+        return store.root
+
     @contextlib.asynccontextmanager
     async def jobs_running(self, max_async_tasks: int = 4) -> AsyncIterator[None]:
         """The job receiver, as the server runs it by default (the harness leaves it off);
@@ -119,9 +129,7 @@ class Harness:
         try:
             yield
         finally:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
+            await cancel_and_wait(receiver, "the test's job receiver")
 
     @property
     def redis(self) -> Any:

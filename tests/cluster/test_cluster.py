@@ -102,7 +102,9 @@ async def test_a_node_killed_mid_call_the_session_resumes_and_seals_on_the_other
             return body if body["state"] == "disclosing" and body["steps_done"] >= 3 else None
 
         await _wait("the script's third step", third_step, 600, every=0.5)
-        owner = (await redis.get(OWNER_KEY + sid)).decode()
+        raw_owner = await redis.get(OWNER_KEY + sid)
+        assert isinstance(raw_owner, bytes), raw_owner
+        owner = raw_owner.decode()
         assert owner.startswith("node-"), owner
         killed_at = time.monotonic()
         killed_wall = time.time()

@@ -231,7 +231,8 @@ def raised_statuses(func: Any, seen: set[Any] | None = None) -> set[int | str]:
         obj = _resolve(target, scope)
         if obj is ApiProblem and isinstance(node, ast.Call):
             first = node.args[0] if node.args else None
-            found.add(first.value if isinstance(first, ast.Constant) else "dynamic")
+            value = first.value if isinstance(first, ast.Constant) else None
+            found.add(value if isinstance(value, int | str) else "dynamic")
         elif isinstance(obj, type) and issubclass(obj, WorkflowError):
             found.add(obj.status)
         elif isinstance(obj, type) and issubclass(obj, web.HTTPException) and obj.status_code:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -32,7 +33,7 @@ def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 
 
 def test_production_refuses_weak_or_dev_secrets(tmp_path: Path) -> None:
-    weak = {"secret_key": "c2hvcnQ", "field_encryption_key": "c2hvcnQ",
+    weak: dict[str, Any] = {"secret_key": "c2hvcnQ", "field_encryption_key": "c2hvcnQ",
             "seal_signing_key": "c2hvcnQ"}
     with pytest.raises(ConfigurationError, match="at least 32 bytes"):
         load_config(Settings(profile="prod", data_dir=tmp_path, database_url="postgres://x/y",
@@ -57,7 +58,7 @@ def test_liveness_actions_by_profile_and_production_refuses_blink_alone(
     plans = {c for _ in range(5)
              for c in identity_engines_factory(dev)().new_challenge_plan().challenges}
     assert plans == {Challenge.BLINK}
-    strong = {"secret_key": "A" * 43, "field_encryption_key": "B" * 43,
+    strong: dict[str, Any] = {"secret_key": "A" * 43, "field_encryption_key": "B" * 43,
               "seal_signing_key": "C" * 43, "database_url": "postgres://x/y"}
     channels_off = {"shuanglu_wechat_enabled": "false", "shuanglu_bank_enabled": "false"}
     prod = load_config(Settings(profile="prod", data_dir=tmp_path / "prod", **strong),

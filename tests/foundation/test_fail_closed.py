@@ -11,6 +11,7 @@ import pytest
 
 from models.audit import AuditEntry
 from models.sessions import Acknowledgement, Recording, RecordingSession
+from scripts_library.render import SessionStep
 from tests.harness import HERE, Harness, Walk
 from tests.written import read_documents, stepped_clock
 from workflow import media_events
@@ -116,7 +117,8 @@ async def test_an_agent_read_step_needs_the_agent_heard_reading_it_R24(
     step = session.steps[session.current_step]
     assert step["id"] == "agent-identity" and step["speaker"] == "agent"
     await RecordingSession.filter(id=walk.session_id).update(answer_open_step="")
-    needed = media_events.agent_voice_needed_ms(step, harness.deps.settings)
+    needed = media_events.agent_voice_needed_ms(SessionStep.model_validate(step),
+                                                harness.deps.settings)
     assert needed >= 1500
     r = await harness.ack(walk, step["id"])
     assert r.status == 409 and r.body["code"] == "answer_not_open"

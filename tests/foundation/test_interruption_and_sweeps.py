@@ -4,6 +4,7 @@ sessions and lapsed interruptions, and seals completed sessions (R-31)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import UUID
 
 import pytest
 
@@ -68,7 +69,7 @@ async def test_stale_sessions_expire(harness: Harness) -> None:
 
 async def test_completed_sessions_are_sealed_and_verify_R31(harness: Harness) -> None:
     walk = await harness.walk_to("qa_pending")
-    assert await verify_manifest(harness.deps, walk.session_id) == []
+    assert await verify_manifest(harness.deps, UUID(walk.session_id)) == []
     r = await harness.as_("qa01", "GET", f"/sessions/{walk.session_id}/verify")
     assert (r.body["ok"], r.body["problems"], r.body["status"]) == (True, [], "intact")
     session = await RecordingSession.get(id=walk.session_id)
@@ -88,7 +89,7 @@ async def test_the_verify_command_names_what_was_altered_R31(
     monkeypatch.setenv("DATABASE_URL", harness.config.database_url)
     assert await asyncio.to_thread(cli_main, ["verify", walk.session_id]) == 0
     signature = await Signature.get(session_id=walk.session_id)
-    path = harness.deps.storage.root / signature.image_path
+    path = harness.files / signature.image_path
     path.chmod(0o640)
     path.write_bytes(path.read_bytes() + b"x")
     assert await asyncio.to_thread(cli_main, ["verify", walk.session_id]) == 1
@@ -98,12 +99,12 @@ async def test_the_verify_command_names_what_was_altered_R31(
 async def test_an_altered_signature_file_is_detected_R31(harness: Harness) -> None:
     walk = await harness.walk_to("qa_pending")
     signature = await Signature.get(session_id=walk.session_id)
-    path = harness.deps.storage.root / signature.image_path
+    path = harness.files / signature.image_path
     data = bytearray(path.read_bytes())
     data[-20] ^= 0xFF
     path.chmod(0o640)
     path.write_bytes(bytes(data))
-    problems = await verify_manifest(harness.deps, walk.session_id)
+    problems = await verify_manifest(harness.deps, UUID(walk.session_id))
     assert problems == [f"signature:{signature.image_path} was altered"]
 
 
@@ -112,5 +113,5 @@ async def test_an_altered_timeline_is_detected_R31(harness: Harness) -> None:
 
     walk = await harness.walk_to("qa_pending")
     await SessionEvent.filter(session_id=walk.session_id, seq=3).update(ip="10.9.9.9")
-    problems = await verify_manifest(harness.deps, walk.session_id)
+    problems = await verify_manifest(harness.deps, UUID(walk.session_id))
     assert problems == ["timeline was altered"]

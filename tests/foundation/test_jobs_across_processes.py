@@ -257,11 +257,12 @@ async def test_a_job_taken_by_a_worker_that_died_is_claimed_and_run_by_another(
     try:
         await sender.submit("probe", n=1)
         # A worker takes it and dies before finishing (it never acknowledges).
-        taken = await client.xreadgroup(queue, "dead-worker", {queue: ">"}, count=1)
+        taken: Any = await client.xreadgroup(queue, "dead-worker", {queue: ">"}, count=1)
         assert len(taken[0][1]) == 1
         receivers = await _receivers(redis_url, queue, 1, {"probe": probe})
         await _until(lambda: _is(ran, [1]), 15, "the orphaned job to run")
-        (_, done), = await client.xrange(f"{queue}:done")
+        finished: Any = await client.xrange(f"{queue}:done")
+        (_, done), = finished
         assert done[b"deliveries"] == b"2"
         assert await client.xlen(queue) == 0
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from models.sessions import SessionEvent
 from tests.harness import HERE, PASSED, Harness, consent_body
@@ -43,7 +44,7 @@ async def test_transitions_are_published_on_redis_for_live_pages(harness: Harnes
     await pubsub.subscribe(channel_for(walk.session_id))
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     await harness.walk_to("opened", walk=walk)
-    received = []
+    received: list[dict[str, Any]] = []
     while len(received) < 2:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
         assert message is not None, "expected a published event"

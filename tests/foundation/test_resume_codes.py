@@ -7,6 +7,7 @@ script does not start without the customer's media; the first screen's names."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -138,7 +139,7 @@ async def test_wrong_codes_burn_the_code_and_are_limited_per_address_R20(
     refused = await AuditEntry.filter(action="session.resume_code.refused",
                                       object_id=walk.session_id).values_list("details", flat=True)
     # The first wrong code of the minute individually (the rest aggregated), the burn always.
-    assert {"code_wrong", "code_burnt"} <= {d["reason"] for d in refused}
+    assert {"code_wrong", "code_burnt"} <= {cast(dict[str, Any], d)["reason"] for d in refused}
 
     # Without a link, wrong codes are limited per address: then refused without being tried.
     other = await harness.walk_to("opened")

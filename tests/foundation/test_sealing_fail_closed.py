@@ -63,7 +63,7 @@ async def record(harness: Harness, walk: Walk, segments: int = 2) -> list[Record
 
 
 def stored(harness: Harness, relative: str) -> Path:
-    return harness.deps.storage.root / relative
+    return harness.files / relative
 
 
 async def events_of(walk: Walk, type_: str) -> list[SessionEvent]:

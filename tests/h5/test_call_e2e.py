@@ -618,7 +618,7 @@ async def _check_archive(harness: Harness, sid: str, folder: Path) -> None:
 
     recording = await Recording.get(session_id=sid, kind="customer_av",
                                     segment=int(victim.rsplit(":", 1)[1]))
-    stored = harness.deps.storage.root / recording.path
+    stored = harness.files / recording.path
     data = bytearray(stored.read_bytes())
     data[len(data) // 3] ^= 0x80
     stored.chmod(0o640)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -167,12 +168,13 @@ async def test_strokes_are_sealed_and_an_altered_strokes_file_is_named_R25_R31(
     w = await harness.walk_to("disclosing", product=PARTICIPATING)
     await play_script(harness, w)
     await harness.walk_to("qa_pending", walk=w)
-    assert await verify_manifest(harness.deps, w.session_id) == []
+    assert await verify_manifest(harness.deps, UUID(w.session_id)) == []
     signatures = await Signature.filter(session_id=w.session_id).order_by("id")
     assert len(signatures) == 2 and all(s.strokes_path for s in signatures)
     from models.sessions import RecordingSession
 
     session = await RecordingSession.get(id=w.session_id)
+    assert session.manifest is not None
     names = {i["name"] for i in session.manifest["items"]}
     assert {f"strokes:{s.strokes_path}" for s in signatures} <= names
     # Alter one stroke of the signature.
@@ -182,7 +184,7 @@ async def test_strokes_are_sealed_and_an_altered_strokes_file_is_named_R25_R31(
     data["signature"]["strokes"][0][0][0] += 5
     path.chmod(0o640)
     path.write_text(json.dumps(data))
-    problems = await verify_manifest(harness.deps, w.session_id)
+    problems = await verify_manifest(harness.deps, UUID(w.session_id))
     assert any(f"strokes:{signatures[1].strokes_path}" in p for p in problems), problems
 
 

@@ -5,6 +5,7 @@ from its start, no acknowledgement is lost, every segment is kept and the archiv
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -123,10 +124,10 @@ async def test_a_dropped_customer_resumes_without_losing_anything_R30(
         if step["answer"] == "show_document":
             await read_documents(harness, sid, walk.customer_token, advance=asyncio.sleep)
         if step["answer"] in ("signature", "handwritten_copy"):
-            await _until(lambda s=step: _spoken(sid, s["id"]), "the written step's speech")
+            await _until(functools.partial(_spoken, sid, step["id"]), "the written step's speech")
             await harness.sign(walk)
         elif step["answer"] == "none":
-            await _until(lambda s=step: _moved_past(harness, walk, s["index"]),
+            await _until(functools.partial(_moved_past, harness, walk, step["index"]),
                          "the closing words", 40)
         else:
             await _answer(harness, walk, step["id"])
@@ -152,9 +153,10 @@ async def test_a_dropped_customer_resumes_without_losing_anything_R30(
     assert outcome.status == "made" and outcome.sidecar is not None
     assert outcome.sidecar["status"] == "ok", outcome.sidecar["problems"]
     everything = await Recording.filter(session_id=sid)
-    span_ms = (max(r.ended_at for r in everything)
-               - min(r.started_at for r in everything)).total_seconds() * 1000
-    with av.open(str(playback_folder(harness.deps.storage.root, sid) / COPY_NAME)) as copy:
+    ends = [r.ended_at for r in everything if r.ended_at is not None]
+    assert len(ends) == len(everything)  # every segment closed
+    span_ms = (max(ends) - min(r.started_at for r in everything)).total_seconds() * 1000
+    with av.open(str(playback_folder(harness.files, sid) / COPY_NAME)) as copy:
         assert [s.type for s in copy.streams] == ["video", "audio"]
         assert copy.duration is not None
         assert abs(copy.duration / 1000 - span_ms) < 1500, (copy.duration, span_ms)

@@ -228,7 +228,7 @@ async def test_r12_blink_asked_over_the_data_channel_and_done_after_it_passes(
     finally:
         await customer.client.close()
     assert run.passed, ([t for t in run.frame_times if t >= 0], run.result.challenges, run.thinned,
-                        customer.camera.switched_real - (run.sent_at or 0))
+                        (customer.camera.switched_real or 0) - (run.sent_at or 0))
     assert run.failure is None and run.sent_at is not None
     # The message the page got: what to do, by when (server clock), in Chinese.
     (message,) = customer.sent

@@ -11,6 +11,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal, cast
 from uuid import UUID
 
 import pytest
@@ -170,7 +171,8 @@ async def test_the_room_of_a_dead_node_is_recovered_R30(
                      + [(t, "audio", data, True) for t, data in media.audio])
     for t, kind, data, key in packets:  # 4 s of both, as they arrive
         rate = 90_000 if kind == "video" else 48_000
-        writer.write(EncodedPacket(kind, data, timestamp=round(t * rate), clock_rate=rate,
+        media_kind = cast(Literal["audio", "video"], kind)
+        writer.write(EncodedPacket(media_kind, data, timestamp=round(t * rate), clock_rate=rate,
                                    keyframe=key, received_at=1_765_000_000 + t, epoch=1))
     part = next((spool / sid / "customer_av").glob("*.part"))
     killed = part.with_name("00009.webm.part")

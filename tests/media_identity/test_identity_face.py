@@ -157,8 +157,8 @@ def test_r12_card_photographed_at_a_steep_angle_matches_its_owner(
     assert read.ok and read.portrait_jpeg is not None and read.portrait_straightened
     portrait = as_frame(read.portrait_jpeg)
     assert portrait.shape[:2] == (360, 285)  # the canonical card's portrait area, 10 px/mm
-    for live in ("obama2.jpg", "obama3.jpg"):
-        result = service.match_face(read.portrait_jpeg, labelled.selfie(sources[live], "plain"))
+    for name in ("obama2.jpg", "obama3.jpg"):
+        result = service.match_face(read.portrait_jpeg, labelled.selfie(sources[name], "plain"))
         assert result.passed, result
     refused = service.match_face(read.portrait_jpeg, labelled.selfie(sources["biden.jpg"], "plain"))
     assert refused.reason_code == "face_mismatch"

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from api.keys import JOBS
 from media.identity import IdentityService
 from media.identity.imaging import Frame, encode_jpeg
-from media.identity.results import ChallengePlan
+from media.identity.results import Challenge, ChallengePlan
 from models.sessions import IdentityCheck, IdentityUpload, SessionEvent
 from testing import identity_material as synth
 from tests.harness import HERE, Harness, Walk
@@ -105,7 +105,7 @@ async def test_a_real_face_on_a_valid_card_performing_the_challenges_is_verified
     assert check.ocr["engine"].startswith("paddleocr") and check.liveness["passed"]
     # Evidence is kept, encrypted at rest, and decrypts to the cleaned image.
     upload = await IdentityUpload.get(session_id=walk.session_id, kind="id_front")
-    raw = (harness.deps.storage.root / upload.path).read_bytes()
+    raw = (harness.files / upload.path).read_bytes()
     assert not raw.startswith(b"\xff\xd8")
     evidence = EvidenceStore(harness.deps.storage, harness.deps.cipher)
     assert (await evidence.get(upload.path)).startswith(b"\xff\xd8")
@@ -191,7 +191,7 @@ async def test_the_card_is_read_while_the_clip_is_recorded_and_the_check_takes_t
     assert (await _upload(harness, walk, "liveness", clip, "video/mp4")).status == 201
     assert (await harness.request("POST", "/customer/identity/submit",
                                   token=walk.customer_token)).status == 202
-    plan = ChallengePlan(challenges=["blink"], time_limit_s=info["time_limit_s"])
+    plan = ChallengePlan(challenges=[Challenge.BLINK], time_limit_s=info["time_limit_s"])
     await run_identity_check(harness.deps, engines, sid, 1, plan, reads)
     assert engines.card_reads == 2  # the check took the early read of the retaken photo
     assert await harness.state(walk) == "identity_verified"

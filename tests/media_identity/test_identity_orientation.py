@@ -108,8 +108,8 @@ def _screen_photo(card_photo: Frame, seed: int, pitch: int = 3, angle: float = 3
     grid[2::3] *= 0.35
     shown = big * grid * 1.6
     turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    shown = cv2.warpAffine(shown, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
-    shot = cv2.resize(shown, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_LINEAR)
+    turned = cv2.warpAffine(shown, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
+    shot = cv2.resize(turned, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_LINEAR)
     shot = cv2.GaussianBlur(shot, (0, 0), 0.5) + rng.normal(0, 3, shot.shape)
     ok, buf = cv2.imencode(".jpg", np.clip(shot, 0, 255).astype(np.uint8),
                            [cv2.IMWRITE_JPEG_QUALITY, 88])

@@ -25,6 +25,7 @@ from qa.timeline import (
     PRESENCE_UNAVAILABLE,
     record_media_event,
 )
+from scripts_library.render import SessionStep
 from security.audit import Actor
 from storage import LocalFolderStore
 from tests.harness import HERE, Harness, Walk
@@ -261,7 +262,8 @@ async def record_session(h: Harness, kit: MediaKit, sc: Scenario,
             # The agent reads it aloud, as long as the server needs to hear it (voice activity
             # on the agent's audio, R-24).
             voiced = max(sc.agent_ms - 400,
-                         media_events.agent_voice_needed_ms(step, h.deps.settings))
+                         media_events.agent_voice_needed_ms(SessionStep.model_validate(step),
+                                                            h.deps.settings))
             text, sound = sc.agent_reads.get(step_id, (step["text"], None))
             if sound is not None:
                 voiced = max(voiced, _ms(sound))

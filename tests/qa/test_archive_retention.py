@@ -84,7 +84,7 @@ async def test_retention_deletes_exactly_what_is_due_and_nothing_on_hold_R42(
 
     files = await Recording.filter(session_id=due.session_id).values_list("path", "sha256")
     signature = await Signature.get(session_id=due.session_id)
-    root = h.deps.storage.root
+    root = h.files
     assert all((root / path).exists() for path, _ in files)
     # every stream of the recorded call (several segments each) and the signature are purged
     assert {path.split("/")[1] for path, _ in files} == {"customer_av", "agent_av", "tts"}

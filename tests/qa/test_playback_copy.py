@@ -52,7 +52,7 @@ def _sha(path: Path) -> str:
 
 def _evidence(h: Harness, sid: str) -> dict[str, str]:
     """Every file under the session's folder except the copy's own: path → SHA-256."""
-    folder = h.deps.storage.root / sid
+    folder = h.files / sid
     return {str(p.relative_to(folder)): _sha(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.parent.name != "playback"}
 
@@ -96,7 +96,7 @@ async def test_playback_copy_of_a_sealed_session_with_an_interruption_R41(
     rec = await record_session(h, media_kit, Scenario(interrupt_after="product",
                                                       interruption_ms=6000))
     sid = rec.session_id
-    root = h.deps.storage.root
+    root = h.files
     before = _evidence(h, sid)
     t = await load_timeline(UUID(sid))
     assert t.interruptions and t.clips
@@ -129,6 +129,7 @@ async def test_playback_copy_of_a_sealed_session_with_an_interruption_R41(
         video = c.streams.video[0]
         assert (video.codec_context.name, video.width, video.height) == ("h264", 960, 424)
         assert c.streams.audio[0].codec_context.name == "aac"
+        assert c.duration is not None
         duration_ms = c.duration * 1000 // av.time_base
     assert abs(duration_ms - t.end_ms) < 300, (duration_ms, t.end_ms)
     assert abs(sidecar["duration_ms"] - t.end_ms) < 100
@@ -216,7 +217,7 @@ async def test_a_damaged_or_missing_segment_is_reported_and_the_rest_is_played_R
     h = harness
     rec = await record_session(h, media_kit, Scenario())
     sid = rec.session_id
-    root = h.deps.storage.root
+    root = h.files
     altered = await Recording.get(session_id=sid, kind="customer_av", segment=2)
     lost = await Recording.get(session_id=sid, kind="agent_av", segment=1)
     (root / altered.path).write_bytes(b"\x1a\x45\xdf\xa3 not a webm any more")
@@ -234,6 +235,7 @@ async def test_a_damaged_or_missing_segment_is_reported_and_the_rest_is_played_R
     copy = playback_folder(root, sid) / COPY_NAME
     assert sidecar["sha256"] == _sha(copy)
     with av.open(str(copy)) as c:
+        assert c.duration is not None
         assert c.duration * 1000 // av.time_base >= rec.end_ms - 300
     # Where the altered segment was, the customer's tile says so (the agent's still plays).
     at = (await load_timeline(UUID(sid))).offset(altered.started_at) + 3000
@@ -313,7 +315,7 @@ async def test_sealed_sessions_get_their_copy_through_the_job_queue_R41(
     jobs = h.app[JOBS]
     async with h.jobs_running(max_async_tasks=2):
         assert await catch_up(h.deps, h.redis, jobs, PlaybackSettings()) == 1
-        sidecar = playback_folder(h.deps.storage.root, sid) / SIDECAR_NAME
+        sidecar = playback_folder(h.files, sid) / SIDECAR_NAME
         for _ in range(1800):  # the render runs in a child process; the machine may be busy
             if sidecar.exists():
                 break

@@ -183,7 +183,7 @@ async def test_low_resolution_is_a_quality_finding_R32(
 async def test_altered_segment_is_found_R31(
         harness: Harness, media_kit: MediaKit, vad: VoiceActivityDetector) -> None:
     rec = await record_session(harness, media_kit, Scenario())
-    path = harness.deps.storage.root / f"{rec.session_id}/customer_av/00002.webm"
+    path = harness.files / f"{rec.session_id}/customer_av/00002.webm"
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))

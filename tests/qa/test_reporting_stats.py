@@ -78,7 +78,7 @@ async def test_statistics_match_a_known_data_set_R55(harness: Harness) -> None:
     assert a1["qa_pass_rate"] == round(2 / 3, 4)
     # The walk itself takes a little call time (the speech it plays): the medians are over the
     # sessions' real call lengths, each the minutes the test added plus that.
-    calls = {}
+    calls: dict[str, list[float]] = {}
     for row in await RecordingSession.filter(completed_at__isnull=False).prefetch_related(
             "agent__user"):
         assert row.recording_started_at is not None and row.completed_at is not None

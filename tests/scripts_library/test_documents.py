@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image, ImageDraw
@@ -107,7 +107,7 @@ def test_a_text_source_is_typeset_with_page_numbers_R25() -> None:
     pages = docs.typeset(source)
     assert len(pages) >= 2 and all(p.size == (1080, 1528) for p in pages)
     # Ink on every page (the text and the running page number).
-    assert all(p.getextrema()[0] < 50 for p in pages)
+    assert all(cast(tuple[int, int], p.getextrema())[0] < 50 for p in pages)
 
 
 def test_rendering_pins_every_documents_pages_and_draws_the_licence_card_R25(

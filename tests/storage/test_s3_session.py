@@ -45,9 +45,9 @@ async def test_a_session_on_s3_is_sealed_verified_replayed_and_exported_R31(
     stored = set(await store.keys(f"{sid}/")) | set(await store.keys(f"sessions/{sid}/"))
     assert {r.path for r in recordings} <= stored
     assert {s.image_path for s in signatures} | {s.strokes_path for s in signatures} <= stored
-    for r in recordings:
-        info = await store.stat(r.path)
-        assert info is not None and info.sha256 == r.sha256 and info.size_bytes == r.size_bytes
+    for rec in recordings:
+        info = await store.stat(rec.path)
+        assert info is not None and info.sha256 == rec.sha256 and info.size_bytes == rec.size_bytes
     # Nothing of the evidence is on the app's disk.
     files = h.config.files_dir
     assert not files.exists() or not any(p.is_file() for p in files.rglob("*"))

@@ -173,7 +173,7 @@ async def test_two_writers_of_one_key_on_s3_one_wins(s3_endpoint: str,
         barrier.wait(timeout=10)  # both past the check before either writes
         return found
 
-    store._existing = both_see_no_object  # type: ignore[method-assign]
+    store._existing = both_see_no_object  # type: ignore[method-assign,assignment]
     results = await asyncio.gather(store.put_bytes(KEY, b"writer A"),
                                    store.put_bytes(KEY, b"writer B"), return_exceptions=True)
     store._existing = original  # type: ignore[method-assign]
