@@ -45,8 +45,8 @@ timing the parts' entry points in it with ``time.thread_time`` (exclusive of nes
 
     python -m bench.call [--calls 1,2,4,8] [--seconds 30] [--segment-seconds 60]
                          [--video-kbps 600] [--ramp-seconds 0.5] [--cores C]
-                         [--target-utilisation 0.75] [--no-admission] [--no-presence]
-                         [--no-asr] [--answer-every 10] [--json out.json]
+                         [--target-utilisation 0.75] [--count-machine] [--no-admission]
+                         [--no-presence] [--no-asr] [--answer-every 10] [--json out.json]
 
 "steady" is the CPU per call-minute while the admitted calls run (without joining and closing).
 """
@@ -242,6 +242,7 @@ class Presence:
         self.child = psutil.Process(self.host._process.pid)
         self.marks: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
         self.samplers: dict[str, VideoSampler[Any]] = {}
+        self.origins: dict[str, float] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.errors: list[str] = []
 
@@ -255,9 +256,10 @@ class Presence:
     async def watch(self, hub: CallHub, session: str) -> None:
         try:
             fps = await asyncio.to_thread(self.host.open, session, self.reference, 0.0)
+            self.origins[session] = origin = time.time()
             self.samplers[session] = hub.watch_video(
                 session, "customer", functools.partial(self.host.add_frame, session),
-                sample_fps=fps, origin=time.time(),
+                sample_fps=fps, origin=origin,
                 on_result=lambda marks: self.marks[session].extend(
                     (mark.type, mark.at_s) for mark in marks))
         except Exception as error:  # reported with the run
@@ -268,7 +270,8 @@ class Presence:
         if sampler is None:
             return
         try:
-            report = await asyncio.to_thread(self.host.finish, session)
+            report = await asyncio.to_thread(self.host.finish, session,
+                                             time.time() - self.origins[session])
         except Exception as error:
             self.errors.append(f"{session}: {type(error).__name__} {error}")
             return
@@ -277,6 +280,12 @@ class Presence:
             "in_view_share": report.in_view_share, "samples": report.samples,
             "max_gap_s": round(sampler.stats.max_gap_s, 2),
             "dropped_busy": sampler.stats.dropped_busy,
+            "waited": sampler.stats.waited, "max_wait_s": round(sampler.stats.max_wait_s, 2),
+            "unsampled_s": report.unsampled_s,
+            # The customer is in view all the call: any absence reported is false.
+            "false_absences": sum(m.type == "customer_left" for m in report.marks)
+                              + (report.reason_code == "low_presence"),
+            "gaps": sum(m.type == "sampling_lost" for m in report.marks),
         }
 
 
@@ -312,6 +321,8 @@ async def serve(storage: Path, segment_seconds: float, admission: AdmissionConfi
                       include_loopback=True, admission=admission),
         on_segment=on_segment, on_clip_finished=on_clip,
     )
+    if presence is not None:  # admission control counts the presence child as the node's
+        hub.count_helper_process(presence.host.pid)
     lag: dict[str, Any] = {"max": 0.0, "samples": []}
 
     async def watch_loop() -> None:
@@ -729,6 +740,10 @@ async def run_calls(
             "presence_failed_because": dict(collections.Counter(
                 r["reason"] for r in reports if not r["passed"])),
             "presence_dropped_busy": sum(r["dropped_busy"] for r in reports),
+            "presence_false_absences": sum(r["false_absences"] for r in reports),
+            "presence_gaps": sum(r["gaps"] for r in reports),
+            "presence_unsampled_s": round(sum(r["unsampled_s"] for r in reports), 1),
+            "presence_max_wait_s": max((r["max_wait_s"] for r in reports), default=None),
             "presence_max_gap_s": max((r["max_gap_s"] for r in reports), default=None),
             "presence_errors": presence["errors"],
             "presence_mark_types": sorted({m[0] for s in running
@@ -751,6 +766,8 @@ COLUMNS = (("N", "calls"), ("in", "admitted"), ("503", "refused"), ("fail", "fai
            ("lag max ms", "max_loop_lag_ms"), ("sent fps", "client_fps_sent"),
            ("udp drops", "udp_receive_drops"), ("samples/min", "presence_samples_per_call_min"),
            ("marks", "presence_marks"), ("pres ok", "presence_passed"),
+           ("false absent", "presence_false_absences"), ("gaps", "presence_gaps"),
+           ("max gap s", "presence_max_gap_s"),
            ("answers", "answers_heard"), ("yes", "answers_affirmative"),
            ("tts ok", "tts_clips_complete"), ("hub fits", "hub_calls_that_fit"))
 
@@ -828,6 +845,9 @@ def main() -> None:
     parser.add_argument("--cores", type=float, help="admission control: the node's cores")
     parser.add_argument("--target-utilisation", type=float,
                         help="admission control: the share of them calls may take")
+    parser.add_argument("--count-machine", action="store_true",
+                        help="admission control: count every process on the cores (the "
+                             "clients, other work), not only the hub and its presence child")
     parser.add_argument("--no-admission", action="store_true",
                         help="admit every call (the hub without admission control)")
     parser.add_argument("--no-presence", action="store_true",
@@ -842,14 +862,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         admission = None if args.no_admission else AdmissionConfig(
-            cores=args.cores, **({"target_utilisation": args.target_utilisation}
-                                 if args.target_utilisation else {}))
+            cores=args.cores, count_machine=args.count_machine,
+            **({"target_utilisation": args.target_utilisation}
+               if args.target_utilisation else {}))
         start_serving(args.serve, args.segment_seconds, admission,
                       None if args.no_presence else args.reference, not args.no_asr)
         return
     passed = ([f"--cores={args.cores}"] if args.cores else []) + (
         [f"--target-utilisation={args.target_utilisation}"] if args.target_utilisation
         else []) + (["--no-admission"] if args.no_admission else []) + (
+        ["--count-machine"] if args.count_machine else []) + (
         ["--no-presence"] if args.no_presence else []) + (
         ["--no-asr"] if args.no_asr else [])
     start = time.monotonic()
