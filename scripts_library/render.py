@@ -80,6 +80,30 @@ class RenderedStep(BaseModel):
     max_cer: float | None = None
 
 
+class StepAudio(BaseModel):
+    """The prepared speech of a TTS step, as the session's speech job records it
+    (workflow/script_speech.py `audio_facts`): what will be played, by content hash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str
+    opus_sha256: str | None = None
+    engine: str
+    voice: str
+    cache_key: str
+    duration_ms: int
+
+
+class SessionStep(RenderedStep):
+    """One step as a session stores it (`RecordingSession.steps`, issue 18): the rendered step
+    plus the facts of its prepared speech. Keys unknown to this model are ignored on reading,
+    so a step stored by an older version still reads; nothing is written back from it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    audio: StepAudio | None = None
+
+
 class RenderedScript(BaseModel):
     """The steps of one session and the exact script version they came from (R-23)."""
 
