@@ -220,3 +220,39 @@ def test_r13_qa_counts_only_the_absence_seen() -> None:
     # Without the unknown stretch the same marks are 60 s away: too long.
     plain = _qa([marks[0], marks[3]], end_s=100)
     assert sorted(f.code for f in plain) == ["customer_left", "presence_low"]
+
+
+class EmptyRoomEngine(SeeingEngine):
+    """Sees nobody."""
+
+    def detect(self, image: Frame) -> list[FaceBox]:
+        return []
+
+    def embed(self, image: Frame, main_face_only: bool = False) -> list[FaceEmbedding]:
+        return []
+
+
+def test_r13_the_monitor_confirms_nothing_across_a_stretch_without_samples() -> None:
+    """Away at 0 s and again at 7 s, with nothing sampled between: not two consecutive
+    samples — the absence is confirmed at 8 s (7 and 8), not dated back to 0 s. A call whose
+    samples stop (or never start) ends with the stretch marked unknown, not as absence."""
+    picture = np.zeros((120, 160, 3), np.uint8)
+    away = PresenceMonitor(EmptyRoomEngine(), SeeingEngine.vector, PresenceConfig())
+    marks = [m for t in (0.0, 7.0, 8.0) for m in away.add_frame(t, picture)]
+    assert [(m.type, m.at_s) for m in marks] == [
+        ("sampling_lost", 5.0), ("sampling_resumed", 7.0), ("customer_left", 7.0)]
+
+    stopped = PresenceMonitor(SeeingEngine(), SeeingEngine.vector, PresenceConfig())
+    for t in range(4):
+        stopped.add_frame(float(t), picture)
+    report = stopped.finish(end_t=20.0)
+    assert [(m.type, m.at_s) for m in report.marks] == [("sampling_lost", 8.0)]
+    # In view 0-8 s (the last sample stands for 5 s), unknown 8-20: 40 % seen in view, up to
+    # 100 % possible — undecided, not low_presence.
+    assert report.unsampled_s == 12.0 and report.in_view_share == 1.0
+    assert report.reason_code == "not_sampled" and not report.passed
+
+    never = PresenceMonitor(SeeingEngine(), SeeingEngine.vector, PresenceConfig())
+    report = never.finish(end_t=10.0)
+    assert report.reason_code == "no_samples" and report.unsampled_s == 10.0
+    assert [(m.type, m.at_s) for m in report.marks] == [("sampling_lost", 0.0)]
