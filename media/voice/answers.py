@@ -15,18 +15,22 @@ How an answer is judged (docs/asr.md has the details and the figures of ``python
    its negation probes when it reads as one, else as unclear. The likelihoods give the
    probability of each verdict.
 3. Affirmative only when the transcription reads as a yes, the audio's probability of a yes
-   clears its threshold *and* the negative readings stay below 0.4 %; negative when they reach
-   one half; else unclear.
+   clears its threshold *and* the negative readings stay below 0.15 %; negative when they reach
+   0.4; else unclear. A transcription holding no accepted word is read by its sound too
+   (青楚 → 清楚, `read_homophones`, never when another syllable may be a negation), and one
+   that reads as nothing is transcribed once more with a neutral prompt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 import numpy as np
 
@@ -155,6 +159,73 @@ def read_text(text: str, expectation: Expectation) -> TextReading:
     return TextReading(Verdict.UNCLEAR, "nothing")
 
 
+# -- homophones ----------------------------------------------------------------------------------
+
+# Whisper writes a short answer as whatever characters sound like it (清楚 → 青楚, 明白 → 名白):
+# the transcription is also read by its pinyin. Syllables are compared without tones, with the
+# usual Mandarin mergers (zh/z, ch/c, sh/s, n/l, -ng/-n): a homophone, not a near miss.
+_FOLD_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"))
+_FOLD_FINALS = (("ang", "an"), ("eng", "en"), ("ing", "in"))
+# Syllables that may be a negation or a question word written as a homophone (部 for 不, 美 for
+# 没): a transcription holding one is never read by its sound.
+_NEGATION_SOUNDS = frozenset({"bu", "mei", "bie", "wei", "wu", "fei", "fou", "mo", "ben",
+                              "ma", "me", "ba", "ne"})
+
+
+def _fold(syllable: str) -> str:
+    for old, new in _FOLD_INITIALS:
+        if syllable.startswith(old):
+            syllable = new + syllable[len(old):]
+            break
+    for old, new in _FOLD_FINALS:
+        if syllable.endswith(old):
+            return syllable[: -len(old)] + new
+    return syllable
+
+
+@lru_cache(maxsize=4096)
+def _sounds(char: str) -> frozenset[str]:
+    """Every toneless reading of one character (heteronyms included), folded; empty for a
+    character that is not Chinese."""
+    from pypinyin import Style, pinyin
+
+    readings = pinyin(char, style=Style.NORMAL, heteronym=True, errors="ignore")
+    return frozenset(_fold(r) for r in readings[0]) if readings else frozenset()
+
+
+def read_homophones(text: str, expectation: Expectation) -> str:
+    """The transcription with every run of characters that sounds like an accepted word of two
+    or more syllables written as that word (青楚 → 清楚), or unchanged when any other character
+    may sound like a negation or a question (部, 美, 吗 …): the sound never hides a 不."""
+    spoken = normalise(text)
+    words = [w for w in expectation.accepted if len(w) >= 2]
+    out, i, changed = [], 0, False
+    while i < len(spoken):
+        for word in words:
+            piece = spoken[i:i + len(word)]
+            if len(piece) == len(word) and all(
+                    sound in _sounds(c) for sound, c in zip(_word_sounds(word), piece,
+                                                            strict=True)):
+                out.append(word)
+                changed |= piece != word
+                i += len(word)
+                break
+        else:
+            if _sounds(spoken[i]) & _NEGATION_SOUNDS:
+                return text
+            out.append(spoken[i])
+            i += 1
+    return "".join(out) if changed else text
+
+
+@lru_cache(maxsize=256)
+def _word_sounds(word: str) -> tuple[str, ...]:
+    """How an accepted word is read (in context: 了 in 知道了 is le), folded."""
+    from pypinyin import Style, lazy_pinyin
+
+    return tuple(_fold(s) for s in lazy_pinyin(word, style=Style.NORMAL))
+
+
 # -- the closed set -----------------------------------------------------------------------------
 
 _CANDIDATES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -246,11 +317,12 @@ class AnswerPolicy:
     affirmative_probability: float = 0.8
     # ... while the negative candidates together (the negation probes included) stay below
     # this: a "不" masked by noise leaves the negated reading at a few tenths of a percent to a
-    # few percent (不清楚 heard as 我清楚 at 10 dB SNR: 0.53 % to 2.6 % depending on the cut);
+    # few percent (不清楚 heard as 我清楚 at 10 dB SNR: 0.53 % to 2.6 % depending on the cut;
+    # 不清楚 heard as 我清楚了 in the regenerated set: 0.16 %, so 0.4 % accepted it);
     # most clear yeses leave it under 0.1 %.
-    affirmative_max_negative: float = 0.004
+    affirmative_max_negative: float = 0.0015
     # Probability of a negative answer (closed set) that makes the verdict negative.
-    negative_probability: float = 0.5
+    negative_probability: float = 0.4
     # Whisper's probability that there is no speech at all, above which nothing was said
     # (only when the free transcription is empty too).
     no_speech_probability: float = 0.6
@@ -263,6 +335,10 @@ class AnswerPolicy:
     vad_margin_seconds: float = 0.2
     # Without candidate scores (an engine that cannot score) the text alone never says yes.
     affirmative_needs_scores: bool = True
+    # Read a transcription without an accepted word by its sound (read_homophones).
+    homophones: bool = True
+    # When the transcription reads as nothing, transcribe once more with this prompt.
+    retry_prompt: str | None = "以下是普通话的句子。"
 
 
 @dataclass(frozen=True)
@@ -392,6 +468,27 @@ def decide(hearing: Hearing, expectation: Expectation, labelled: dict[str, Verdi
     return Decision(Verdict.UNCLEAR, 1.0 - max(p_yes, p_no), "unsure", probabilities, best)
 
 
+def _hear(recognizer: SpeechRecognizer, speech: Samples, prompt: str | None,
+          expectation: Expectation, policy: AnswerPolicy) -> tuple[Hearing, str, TextReading]:
+    """The free transcription, read by its characters, else by its sound (the hearing then
+    carries the sounded text; the second value is what was written)."""
+    hearing = recognizer.hear(speech, prompt=prompt)
+    heard = hearing.text
+    reading = read_text(heard, expectation)
+    if policy.homophones and reading.reason == "nothing":
+        sounded = read_homophones(heard, expectation)
+        if sounded != heard:
+            hearing = dataclasses.replace(hearing, text=sounded)
+            reading = read_text(sounded, expectation)
+    return hearing, heard, reading
+
+
+def _echoes(text: str, prompt: str, length: int = 3) -> bool:
+    """The transcription repeats a piece of the prompt (Whisper echoes prompts on short audio)."""
+    spoken, source = normalise(text), normalise(prompt)
+    return any(source[i:i + length] in spoken for i in range(len(source) - length + 1))
+
+
 def _speech_span(vad: VoiceActivityDetector, samples: Samples, margin: float) -> Samples | None:
     intervals = vad.speech(samples)
     if not intervals:
@@ -436,8 +533,16 @@ def classify(recognizer: SpeechRecognizer, samples: Samples,
     assert speech is not None
     try:
         prompt = answer_prompt(expectation) if policy.prompt == "answers" else None
-        hearing = recognizer.hear(speech, prompt=prompt)
-        reading = read_text(hearing.text, expectation)
+        hearing, heard, reading = _hear(recognizer, speech, prompt, expectation, policy)
+        if reading.reason == "nothing" and policy.retry_prompt and not prompt:
+            # Nothing readable (often an empty transcription of a clear short answer): once
+            # more with a neutral prompt, taken only when it reads as a yes (the audio must
+            # still confirm it) and does not echo the prompt. A negation it may hallucinate
+            # is not taken either: the first hearing stands, which cannot say yes.
+            again = _hear(recognizer, speech, policy.retry_prompt, expectation, policy)
+            if again[2].verdict is Verdict.AFFIRMATIVE and not _echoes(again[1],
+                                                                      policy.retry_prompt):
+                hearing, heard, reading = again
         scores: dict[str, float] = {}
         labelled = closed_set(hearing, expectation)
         # A transcription that already says no, or hedges, needs no scoring.
@@ -445,5 +550,8 @@ def classify(recognizer: SpeechRecognizer, samples: Samples,
             scores = recognizer.score(hearing, list(labelled))
     except AsrError as error:
         return answer(Decision(Verdict.UNCLEAR, 1.0, f"engine_error:{error}"), "", speech.size)
-    return answer(decide(hearing, expectation, labelled, scores, policy), hearing.text,
-                  speech.size)
+    decision = decide(hearing, expectation, labelled, scores, policy)
+    if hearing.text != heard:  # read by its sound: say so, and keep what was written
+        decision = dataclasses.replace(decision, reason=f"{decision.reason},homophone:"
+                                                        f"{hearing.text}")
+    return answer(decision, heard, speech.size)

@@ -21,6 +21,7 @@ from media.voice.answers import (
     decide,
     expected_answers,
     negation_probes,
+    read_homophones,
     read_text,
 )
 from media.voice.asr.base import AsrError, Hearing, Transcript
@@ -154,8 +155,9 @@ class ScriptedRecognizer:
     version = "scripted 1"
 
     def __init__(self, text: str, scores: dict[str, float] | None = None,
-                 fail: bool = False) -> None:
+                 fail: bool = False, prompted: str | None = None) -> None:
         self.text, self.scores, self.fail, self.scored = text, scores or {}, fail, 0
+        self.prompted = text if prompted is None else prompted  # heard with a prompt
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -166,7 +168,7 @@ class ScriptedRecognizer:
     def hear(self, samples: object, *, prompt: str | None = None) -> Hearing:
         if self.fail:
             raise AsrError("the engine fell over")
-        return Hearing(self.text, -0.1, 0.0, 1.0, 0.01)
+        return Hearing(self.prompted if prompt else self.text, -0.1, 0.0, 1.0, 0.01)
 
     def score(self, hearing: Hearing, candidates: Sequence[str], *,
               prompt: str | None = None) -> dict[str, float]:
@@ -188,3 +190,42 @@ def test_r24_classify_reports_engine_and_fails_closed_on_errors() -> None:
     assert said_no.scored == 0  # a transcription that says no needs no scoring
     broken = classify(ScriptedRecognizer("", fail=True), audio, "清楚")
     assert broken.verdict is Verdict.UNCLEAR and broken.reason.startswith("engine_error")
+
+
+@pytest.mark.parametrize(("heard", "read"), [
+    ("青楚", "清楚"), ("清出", "清楚"), ("我青楚了", "我清楚了"), ("名白", "明白"),
+    ("知到了", "知道了"),
+    # never when another syllable may be a negation or a question written as a homophone
+    ("部青楚", "部青楚"), ("美听青楚", "美听青楚"), ("青楚吗", "青楚吗"), ("青楚嘛", "青楚嘛"),
+    # a near miss is not a homophone
+    ("千主", "千主"), ("心处", "心处"),
+])
+def test_r24_homophones_are_read_as_the_word_but_never_hide_a_negation(heard: str,
+                                                                        read: str) -> None:
+    assert read_homophones(heard, Expectation.of("清楚")) == read
+
+
+def test_r24_classify_reads_homophones_and_hears_an_empty_answer_again() -> None:
+    import numpy as np
+
+    audio = np.zeros(16_000, dtype=np.float32)
+    sounded = classify(ScriptedRecognizer("青楚", {"清楚": -0.05}), audio, "清楚")
+    assert sounded.verdict is Verdict.AFFIRMATIVE and sounded.transcript == "青楚"
+    assert sounded.reason.endswith(",homophone:清楚")
+    # 部 may be 不: the audio's yes alone does not make it one
+    assert classify(ScriptedRecognizer("部青楚", {"清楚": -0.05}), audio,
+                    "清楚").verdict is Verdict.UNCLEAR
+    # Nothing heard: heard again with a prompt, taken when it reads as a yes ...
+    again = classify(ScriptedRecognizer("", {"清楚": -0.05}, prompted="清楚"), audio, "清楚")
+    assert again.verdict is Verdict.AFFIRMATIVE and again.transcript == "清楚"
+    # ... never when it echoes the prompt (以下是… holds 是), nor when it hallucinates a no
+    # (the first hearing, which cannot say yes, stands)
+    for prompted in ("以下是普通话的句子。", "是的不顺利"):
+        verdict = classify(ScriptedRecognizer("", {"清楚": -0.05}, prompted=prompted), audio,
+                           "清楚")
+        assert verdict.verdict is Verdict.UNCLEAR and verdict.transcript == "", prompted
+    off = AnswerPolicy(retry_prompt=None, homophones=False)
+    assert classify(ScriptedRecognizer("", {"清楚": -0.05}, prompted="清楚"), audio, "清楚",
+                    policy=off).verdict is Verdict.UNCLEAR
+    assert classify(ScriptedRecognizer("青楚", {"清楚": -0.05}), audio, "清楚",
+                    policy=off).verdict is Verdict.UNCLEAR
