@@ -42,6 +42,7 @@ def call_admission(settings: Settings) -> AdmissionConfig | None:
         max_loop_lag=settings.call_admission_max_loop_lag_seconds,
         window_seconds=settings.call_admission_window_seconds,
         retry_after_seconds=settings.call_admission_retry_after_seconds,
+        count_machine=settings.call_admission_count_machine,
     )
 
 

@@ -156,6 +156,9 @@ class Settings(BaseModel):
     call_admission_max_loop_lag_seconds: float = Field(default=0.1, gt=0)
     call_admission_window_seconds: float = Field(default=30.0, gt=0)
     call_admission_retry_after_seconds: int = Field(default=10, ge=1)
+    # Count every process on the node's cores as "in use" (a node that shares its machine with
+    # other work: the worker, the database); off, only the hub and its helper processes count.
+    call_admission_count_machine: bool = False
     # A spoken-answer step offers the answer buttons after this long without an answer the
     # recogniser understood (and after two it could not understand), R-24.
     spoken_answer_buttons_after_seconds: float = Field(default=15.0, gt=0)

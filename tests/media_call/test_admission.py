@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,3 +347,15 @@ async def test_a_new_call_on_a_full_node_is_503_with_retry_after(
     finally:
         for client in clients:
             await client.close()
+
+
+def test_the_settings_name_whether_the_whole_machine_counts(tmp_path: Path) -> None:
+    """SHUANGLU_CALL_ADMISSION_COUNT_MACHINE reaches the hub's admission control (issue 16)."""
+    from infra.call_rooms import call_admission
+    from infra.config import Settings
+
+    shared = call_admission(Settings(profile="test", data_dir=tmp_path,
+                                     call_admission_count_machine=True))
+    alone = call_admission(Settings(profile="test", data_dir=tmp_path))
+    assert shared is not None and shared.count_machine
+    assert alone is not None and not alone.count_machine
