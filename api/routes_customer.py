@@ -55,6 +55,7 @@ from workflow import (
 from workflow.consent import ConsentAnswer, give_consent
 from workflow.consent_texts import CONSENT_TEXTS, OPENING_PROMPT, RISK_SENTENCE
 from workflow.sessions import get_visible
+from workflow.steps import steps_of
 
 api = Api()
 
@@ -178,7 +179,7 @@ async def post_document_view(request: web.Request) -> web.Response:
 async def get_document_page(request: web.Request) -> web.Response:
     sha = path_str(request, "sha256", 64)
     session = await _session(request)
-    pinned = {page["sha256"] for step in session.steps
+    pinned = {page["sha256"] for step in steps_of(session)
               for page in (documents.pinned(step) or {}).get("pages", [])}
     # Blocking (a local file, or a read-through from the shared store): off the event loop.
     data = await asyncio.to_thread(page_store().get_page, sha) if sha in pinned else None

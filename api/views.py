@@ -7,6 +7,7 @@ from typing import Any
 from models import lean
 from models.sales import Order
 from models.sessions import RecordingSession, Signature
+from scripts_library.render import SessionStep
 from security.masking import mask_id_number, mask_name, mask_phone
 from security.roles import Permission
 from workflow.core import WorkflowDeps
@@ -14,6 +15,7 @@ from workflow.orders import decrypt_customer
 from workflow.principals import StaffPrincipal
 from workflow.sessions import current_step
 from workflow.states import STATE_LABELS_ZH
+from workflow.steps import step_at
 
 
 def _iso(value: Any) -> str | None:
@@ -50,21 +52,27 @@ async def order_view(
     }
 
 
-def spoken_view(session: RecordingSession, step: dict[str, Any] | None) -> dict[str, Any] | None:
+def spoken_view(session: RecordingSession, step: SessionStep | None) -> dict[str, Any] | None:
     """The current step's spoken answer so far (R-24), or None for other steps."""
-    if step is None or step.get("answer") != "spoken_answer":
+    if step is None or step.answer != "spoken_answer":
         return None
-    state = session.spoken if session.spoken.get("step_id") == step["id"] else {}
+    state = session.spoken if session.spoken.get("step_id") == step.id else {}
     return {"attempts": int(state.get("attempts", 0)), "heard": state.get("heard", ""),
             "verdict": state.get("verdict", ""), "buttons": bool(state.get("buttons"))}
 
 
+def _disclosed(session: RecordingSession) -> tuple[dict[str, Any] | None, SessionStep | None]:
+    """The current step as the pages get it (its JSON with its index), and typed."""
+    shown = current_step(session)
+    return shown, (None if shown is None else step_at(session, session.current_step))
+
+
 def session_summary(session: RecordingSession) -> dict[str, Any]:
-    step = current_step(session)
+    shown, step = _disclosed(session)
     return {
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
-        "pause_reason": session.pause_reason, "current_step": step,
+        "pause_reason": session.pause_reason, "current_step": shown,
         "step_count": len(session.steps), "steps_done": min(session.current_step,
                                                             len(session.steps)),
         "identity_attempts": session.identity_attempts, "order_id": session.order_id,
@@ -73,11 +81,11 @@ def session_summary(session: RecordingSession) -> dict[str, Any]:
         "recording_started_at": _iso(session.recording_started_at),
         "completed_at": _iso(session.completed_at), "sealed_at": _iso(session.sealed_at),
         "ended_at": _iso(session.ended_at), "end_reason": session.end_reason,
-        "answer_open": bool(step and session.answer_open_step == step["id"]),
+        "answer_open": bool(step and session.answer_open_step == step.id),
         "spoken": spoken_view(session, step),
         # Whose media is connected and recorded; the script starts only with both (R-30).
         "call_parties": session.call_parties or {},
-        "speaking": bool(step and session.speaking_step == step["id"]),
+        "speaking": bool(step and session.speaking_step == step.id),
     }
 
 
@@ -94,20 +102,20 @@ _SIGNED_SQL = "SELECT 1 FROM signature WHERE session_id = ? LIMIT 1"
 
 async def customer_session_view(session: RecordingSession) -> dict[str, Any]:
     """What the customer page sees: its own progress, never other data."""
-    step = current_step(session)
+    shown, step = _disclosed(session)
     # Every customer request answers with this view: the query is written out (issue 14).
     signed = await lean.exists(Signature, _SIGNED_SQL,
                                [lean.param(Signature, "session_id", session.id)])
     return {
         "signed": signed,
-        "speaking": bool(step and session.speaking_step == step["id"]),
+        "speaking": bool(step and session.speaking_step == step.id),
         # The server accepts the answer to the current step now (R-24): the page shows its
         # buttons or pads only then.
-        "answer_open": bool(step and session.answer_open_step == step["id"]),
+        "answer_open": bool(step and session.answer_open_step == step.id),
         # A spoken-answer step: what was heard, and whether the buttons are offered (R-24).
         "spoken": spoken_view(session, step),
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
-        "current_step": step, "step_count": len(session.steps),
+        "current_step": shown, "step_count": len(session.steps),
         "steps_done": min(session.current_step, len(session.steps)),
     }

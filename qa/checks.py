@@ -21,6 +21,7 @@ from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
 from qa.settings import QaSettings
 from qa.timeline import PresenceFact, StepPlay, Timeline, TranscriptLine
 from scripts_library.model import ProductType as ScriptProductType
+from scripts_library.render import SessionStep
 from scripts_library.rules import forbidden_phrasing, mandatory_steps
 from workflow.call import RISK_SENTENCE_PRODUCTS
 from workflow.consent_texts import RISK_SENTENCE
@@ -38,7 +39,7 @@ class CheckInput:
     identity_max_attempts: int = 3
 
     @property
-    def steps(self) -> list[dict[str, Any]]:
+    def steps(self) -> list[SessionStep]:
         return self.timeline.steps
 
     @property
@@ -51,12 +52,12 @@ class CheckInput:
 Check = Callable[[CheckInput], list[Finding]]
 
 
-def _speech_ms(step: dict[str, Any]) -> int:
-    return int((step.get("audio") or {}).get("duration_ms") or 0)
+def _speech_ms(step: SessionStep) -> int:
+    return step.audio.duration_ms if step.audio else 0
 
 
-def _label(step: dict[str, Any]) -> str:
-    return str(step.get("title") or step.get("id"))
+def _label(step: SessionStep) -> str:
+    return step.title or step.id
 
 
 def _final_play(plays: list[StepPlay]) -> StepPlay | None:
@@ -70,7 +71,7 @@ def check_script_content(c: CheckInput) -> list[Finding]:
     """R-21: every mandatory kind for the product type is in the session's steps; R-22: no
     forbidden phrasing in the rendered texts (values filled in can differ from the template)."""
     findings = []
-    kinds = {str(s.get("kind")) for s in c.steps}
+    kinds = {s.kind.value for s in c.steps}
     product_type = ScriptProductType(c.product.product_type.value)
     for kind in mandatory_steps().kinds_for(product_type):
         if kind.value not in kinds:
@@ -79,12 +80,12 @@ def check_script_content(c: CheckInput) -> list[Finding]:
                                     details={"kind": kind.value}))
     phrasing = forbidden_phrasing()
     for index, step in enumerate(c.steps):
-        for entry, match in phrasing.find(str(step.get("text", ""))):
+        for entry, match in phrasing.find(step.text):
             plays = c.timeline.plays_of(index)
             findings.append(Finding(
                 "forbidden_phrasing", f"步骤“{_label(step)}”含禁止性表述“{match.group(0)}”："
                 f"{entry.rationale}", at_ms=plays[0].start_ms if plays else None,
-                step_id=str(step["id"]), details={"pattern": entry.id},
+                step_id=step.id, details={"pattern": entry.id},
             ))
     return findings
 
@@ -105,13 +106,13 @@ def check_steps_played(c: CheckInput) -> list[Finding]:
     for index, step in enumerate(c.steps):
         plays = t.plays_of(index)
         play = _final_play(plays)
-        step_id = str(step["id"])
+        step_id = step.id
         if play is None:
             findings.append(Finding("step_not_reached", f"步骤“{_label(step)}”未播报",
                                     at_ms=c.call_end_ms, step_id=step_id))
             continue
         expected = _speech_ms(step)
-        if step.get("speaker") == "tts":
+        if step.speaker == "tts":
             complete = [k for k in t.clips_of(step_id)
                         if k.complete and k.played_ms >= k.duration_ms - tolerance]
             played = max((k.played_ms for k in t.clips_of(step_id)), default=0)
@@ -149,7 +150,7 @@ def check_steps_played(c: CheckInput) -> list[Finding]:
                         at_ms=start, step_id=step_id,
                         details={"heard_ms": heard, "duration_ms": expected},
                     ))
-        elif step.get("speaker") == "agent" and agent is not None and agent.segments \
+        elif step.speaker == "agent" and agent is not None and agent.segments \
                 and play.end_ms is not None:
             spoken = agent.speech_within(play.start_ms, play.end_ms)
             if spoken < c.settings.min_answer_speech_ms:
@@ -157,7 +158,7 @@ def check_steps_played(c: CheckInput) -> list[Finding]:
                     "agent_step_silent", f"步骤“{_label(step)}”应由销售人员讲解，但未检测到其语音",
                     at_ms=play.start_ms, step_id=step_id, details={"speech_ms": spoken},
                 ))
-        if not expected and play.end_ms is not None and step.get("answer") != NO_ANSWER \
+        if not expected and play.end_ms is not None and step.answer != NO_ANSWER \
                 and play.end_ms - play.start_ms < c.settings.min_step_seconds * 1000:
             findings.append(Finding(
                 "duration_implausible",
@@ -174,9 +175,9 @@ def check_acknowledgements(c: CheckInput) -> list[Finding]:
     t = c.timeline
     affirmative = {a.step_id for a in t.acknowledgements if a.answer == AnswerValue.AFFIRMATIVE}
     for index, step in enumerate(c.steps):
-        if step.get("answer") == NO_ANSWER:
+        if step.answer == NO_ANSWER:
             continue
-        step_id = str(step["id"])
+        step_id = step.id
         plays = t.plays_of(index)
         if step_id not in affirmative:
             at = plays[-1].end_ms if plays and plays[-1].end_ms is not None else (
@@ -224,10 +225,10 @@ def check_customer_spoke(c: CheckInput) -> list[Finding]:
     if customer is None or not customer.segments:
         return findings  # no recording at all: check_continuity reports it
     s = c.settings
-    steps = {str(step["id"]): step for step in c.steps}
+    steps = {step.id: step for step in c.steps}
     for ack in c.timeline.acknowledgements:
         step = steps.get(ack.step_id)
-        if step is None or step.get("answer") not in s.speech_answers \
+        if step is None or step.answer not in s.speech_answers \
                 or ack.answer != AnswerValue.AFFIRMATIVE or ack.answer_kind != "voice":
             continue
         span = ack.speech or {}
@@ -362,7 +363,7 @@ def check_agent_words(c: CheckInput) -> list[Finding]:
     return findings
 
 
-def _answer_window(c: CheckInput, index: int, step: dict[str, Any],
+def _answer_window(c: CheckInput, index: int, step: SessionStep,
                    ack: Any) -> tuple[int, int]:
     s = c.settings
     span = ack.speech or {}
@@ -373,7 +374,7 @@ def _answer_window(c: CheckInput, index: int, step: dict[str, Any],
     if not plays:
         return ack.offset_ms - round(s.answer_window_before_s * 1000), end
     play = plays[-1]
-    clips = [k for k in c.timeline.clips_of(str(step["id"])) if k.complete]
+    clips = [k for k in c.timeline.clips_of(step.id) if k.complete]
     speech_end = (clips[-1].end_ms if clips
                   else play.start_ms + _speech_ms(step) if _speech_ms(step) else None)
     start = max(play.start_ms, speech_end - 1000) if speech_end is not None else play.start_ms
@@ -398,15 +399,15 @@ def check_answers_heard(c: CheckInput) -> list[Finding]:
                 "signature", "handwriting"):
             affirmative[stored.step_id] = stored  # the last one stands
     for index, step in enumerate(c.steps):
-        ack = affirmative.get(str(step["id"]))
-        if ack is None or step.get("answer") in (NO_ANSWER, *WRITTEN):
+        ack = affirmative.get(step.id)
+        if ack is None or step.answer in (NO_ANSWER, *WRITTEN):
             continue
         start, end = _answer_window(c, index, step, ack)
         lines = t.said("customer", start, end)
         text = "，".join(line.text for line in lines)
         if not text:
             continue
-        reading = read_text(text, Expectation.from_step_text(str(step.get("text", ""))))
+        reading = read_text(text, Expectation.from_step_text(step.text))
         if reading.verdict == Verdict.NEGATIVE:
             sure = all(line.avg_logprob >= c.settings.transcript_min_logprob
                        and line.no_speech_prob < 0.6 for line in lines)
@@ -420,7 +421,7 @@ def check_answers_heard(c: CheckInput) -> list[Finding]:
         findings.append(Finding(
             "answer_contradicted",
             f"步骤“{_label(step)}”记录为客户肯定答复（{how}），但客户当时说“{text[:60]}”"
-            f"（{heard}）", at_ms=lines[0].start_ms, step_id=str(step["id"]),
+            f"（{heard}）", at_ms=lines[0].start_ms, step_id=step.id,
             severity=severity,
             details={"said": text[:200], "reading": reading.verdict.value,
                      "words": list(reading.words), "answer_kind": ack.answer_kind,
@@ -458,13 +459,13 @@ def check_agent_read(c: CheckInput) -> list[Finding]:
     findings: list[Finding] = []
     threshold = c.settings.step_read_min_coverage
     for index, step in enumerate(c.steps):
-        if step.get("speaker") != "agent":
+        if step.speaker != "agent":
             continue
         best: tuple[float, StepPlay | None, str] = (-1.0, None, "")
         for candidate in c.timeline.plays_of(index):
             end = (candidate.end_ms if candidate.end_ms is not None else c.call_end_ms) + 2000
             heard = "".join(line.text for line in t.said("agent", candidate.start_ms, end))
-            score = character_recall(str(step.get("text", "")), heard)
+            score = character_recall(step.text, heard)
             if score > best[0]:
                 best = (score, candidate, heard)
         coverage, play, said = best
@@ -474,7 +475,7 @@ def check_agent_read(c: CheckInput) -> list[Finding]:
             "agent_step_not_read",
             f"步骤“{_label(step)}”应由销售人员宣读，但其讲述只覆盖话术文字的 {coverage:.0%}"
             f"（要求至少 {threshold:.0%}）",
-            at_ms=play.start_ms, step_id=str(step["id"]),
+            at_ms=play.start_ms, step_id=step.id,
             details={"coverage": round(coverage, 3), "threshold": threshold,
                      "heard": said[:300]}))
     return findings
@@ -730,8 +731,8 @@ def check_signature(c: CheckInput) -> list[Finding]:
     end = c.call_end_ms
     if not sigs:
         return [Finding("signature_missing", "没有客户签名记录", at_ms=end)]
-    copy_steps = [s for s in c.steps if s.get("answer") == "handwritten_copy"]
-    needed = [str(s.get("copy_text") or RISK_SENTENCE) for s in copy_steps]
+    copy_steps = [s for s in c.steps if s.answer == "handwritten_copy"]
+    needed = [s.copy_text or RISK_SENTENCE for s in copy_steps]
     if not needed and c.product.product_type in RISK_SENTENCE_PRODUCTS:
         needed = [RISK_SENTENCE]
     copied = {_normalised(s.risk_sentence) for s in sigs}
@@ -825,7 +826,7 @@ def check_durations(c: CheckInput) -> list[Finding]:
     if end > c.settings.max_call_hours * 3600 * 1000:
         findings.append(Finding("duration_implausible",
                                 f"通话时长 {end / 60000:.0f} 分钟，超出合理范围", at_ms=0))
-    speech = sum(_speech_ms(s) for s in c.steps if s.get("speaker") == "tts")
+    speech = sum(_speech_ms(s) for s in c.steps if s.speaker == "tts")
     if speech and end < speech * 0.9:
         findings.append(Finding(
             "duration_implausible",

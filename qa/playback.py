@@ -113,9 +113,9 @@ def plan_from_timeline(t: Timeline, files_root: Path | None,
     steps = []
     total = len(t.steps)
     for play in t.plays:
-        step = t.steps[play.index] if play.index < total else {}
+        step = t.steps[play.index] if play.index < total else None
         again = "（重播）" if t.plays_of(play.index).index(play) else ""
-        title = step.get("title") or play.step_id
+        title = (step.title if step is not None else "") or play.step_id
         steps.append(Span(play.start_ms, play.end_ms if play.end_ms is not None else duration,
                           f"第 {play.index + 1}/{total} 步 · {title}{again}"))
     gaps = tuple(Span(g.start_ms, g.end_ms if g.end_ms is not None else duration,

@@ -27,6 +27,7 @@ from security import audit
 from security.audit import Actor
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict, NotFound, WorkflowError
+from workflow.event_types import EventType
 
 log = logging.getLogger(__name__)
 CHINA = timezone(timedelta(hours=8), "CST")
@@ -102,9 +103,9 @@ async def _auto_pass(deps: WorkflowDeps, task: QaTask, report: QaCheckReport) ->
     try:
         async with locked(deps, task.session_id, "review") as unit:
             await unit.move(Actor.system("qa-sampling"), SessionState.QA_PASSED,
-                            "qa_auto_passed", {"task_id": task.id, "report_id": task.report_id,
-                                               "share": task.sample_share,
-                                               "counts": report.counts})
+                            EventType.QA_AUTO_PASSED,
+                            {"task_id": task.id, "report_id": task.report_id,
+                             "share": task.sample_share, "counts": report.counts})
             task.status = TaskStatus.AUTO_PASSED
             task.decided_at = deps.clock()
             task.verdict = "pass"

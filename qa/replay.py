@@ -82,15 +82,15 @@ async def replay_view(session_id: UUID, ticket: str,
     steps = []
     for index, step in enumerate(t.steps):
         plays = t.plays_of(index)
-        steps.append({"index": index, "id": step["id"], "title": step.get("title", ""),
-                      "kind": step.get("kind"), "speaker": step.get("speaker"),
-                      "answer": step.get("answer"), "text": step.get("text", ""),
+        steps.append({"index": index, "id": step.id, "title": step.title,
+                      "kind": step.kind.value, "speaker": step.speaker.value,
+                      "answer": step.answer.value, "text": step.text,
                       "plays": [{"start_ms": p.start_ms, "end_ms": p.end_ms,
                                  "ended_by": p.ended_by} for p in plays]})
         for n, p in enumerate(plays):
             again = "（重播）" if n else ""
-            mark("step", p.start_ms, f"{index + 1}. {step.get('title') or step['id']}{again}",
-                 step_id=step["id"])
+            mark("step", p.start_ms, f"{index + 1}. {step.title or step.id}{again}",
+                 step_id=step.id)
     for a in t.acknowledgements:
         label = "签名/抄录" if a.answer_kind in ("signature", "handwriting") else \
             ANSWER_LABELS.get(a.answer.value, a.answer.value)

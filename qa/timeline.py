@@ -38,6 +38,7 @@ from models.sessions import (
     SessionEvent,
     Signature,
 )
+from scripts_library.render import SessionStep
 
 # The timeline's media facts, recorded by the workflow (re-exported here for QA's readers).
 from workflow.media_events import CLIP_FINISHED as CLIP_FINISHED
@@ -46,6 +47,7 @@ from workflow.media_events import PRESENCE_MARK as PRESENCE_MARK
 from workflow.media_events import PRESENCE_STARTED as PRESENCE_STARTED
 from workflow.media_events import PRESENCE_UNAVAILABLE as PRESENCE_UNAVAILABLE
 from workflow.media_events import record_media_event as record_media_event
+from workflow.steps import step_at, steps_of
 
 # Events that start (or restart) the play of a step.
 STEP_STARTS = ("script_started", "step_started", "script_resumed")
@@ -169,8 +171,8 @@ class Timeline:
     transcript: SessionTranscript | None = None
 
     @property
-    def steps(self) -> list[dict[str, Any]]:
-        return self.session.steps
+    def steps(self) -> list[SessionStep]:
+        return steps_of(self.session)
 
     @property
     def had_call(self) -> bool:
@@ -203,9 +205,8 @@ class Timeline:
         return windows
 
 
-def _expected_speech_ms(step: dict[str, Any]) -> int:
-    audio = step.get("audio") or {}
-    return int(audio.get("duration_ms") or 0)
+def _expected_speech_ms(step: SessionStep) -> int:
+    return step.audio.duration_ms if step.audio else 0
 
 
 async def load_timeline(session_id: UUID) -> Timeline:
@@ -302,7 +303,7 @@ def _read_events(t: Timeline) -> None:
                                                       if t.events else 0)
     # A "signed" step end is an acknowledgement too; a plain advance leaves ended_by as set.
     for play in t.plays:
-        step = s.steps[play.index] if play.index < len(s.steps) else {}
-        if play.ended_by == "advanced" and step.get("answer") not in (None, "none"):
+        step = step_at(s, play.index)
+        if play.ended_by == "advanced" and step is not None and step.answer != "none":
             # Moved on without an answer event: only possible through a replay or a gap.
             play.ended_by = "advanced_without_answer"

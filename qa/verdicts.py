@@ -38,11 +38,15 @@ from security import audit
 from security.roles import Permission
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
+from workflow.event_types import EventType
 from workflow.gates import Location
 from workflow.principals import StaffPrincipal
 from workflow.sessions import create_session
 
 DECIDED_TASK = (TaskStatus.DECIDED, TaskStatus.AUTO_PASSED, TaskStatus.CLOSED)
+
+# The timeline event of an inspector's verdict.
+QA_EVENTS = {Verdict.PASS: EventType.QA_PASS, Verdict.REJECT: EventType.QA_REJECT}
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,7 @@ async def _decide(
             comments=comments[:2000], findings=summary, at=now, using_db=conn,
         )
         target = SessionState.QA_PASSED if verdict == Verdict.PASS else SessionState.QA_REJECTED
-        await unit.move(principal.actor, target, f"qa_{verdict.value}",
+        await unit.move(principal.actor, target, QA_EVENTS[verdict],
                         {"review_id": review.id, "task_id": task.id, **counts})
         task.status = TaskStatus.DECIDED
         task.verdict = verdict.value

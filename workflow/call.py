@@ -29,14 +29,17 @@ from models.sessions import (
     SessionState,
     Signature,
 )
+from scripts_library.render import SessionStep
 from security import audit
 from security.audit import Actor
 from workflow import coverage, documents, live_liveness
 from workflow.core import Unit, WorkflowDeps, locked, require_state
 from workflow.errors import Conflict, Forbidden, NotFound
+from workflow.event_types import EventType
 from workflow.gates import Location
 from workflow.principals import CustomerPrincipal, StaffPrincipal
 from workflow.sessions import run_gates
+from workflow.steps import at_current, steps_of
 
 RISK_SENTENCE_PRODUCTS = frozenset(
     {ProductType.PARTICIPATING, ProductType.UNIVERSAL, ProductType.INVESTMENT_LINKED}
@@ -55,15 +58,15 @@ def _own(principal: StaffPrincipal, session: RecordingSession) -> None:
 ROLE_LABELS_ZH = {"customer": "客户", "agent": "销售人员"}
 
 
-def require_answer_open(session: RecordingSession, step: dict[str, Any]) -> None:
+def require_answer_open(session: RecordingSession, step: SessionStep) -> None:
     """R-23, R-24: the step's answer is accepted only after the server opened it (its speech
     reached the connected customer in full, or the agent was heard reading it)."""
-    if session.answer_open_step == step["id"]:
+    if session.answer_open_step == step.id:
         return
-    if step.get("speaker") == "agent":
+    if step.speaker == "agent":
         raise Conflict("answer_not_open", "销售人员尚未宣读完本项内容，请听完后再回答",
-                       step_id=step["id"])
-    raise Conflict("answer_not_open", "请先听完本项内容再回答", step_id=step["id"])
+                       step_id=step.id)
+    raise Conflict("answer_not_open", "请先听完本项内容再回答", step_id=step.id)
 
 
 def call_readiness(session: RecordingSession, liveness: str | None = None) -> list[str]:
@@ -76,7 +79,7 @@ def call_readiness(session: RecordingSession, liveness: str | None = None) -> li
               if not (session.call_parties or {}).get(role, {}).get("recording")]
     if absent:
         problems.append(f"{'和'.join(absent)}的音视频尚未接通录制")
-    unready = [s for s in session.steps if s.get("speaker") == "tts" and not s.get("audio")]
+    unready = [s for s in steps_of(session) if s.speaker == "tts" and not s.audio]
     if unready:
         problems.append(f"还有 {len(unready)} 段话术语音正在生成")
     if liveness:
@@ -105,7 +108,7 @@ async def start_call(
                                str(session_id))
     async with locked(deps, session_id, "start_call") as unit:
         unit.session.recording_started_at = unit.session.recording_started_at or deps.clock()
-        await unit.move(principal.actor, SessionState.IN_CALL, "call_started",
+        await unit.move(principal.actor, SessionState.IN_CALL, EventType.CALL_STARTED,
                         {"premises_id": premises.id})
         result: RecordingSession = unit.session
     return result
@@ -127,25 +130,25 @@ async def start_script(
         unit.session.current_step = 0
         unit.session.answer_open_step = ""
         # The policy in force, for QA (`qa.checks.check_live_liveness`, issue 15).
-        await unit.move(principal.actor, SessionState.DISCLOSING, "script_started",
-                        {"step_id": unit.session.steps[0]["id"], "index": 0,
+        await unit.move(principal.actor, SessionState.DISCLOSING, EventType.SCRIPT_STARTED,
+                        {"step_id": steps_of(unit.session)[0].id, "index": 0,
                          "live_liveness_required": deps.settings.live_liveness_required})
         result: RecordingSession = unit.session
     return result
 
 
-async def _advance(unit: Unit, actor: Actor, step: dict[str, Any]) -> None:
+async def _advance(unit: Unit, actor: Actor, step: SessionStep) -> None:
     session = unit.session
     session.current_step += 1
     session.answer_open_step = ""
     session.spoken = {}
     if session.current_step >= len(session.steps):
-        await unit.move(actor, SessionState.SIGNING, "script_finished",
-                        {"last_step_id": step["id"]})
+        await unit.move(actor, SessionState.SIGNING, EventType.SCRIPT_FINISHED,
+                        {"last_step_id": step.id})
     else:
-        nxt = session.steps[session.current_step]
-        await unit.event(actor, "step_started", {"step_id": nxt["id"],
-                                                 "index": session.current_step})
+        nxt = at_current(session)
+        await unit.event(actor, EventType.STEP_STARTED, {"step_id": nxt.id,
+                                                         "index": session.current_step})
 
 
 # The answer already stored for a retried `client_event_id` (unique per session).
@@ -180,24 +183,24 @@ async def acknowledge(
         require_state(session, "acknowledge")
         if session.paused:
             raise Conflict("session_paused", "请等待销售人员解释说明后再继续确认")
-        step = session.steps[session.current_step]
-        if step["id"] != step_id:
+        step = at_current(session)
+        if step.id != step_id:
             raise Conflict("step_mismatch", "页面上的话术步骤已变化，请刷新后再确认",
-                           current_step_id=step["id"])
-        if step.get("answer") == NO_ANSWER:
+                           current_step_id=step.id)
+        if step.answer == NO_ANSWER:
             raise Conflict("step_needs_no_answer", "该步骤无需客户确认")
-        if step.get("answer") in WRITTEN_ANSWERS:
+        if step.answer in WRITTEN_ANSWERS:
             raise Conflict("step_needs_writing", "该步骤需要在签名区抄录或签名")
         require_answer_open(session, step)
         now = deps.clock()
-        if step.get("answer") == "show_document" and answer == AnswerValue.AFFIRMATIVE:
+        if step.answer == "show_document" and answer == AnswerValue.AFFIRMATIVE:
             await documents.require_pages_shown(unit, principal.actor, step, now)  # R-25
         ack = await store_answer(unit, principal.actor, step, answer, answer_kind, text,
                                  client_event_id, now)
     return AckResult(ack, session, False)
 
 
-async def store_answer(unit: Unit, actor: Actor, step: dict[str, Any], answer: AnswerValue,
+async def store_answer(unit: Unit, actor: Actor, step: SessionStep, answer: AnswerValue,
                        answer_kind: str, text: str, client_event_id: str, at: datetime,
                        speech: dict[str, Any] | None = None) -> Acknowledgement:
     """The answer to the current (open) step, in the caller's transaction: an affirmative one
@@ -205,24 +208,24 @@ async def store_answer(unit: Unit, actor: Actor, step: dict[str, Any], answer: A
     which the step is played again (R-24). Button and spoken answers alike."""
     session = unit.session
     ack = await Acknowledgement.create(
-        session_id=session.id, step_id=step["id"], step_index=session.current_step,
+        session_id=session.id, step_id=step.id, step_index=session.current_step,
         answer_kind=answer_kind, answer=answer, text=text[:500], at=at,
         offset_ms=_offset_ms(session, at), client_event_id=client_event_id, speech=speech,
         using_db=unit.conn,
     )
-    data = {"step_id": step["id"], "index": session.current_step, "answer": answer.value,
+    data = {"step_id": step.id, "index": session.current_step, "answer": answer.value,
             "answer_kind": answer_kind, "offset_ms": ack.offset_ms}
     if speech is not None:
         data["transcript"] = str(speech.get("transcript", ""))[:200]
-    await unit.event(actor, "acknowledged", data)
+    await unit.event(actor, EventType.ACKNOWLEDGED, data)
     if answer == AnswerValue.AFFIRMATIVE:
         await _advance(unit, actor, step)
     else:
         session.paused = True
         session.answer_open_step = ""  # the step is played again after the explanation
         session.spoken = {}
-        session.pause_reason = f"customer answered {answer.value} at step {step['id']}"
-        await unit.move(actor, SessionState.DISCLOSING, "script_paused", data)
+        session.pause_reason = f"customer answered {answer.value} at step {step.id}"
+        await unit.move(actor, SessionState.DISCLOSING, EventType.SCRIPT_PAUSED, data)
     return ack
 
 
@@ -233,11 +236,11 @@ async def advance(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUI
     async with locked(deps, session_id, "advance") as unit:
         _own(principal, unit.session)
         session = unit.session
-        step = session.steps[session.current_step]
-        if step["id"] != step_id:
+        step = at_current(session)
+        if step.id != step_id:
             raise Conflict("step_mismatch", "当前话术步骤已变化，请刷新",
-                           current_step_id=step["id"])
-        if step.get("answer") != NO_ANSWER:
+                           current_step_id=step.id)
+        if step.answer != NO_ANSWER:
             raise Conflict("acknowledgement_required", "该步骤需要客户明确肯定答复后才能继续")
         if session.paused:
             raise Conflict("session_paused", "请先解释说明并继续")
@@ -251,8 +254,8 @@ async def advance_after_speech(deps: WorkflowDeps, session_id: UUID, step_id: st
     """A step that needs no answer (e.g. the closing words) moves on once played in full."""
     async with locked(deps, session_id, "advance") as unit:
         session = unit.session
-        step = session.steps[session.current_step]
-        if step["id"] == step_id and step.get("answer") == NO_ANSWER and not session.paused:
+        step = at_current(session)
+        if step.id == step_id and step.answer == NO_ANSWER and not session.paused:
             await _advance(unit, Actor.system("media"), step)
 
 
@@ -267,9 +270,9 @@ async def resume_script(
         unit.session.paused = False
         unit.session.pause_reason = ""
         unit.session.answer_open_step = ""
-        step = unit.session.steps[unit.session.current_step]
-        await unit.move(principal.actor, SessionState.DISCLOSING, "script_resumed",
-                        {"step_id": step["id"], "index": unit.session.current_step,
+        step = at_current(unit.session)
+        await unit.move(principal.actor, SessionState.DISCLOSING, EventType.SCRIPT_RESUMED,
+                        {"step_id": step.id, "index": unit.session.current_step,
                          "note": note[:500]})
         result: RecordingSession = unit.session
     return result
@@ -283,7 +286,7 @@ async def interrupt(
         session.resume_state = session.state
         session.interrupted_at = deps.clock()
         session.answer_open_step = ""  # the interrupted step is played again after resuming
-        await unit.move(actor, SessionState.INTERRUPTED, "interrupted",
+        await unit.move(actor, SessionState.INTERRUPTED, EventType.INTERRUPTED,
                         {"reason": reason[:200], "step_index": session.current_step})
         result: RecordingSession = unit.session
     return result
@@ -325,11 +328,11 @@ async def resume_call(
         target = session.resume_state
         data: dict[str, Any] = {"gap_ms": gap_ms, "resumed_into": target.value}
         if target == SessionState.DISCLOSING:
-            data["replay_step_id"] = session.steps[session.current_step]["id"]
+            data["replay_step_id"] = at_current(session).id
             data["index"] = session.current_step
         session.resume_state = None
         session.interrupted_at = None
-        await unit.move(principal.actor, target, "call_resumed", data)
+        await unit.move(principal.actor, target, EventType.CALL_RESUMED, data)
         result: RecordingSession = unit.session
     return result
 
@@ -366,7 +369,7 @@ async def complete(deps: WorkflowDeps, principal: StaffPrincipal,
         if not gaps:
             unit.session.completed_at = now
             unit.session.ended_at = now
-            await unit.move(principal.actor, SessionState.COMPLETED, "completed")
+            await unit.move(principal.actor, SessionState.COMPLETED, EventType.COMPLETED)
         result: RecordingSession = unit.session
     if gaps:
         details = [g.as_dict() for g in gaps]
@@ -388,7 +391,8 @@ async def abort(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUID,
             raise Forbidden("not_your_branch", "只能终止本机构网点的录制会话")
         unit.session.ended_at = deps.clock()
         unit.session.end_reason = reason[:200] or "aborted"
-        await unit.move(principal.actor, SessionState.ABORTED, "aborted", {"reason": reason[:200]})
+        await unit.move(principal.actor, SessionState.ABORTED, EventType.ABORTED,
+                        {"reason": reason[:200]})
         result: RecordingSession = unit.session
     return result
 
@@ -421,6 +425,6 @@ async def register_recording(
             sha256=data.sha256, size_bytes=data.size_bytes, duration_ms=data.duration_ms,
             started_at=data.started_at, ended_at=data.ended_at, using_db=unit.conn,
         )
-        await unit.event(actor, "recording_segment",
+        await unit.event(actor, EventType.RECORDING_SEGMENT,
                          {"kind": data.kind, "segment": data.segment, "sha256": data.sha256})
     return recording

@@ -319,10 +319,10 @@ class AgentVoiceWatcher:
         step = media_events.reading_step(session) if session is not None else None
         current = self._listening.get(key)
         if current is not None:
-            if step is not None and current[0] == step["id"]:
+            if step is not None and current[0] == step.id:
                 return
             await self.stop(key)
-        if step is None or step.get("speaker") != "agent":
+        if step is None or step.speaker != "agent":
             return
         heard = 0
 
@@ -332,7 +332,7 @@ class AgentVoiceWatcher:
         async def report(ms: int) -> None:
             nonlocal heard
             heard += ms
-            if ms and await media_events.agent_voice(self._deps, session_id, step["id"], heard):
+            if ms and await media_events.agent_voice(self._deps, session_id, step.id, heard):
                 await self.stop(key)
 
         try:
@@ -340,7 +340,7 @@ class AgentVoiceWatcher:
                                                 on_result=self._in_database(report))
         except UnknownSession:
             return  # nobody joined yet on this node
-        self._listening[key] = (step["id"], listener)
+        self._listening[key] = (step.id, listener)
 
     async def stop(self, session_id: str) -> None:
         current = self._listening.pop(session_id, None)

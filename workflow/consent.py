@@ -9,6 +9,7 @@ from models.sessions import Consent, ConsentKind, RecordingSession, SessionState
 from workflow.consent_texts import CONSENT_TEXTS
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict
+from workflow.event_types import EventType
 from workflow.principals import CustomerPrincipal
 
 
@@ -40,10 +41,10 @@ async def give_consent(
         details = {k.value: a.agreed for k, a in by_kind.items()}
         if all(a.agreed for a in answers):
             unit.session.consented_at = now
-            await unit.move(principal.actor, SessionState.CONSENTED, "consented", details)
+            await unit.move(principal.actor, SessionState.CONSENTED, EventType.CONSENTED, details)
         else:
             unit.session.ended_at = now
             unit.session.end_reason = "customer declined consent"
-            await unit.move(principal.actor, SessionState.DECLINED, "declined", details)
+            await unit.move(principal.actor, SessionState.DECLINED, EventType.DECLINED, details)
         session: RecordingSession = unit.session
     return session

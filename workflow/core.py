@@ -23,7 +23,9 @@ from security import audit
 from security.audit import Actor
 from security.crypto import FieldCipher
 from storage import ObjectStore
+from workflow import event_types
 from workflow.errors import Conflict, NotFound
+from workflow.event_types import EventType
 from workflow.events import EventPublisher
 from workflow.states import ACTION_LABELS_ZH, STATE_LABELS_ZH, TRANSITIONS
 
@@ -89,14 +91,18 @@ class Unit:
     steps_read: list[dict[str, Any]] | None = None
 
     async def event(
-        self, actor: Actor, type_: str, data: dict[str, Any] | None = None,
+        self, actor: Actor, type_: EventType, data: dict[str, Any] | None = None,
         from_state: str = "", to_state: str = "",
     ) -> SessionEvent:
+        """Appends one event; its data must fit the type's payload model (workflow/event_types.py)
+        or `InvalidEvent` is raised and nothing is written."""
+        data = data or {}
+        event_types.check(type_, data)
         self.session.event_seq += 1
         event = SessionEvent(
-            session_id=self.session.id, seq=self.session.event_seq, type=type_,
+            session_id=self.session.id, seq=self.session.event_seq, type=str(type_),
             from_state=from_state, to_state=to_state, actor_kind=actor.kind,
-            actor_id=actor.id, ip=actor.ip, data=data or {}, at=self.deps.clock(),
+            actor_id=actor.id, ip=actor.ip, data=data, at=self.deps.clock(),
         )
         # One written-out INSERT (the ORM's create costs several times its CPU, issue 14); the
         # row's id is not read back: the timeline is ordered and addressed by `seq`.
@@ -105,7 +111,7 @@ class Unit:
         return event
 
     async def move(
-        self, actor: Actor, to_state: SessionState, type_: str,
+        self, actor: Actor, to_state: SessionState, type_: EventType,
         data: dict[str, Any] | None = None,
     ) -> None:
         """Changes state, appends the event and the audit entry, all in this transaction."""

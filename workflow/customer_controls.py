@@ -25,11 +25,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from models.sessions import RecordingSession, SessionEvent, SessionState
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict
+from workflow.event_types import EventType
 from workflow.principals import CustomerPrincipal
 from workflow.states import CALL_STATES, PRE_CALL_STATES
+from workflow.steps import at_current
 
 MAX_REPLAYS_PER_STEP = 5
-REPLAY_REQUESTED = "step_replay_requested"
+REPLAY_REQUESTED = EventType.STEP_REPLAY_REQUESTED
 
 
 async def replay_step(deps: WorkflowDeps, principal: CustomerPrincipal,
@@ -41,11 +43,11 @@ async def replay_step(deps: WorkflowDeps, principal: CustomerPrincipal,
             raise Conflict("not_disclosing", "现在没有正在播报的内容")
         if session.paused:
             raise Conflict("session_paused", "请等待销售人员解释说明")
-        step = session.steps[session.current_step]
-        if step["id"] != step_id:
+        step = at_current(session)
+        if step.id != step_id:
             raise Conflict("step_mismatch", "页面上的话术步骤已变化，请刷新后再试",
-                           current_step_id=step["id"])
-        if step.get("speaker") != "tts" or not step.get("audio"):
+                           current_step_id=step.id)
+        if step.speaker != "tts" or not step.audio:
             raise Conflict("replay_not_available", "本项由销售人员宣读，如需再听请直接告诉销售人员")
         earlier = await SessionEvent.filter(
             session_id=session.id, type=REPLAY_REQUESTED).using_db(unit.conn).values("data")
@@ -92,9 +94,11 @@ async def report_devices(deps: WorkflowDeps, principal: CustomerPrincipal, camer
         if session.state not in PRE_CALL_STATES | CALL_STATES | {SessionState.INTERRUPTED}:
             raise Conflict("devices_not_needed", "当前无需使用摄像头和麦克风")
         ready = camera == "ok" and microphone in ("ok", "unused")
-        kind = "customer_device_ready" if ready else "customer_device_denied"
+        kind = (EventType.CUSTOMER_DEVICE_READY if ready
+                else EventType.CUSTOMER_DEVICE_DENIED)
         last = await SessionEvent.filter(
-            session_id=session.id, type__in=["customer_device_denied", "customer_device_ready"]
+            session_id=session.id,
+            type__in=[EventType.CUSTOMER_DEVICE_DENIED, EventType.CUSTOMER_DEVICE_READY]
         ).using_db(unit.conn).order_by("-seq").first()
         data = {"camera": camera, "microphone": microphone, "stage": stage,
                 "error": error[:100]}

@@ -17,18 +17,21 @@ from datetime import datetime
 from typing import Any
 
 from models.sessions import RecordingSession, SessionEvent, SessionState
+from scripts_library.render import SessionStep
 from security.audit import Actor
 from workflow.core import Unit, WorkflowDeps, locked
 from workflow.errors import Conflict, InvalidInput
+from workflow.event_types import EventType
 from workflow.principals import CustomerPrincipal
+from workflow.steps import at_current
 
-OPENED = "document_page_opened"
-VIEWED = "document_page_viewed"
+OPENED = EventType.DOCUMENT_PAGE_OPENED
+VIEWED = EventType.DOCUMENT_PAGE_VIEWED
 
 
-def pinned(step: dict[str, Any]) -> dict[str, Any] | None:
+def pinned(step: SessionStep) -> dict[str, Any] | None:
     """The step's pinned pages, or None for a step without a real document."""
-    document = step.get("document_pages")
+    document = step.document_pages
     return document if isinstance(document, dict) and document.get("page_count") else None
 
 
@@ -57,10 +60,10 @@ async def view_page(deps: WorkflowDeps, principal: CustomerPrincipal, step_id: s
             return progress(session, await shown_by_page(unit, session))
         if session.state != SessionState.DISCLOSING:
             raise Conflict("no_document_now", "当前没有需要阅读的文件")
-        step = session.steps[session.current_step]
-        if step["id"] != step_id:
+        step = at_current(session)
+        if step.id != step_id:
             raise Conflict("step_mismatch", "页面上的话术步骤已变化，请刷新",
-                           current_step_id=step["id"])
+                           current_step_id=step.id)
         document = pinned(step)
         if document is None:
             raise Conflict("step_has_no_pages", "该步骤没有需要逐页阅读的文件")
@@ -77,7 +80,7 @@ async def shown_by_page(unit: Unit, session: RecordingSession,
                         now: datetime | None = None) -> dict[int, int]:
     """Milliseconds each page of the current step's document was shown (an open view counts
     up to `now` when given)."""
-    step_id = session.steps[session.current_step]["id"] if session.steps else ""
+    step_id = at_current(session).id if session.steps else ""
     events = await SessionEvent.filter(session_id=session.id, type__in=[VIEWED, OPENED]) \
         .using_db(unit.conn).order_by("seq")
     shown: dict[int, int] = {}
@@ -100,7 +103,7 @@ def progress(session: RecordingSession, shown: dict[int, int]) -> dict[str, Any]
     """Per page of the current step's document: shown ms and whether that is enough."""
     if session.state != SessionState.DISCLOSING or not session.steps:
         return {"pages": [], "complete": False}
-    document = pinned(session.steps[session.current_step])
+    document = pinned(at_current(session))
     if document is None:
         return {"pages": [], "complete": True}
     need = int(document["min_page_seconds"]) * 1000
@@ -113,7 +116,7 @@ def _pages_text(pages: list[int]) -> str:
     return "、".join(f"第 {p} 页" for p in pages)
 
 
-async def require_pages_shown(unit: Unit, actor: Actor, step: dict[str, Any],
+async def require_pages_shown(unit: Unit, actor: Actor, step: SessionStep,
                               now: datetime) -> None:
     """R-25: a show_document step is confirmed only after every page was shown for at least
     `min_page_seconds` by the server's clock (closes the open view first)."""

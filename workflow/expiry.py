@@ -15,6 +15,7 @@ from models.sessions import Recording, RecordingSession, SessionState, Signature
 from security.audit import Actor
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import WorkflowError
+from workflow.event_types import EventType
 from workflow.sealing import seal
 from workflow.states import ENDED_EARLY, STALE_CANDIDATES
 
@@ -36,7 +37,7 @@ async def _expire(deps: WorkflowDeps, session_id: UUID, reason: str) -> bool:
         async with locked(deps, session_id, "expire") as unit:
             unit.session.ended_at = deps.clock()
             unit.session.end_reason = reason
-            await unit.move(Actor.system("expiry"), SessionState.EXPIRED, "expired",
+            await unit.move(Actor.system("expiry"), SessionState.EXPIRED, EventType.EXPIRED,
                             {"reason": reason})
         return True
     except WorkflowError:

@@ -21,6 +21,7 @@ from security.audit import Actor
 from security.cpu import run_cpu
 from workflow.core import WorkflowDeps, locked, require_state
 from workflow.errors import Conflict, InvalidInput, NotFound
+from workflow.event_types import EventType
 from workflow.evidence import (
     IMAGE_TYPES,
     VIDEO_TYPES,
@@ -76,13 +77,14 @@ async def record_attempt(
                          "threshold": face.details.get("threshold"),
                          "metric": face.details.get("metric"), "engine": face.engine}}
         if passed:
-            await unit.move(actor, SessionState.IDENTITY_VERIFIED, "identity_verified", data)
+            await unit.move(actor, SessionState.IDENTITY_VERIFIED,
+                            EventType.IDENTITY_VERIFIED, data)
         elif session.identity_attempts >= limit:
             session.ended_at = deps.clock()
             session.end_reason = "identity verification failed"
-            await unit.move(actor, SessionState.IDENTITY_FAILED, "identity_failed", data)
+            await unit.move(actor, SessionState.IDENTITY_FAILED, EventType.IDENTITY_FAILED, data)
         else:
-            await unit.move(actor, SessionState.CONSENTED, "identity_attempt_failed", data)
+            await unit.move(actor, SessionState.CONSENTED, EventType.IDENTITY_ATTEMPT_FAILED, data)
         state = session.state
         left = max(limit - session.identity_attempts, 0) if not passed else 0
     return AttemptOutcome(check, state, left)
@@ -160,7 +162,7 @@ async def save_upload(
             sha256=clean.sha256, size_bytes=len(clean.data),
             using_db=unit.conn,
         )
-        await unit.event(principal.actor, "identity_upload",
+        await unit.event(principal.actor, EventType.IDENTITY_UPLOAD,
                          {"kind": kind, "attempt": attempt, "stored_sha256": stored.sha256,
                           **checked})
     if kind in CARD_SIDES and set(CARD_SIDES) <= set(

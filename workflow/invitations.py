@@ -20,6 +20,7 @@ from security.audit import Actor, RefusalLog
 from security.tokens import token_digest
 from workflow.core import WorkflowDeps, locked, require_state
 from workflow.errors import Gone, NotFound
+from workflow.event_types import EventType
 from workflow.principals import StaffPrincipal
 
 
@@ -45,7 +46,7 @@ async def issue(
             session_id=session_id, token_hash=token_digest(token), channel=channel,
             expires_at=expires_at, using_db=unit.conn,
         )
-        await unit.move(principal.actor, SessionState.INVITED, "invited",
+        await unit.move(principal.actor, SessionState.INVITED, EventType.INVITED,
                         {"channel": channel, "revoked_previous": revoked,
                          "revoked_opened": opened, "expires_at": expires_at.isoformat()})
     url = f"{deps.settings.public_url}/h5/invite/{token}"
@@ -130,7 +131,7 @@ async def open_link(
         fresh.opened_user_agent = user_agent[:300]
         await fresh.save(using_db=unit.conn)
         await unit.move(Actor("customer", str(unit.session.id), "customer", ip),
-                        SessionState.OPENED, "opened", {"invitation_id": fresh.id})
+                        SessionState.OPENED, EventType.OPENED, {"invitation_id": fresh.id})
         session: RecordingSession = unit.session
     return Opened(session, fresh.id)
 
@@ -190,4 +191,5 @@ async def record_reentry(deps: WorkflowDeps, session_id: UUID, via: str, ip: str
     agent's console sees it live."""
     async with locked(deps, session_id, None) as unit:
         await unit.event(Actor("customer", str(session_id), "customer", ip),
-                         "customer_reentered", {"via": via, "state": unit.session.state.value})
+                         EventType.CUSTOMER_REENTERED,
+                         {"via": via, "state": unit.session.state.value})

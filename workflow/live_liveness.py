@@ -43,11 +43,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from models.sessions import IdentityCheck, RecordingSession, SessionEvent
 from security.audit import Actor
 from workflow.core import WorkflowDeps, WorkflowSettings, locked
+from workflow.event_types import EventType
 from workflow.evidence import EvidenceStore
 
-STARTED = "live_liveness_started"
-PASSED = "live_liveness_passed"
-FAILED = "live_liveness_failed"
+STARTED = EventType.LIVE_LIVENESS_STARTED
+PASSED = EventType.LIVE_LIVENESS_PASSED
+FAILED = EventType.LIVE_LIVENESS_FAILED
 EVENT_TYPES = (STARTED, PASSED, FAILED)
 ACTOR = Actor.system("liveness")
 

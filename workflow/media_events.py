@@ -17,26 +17,29 @@ from typing import Any
 from uuid import UUID
 
 from models.sessions import AnswerValue, IdentityCheck, RecordingSession, SessionState
+from scripts_library.render import SessionStep
 from security.audit import Actor
 from workflow import call, customer_controls, live_liveness
 from workflow.core import Unit, WorkflowDeps, WorkflowSettings, locked
 from workflow.errors import WorkflowError
+from workflow.event_types import EventType
 from workflow.evidence import EvidenceStore
 from workflow.script_speech import SpeechSettings
 from workflow.states import CALL_STATES
+from workflow.steps import at_current, current
 
 log = logging.getLogger(__name__)
 MEDIA = Actor.system("media")
 # Facts of the call written on the timeline in any state (`record_media_event`).
-CLIP_FINISHED = "tts_played"
-PRESENCE_MARK = "presence_mark"
-PRESENCE_STARTED = "presence_started"
-PRESENCE_UNAVAILABLE = "presence_unavailable"
+CLIP_FINISHED = EventType.TTS_PLAYED
+PRESENCE_MARK = EventType.PRESENCE_MARK
+PRESENCE_STARTED = EventType.PRESENCE_STARTED
+PRESENCE_UNAVAILABLE = EventType.PRESENCE_UNAVAILABLE
 MEDIA_EVENT_TYPES = frozenset({CLIP_FINISHED, PRESENCE_MARK, PRESENCE_STARTED,
                                PRESENCE_UNAVAILABLE})
 
 
-async def record_media_event(deps: WorkflowDeps, session_id: UUID, type_: str,
+async def record_media_event(deps: WorkflowDeps, session_id: UUID, type_: EventType,
                              data: dict[str, Any], actor: Actor | None = None) -> None:
     """Appends a presence (or clip) fact to the session's timeline, in any state: a late
     report after the call ended is still evidence (R-13; read by `qa.timeline`)."""
@@ -70,7 +73,7 @@ async def party_connected(deps: WorkflowDeps, session_id: UUID, role: str,
         parties = dict(unit.session.call_parties or {})
         parties[role] = {"at": deps.clock().isoformat(), "recording": recording}
         unit.session.call_parties = parties
-        await unit.event(MEDIA, "party_connected", {"role": role, "recording": recording})
+        await unit.event(MEDIA, EventType.PARTY_CONNECTED, {"role": role, "recording": recording})
 
 
 async def _forget_party(deps: WorkflowDeps, session_id: UUID, role: str, reason: str) -> None:
@@ -79,14 +82,14 @@ async def _forget_party(deps: WorkflowDeps, session_id: UUID, role: str, reason:
         if parties.pop(role, None) is None:
             return
         unit.session.call_parties = parties
-        await unit.event(MEDIA, "party_lost", {"role": role, "reason": reason})
+        await unit.event(MEDIA, EventType.PARTY_LOST, {"role": role, "reason": reason})
 
 
 async def speech_started(deps: WorkflowDeps, session_id: UUID, clip_id: str) -> None:
     step_id = clip_id.split("@", 1)[0]
     async with locked(deps, session_id, None) as unit:
         unit.session.speaking_step = step_id
-        await unit.event(MEDIA, "tts_started", {"step_id": step_id, "clip_id": clip_id})
+        await unit.event(MEDIA, EventType.TTS_STARTED, {"step_id": step_id, "clip_id": clip_id})
 
 
 async def clip_finished(
@@ -96,7 +99,7 @@ async def clip_finished(
     step_id = clip_id.split("@", 1)[0]
     advance_to_next = False
     async with locked(deps, session_id, None) as unit:
-        await unit.event(MEDIA, "tts_played", {
+        await unit.event(MEDIA, EventType.TTS_PLAYED, {
             "step_id": step_id, "clip_id": clip_id, "played_ms": played_ms,
             "duration_ms": duration_ms, "complete": complete,
         })
@@ -104,11 +107,11 @@ async def clip_finished(
         if session.speaking_step == step_id:
             session.speaking_step = ""
         step = _current_step(session)
-        if (complete and step is not None and step["id"] == step_id
+        if (complete and step is not None and step.id == step_id
                 # 再听一遍 asked after this clip started: the replay's clip must be heard.
                 and not await customer_controls.replay_superseded(unit.conn, session_id,
                                                                   clip_id)):
-            if step.get("answer") == call.NO_ANSWER:
+            if step.answer == call.NO_ANSWER:
                 advance_to_next = True
             else:
                 await _open_answer(unit, step, {"by": "speech_complete", "clip_id": clip_id})
@@ -116,36 +119,34 @@ async def clip_finished(
         await call.advance_after_speech(deps, session_id, step_id)
 
 
-def reading_step(session: RecordingSession) -> dict[str, Any] | None:
+def reading_step(session: RecordingSession) -> SessionStep | None:
     """The step being read now and not yet open for its answer (None when paused, between
     steps or outside the script)."""
     step = _current_step(session)
-    return step if step is not None and session.answer_open_step != step["id"] else None
+    return step if step is not None and session.answer_open_step != step.id else None
 
 
-def _current_step(session: RecordingSession) -> dict[str, Any] | None:
+def _current_step(session: RecordingSession) -> SessionStep | None:
     """The step being disclosed, while it can be answered (not paused)."""
     if session.state != SessionState.DISCLOSING or session.paused:
         return None
-    if session.current_step >= len(session.steps):
-        return None
-    return session.steps[session.current_step]
+    return current(session)
 
 
-async def _open_answer(unit: Unit, step: dict[str, Any], how: dict[str, Any]) -> None:
+async def _open_answer(unit: Unit, step: SessionStep, how: dict[str, Any]) -> None:
     """R-24: from now on the server accepts the answer to this step; the pages are told by
     the timeline event (the customer's snapshot carries `answer_open`)."""
-    if unit.session.answer_open_step == step["id"]:
+    if unit.session.answer_open_step == step.id:
         return
-    unit.session.answer_open_step = step["id"]
-    await unit.event(MEDIA, "answer_opened",
-                     {"step_id": step["id"], "index": unit.session.current_step, **how})
+    unit.session.answer_open_step = step.id
+    await unit.event(MEDIA, EventType.ANSWER_OPENED,
+                     {"step_id": step.id, "index": unit.session.current_step, **how})
 
 
-def agent_voice_needed_ms(step: dict[str, Any], settings: WorkflowSettings) -> int:
+def agent_voice_needed_ms(step: SessionStep, settings: WorkflowSettings) -> int:
     """How much of the agent's voice an agent-read step needs before it may be answered: a
     share of the time its text takes to read (R-24)."""
-    chars = sum(1 for c in str(step.get("text", "")) if not c.isspace())
+    chars = sum(1 for c in step.text if not c.isspace())
     reading_s = chars / settings.agent_chars_per_second
     return int(1000 * max(settings.agent_voice_min_seconds,
                           reading_s * settings.agent_voice_share))
@@ -157,7 +158,7 @@ async def agent_voice(deps: WorkflowDeps, session_id: UUID, step_id: str,
     opens its answer once that is enough. Returns whether the answer is open."""
     async with locked(deps, session_id, None) as unit:
         step = _current_step(unit.session)
-        if step is None or step["id"] != step_id or step.get("speaker") != "agent":
+        if step is None or step.id != step_id or step.speaker != "agent":
             return False
         needed = agent_voice_needed_ms(step, deps.settings)
         if voiced_ms < needed:
@@ -172,14 +173,20 @@ SPOKEN_ANSWER = "spoken_answer"
 UNCLEAR_BEFORE_BUTTONS = 2
 
 
-def listening_step(session: RecordingSession) -> dict[str, Any] | None:
+def awaited_step(session: RecordingSession) -> SessionStep | None:
     """The step whose spoken answer is awaited now: its answer is open, it expects a spoken
     answer and it has not been answered."""
     step = _current_step(session)
-    if (step is None or step.get("answer") != SPOKEN_ANSWER
-            or session.answer_open_step != step["id"]):
+    if (step is None or step.answer != SPOKEN_ANSWER
+            or session.answer_open_step != step.id):
         return None
     return step
+
+
+def listening_step(session: RecordingSession) -> dict[str, Any] | None:
+    """`awaited_step` as stored (the JSON of a `SessionStep`), for app/spoken_answers.py."""
+    step = awaited_step(session)
+    return None if step is None else session.steps[session.current_step]
 
 
 def _spoken_state(session: RecordingSession, step_id: str) -> dict[str, Any]:
@@ -202,20 +209,20 @@ async def spoken_answer(deps: WorkflowDeps, session_id: UUID, step_id: str,
     verdict = str(heard.get("verdict", "unclear"))
     async with locked(deps, session_id, None) as unit:
         session = unit.session
-        step = listening_step(session)
-        if step is None or step["id"] != step_id:
+        step = awaited_step(session)
+        if step is None or step.id != step_id:
             return "ignored"
         spoken = _spoken_state(session, step_id)
         spoken.update(attempts=int(spoken["attempts"]) + 1,
                       heard=str(heard.get("transcript", ""))[:100], verdict=verdict)
-        await unit.event(MEDIA, "answer_heard", {
+        await unit.event(MEDIA, EventType.ANSWER_HEARD, {
             "step_id": step_id, "verdict": verdict, "start_ms": start_ms, "end_ms": end_ms,
             **{k: heard[k] for k in ("transcript", "confidence", "reason", "engine",
                                      "engine_version", "seconds") if k in heard}})
         if verdict not in ("affirmative", "negative"):
             if spoken["attempts"] >= UNCLEAR_BEFORE_BUTTONS and not spoken["buttons"]:
                 spoken["buttons"] = True
-                await unit.event(MEDIA, "answer_buttons_offered",
+                await unit.event(MEDIA, EventType.ANSWER_BUTTONS_OFFERED,
                                  {"step_id": step_id, "reason": "unclear"})
             session.spoken = spoken
             return "unclear"
@@ -237,15 +244,16 @@ async def offer_buttons(deps: WorkflowDeps, session_id: UUID, step_id: str,
     """The page offers the answer buttons for a spoken-answer step (nothing understood in
     time, or no recogniser)."""
     async with locked(deps, session_id, None) as unit:
-        step = listening_step(unit.session)
-        if step is None or step["id"] != step_id:
+        step = awaited_step(unit.session)
+        if step is None or step.id != step_id:
             return
         spoken = _spoken_state(unit.session, step_id)
         if spoken["buttons"]:
             return
         spoken["buttons"] = True
         unit.session.spoken = spoken
-        await unit.event(MEDIA, "answer_buttons_offered", {"step_id": step_id, "reason": reason})
+        await unit.event(MEDIA, EventType.ANSWER_BUTTONS_OFFERED,
+                         {"step_id": step_id, "reason": reason})
 
 
 async def room_lost(deps: WorkflowDeps, session_id: UUID, reason: str) -> None:
@@ -254,7 +262,7 @@ async def room_lost(deps: WorkflowDeps, session_id: UUID, reason: str) -> None:
     async with locked(deps, session_id, None) as unit:
         lost = sorted(unit.session.call_parties or {})
         unit.session.call_parties = {}
-        await unit.event(MEDIA, "call_node_lost", {"reason": reason[:200], "parties": lost})
+        await unit.event(MEDIA, EventType.CALL_NODE_LOST, {"reason": reason[:200], "parties": lost})
     session = await RecordingSession.get_or_none(id=session_id)
     if session is not None and session.state in CALL_STATES:
         try:
@@ -267,7 +275,7 @@ async def segment_unreadable(deps: WorkflowDeps, session_id: UUID, path: str) ->
     """An unfinished segment of a dead process had nothing readable: kept, and on the
     timeline so QA and the seal see the hole."""
     async with locked(deps, session_id, None) as unit:
-        await unit.event(MEDIA, "segment_unreadable", {"path": path})
+        await unit.event(MEDIA, EventType.SEGMENT_UNREADABLE, {"path": path})
 
 
 async def presence_hold(deps: WorkflowDeps, session_id: UUID, mark: str, message: str) -> None:
@@ -276,15 +284,15 @@ async def presence_hold(deps: WorkflowDeps, session_id: UUID, mark: str, message
     customer is back alone; the agent's console shows the alert from this event."""
     async with locked(deps, session_id, None) as unit:
         unit.session.answer_open_step = ""
-        await unit.event(MEDIA, "presence_alert", {"type": mark, "message": message[:200]})
+        await unit.event(MEDIA, EventType.PRESENCE_ALERT, {"type": mark, "message": message[:200]})
 
 
 async def presence_release(deps: WorkflowDeps, session_id: UUID) -> None:
     """The customer is back alone in view: the current step is read again from its start."""
     async with locked(deps, session_id, None) as unit:
         step = _current_step(unit.session)
-        await unit.event(MEDIA, "presence_restored",
-                         {"step_id": step["id"] if step else None})
+        await unit.event(MEDIA, EventType.PRESENCE_RESTORED,
+                         {"step_id": step.id if step else None})
 
 
 async def party_lost(deps: WorkflowDeps, session_id: UUID, role: str, reason: str) -> None:
@@ -361,14 +369,14 @@ async def clip_for(session: RecordingSession,
     rendering made on another node is fetched from the shared store into this node's cache."""
     if session.state.value != "disclosing" or session.paused:
         return None
-    step: dict[str, Any] = session.steps[session.current_step]
-    audio = step.get("audio")
-    if step.get("speaker") != "tts" or not audio:
+    step = at_current(session)
+    audio = step.audio
+    if step.speaker != "tts" or not audio:
         return None
     from media.tts.cache import SpeechCache
 
-    cached = await SpeechCache(speech.cache_dir, speech.store).fetch(audio["cache_key"])
-    if cached is None or cached.wav_sha256 != audio["sha256"]:
-        log.error("speech of step %s is missing or changed in the cache", step["id"])
+    cached = await SpeechCache(speech.cache_dir, speech.store).fetch(audio.cache_key)
+    if cached is None or cached.wav_sha256 != audio.sha256:
+        log.error("speech of step %s is missing or changed in the cache", step.id)
         return None
-    return f"{step['id']}@{session.event_seq}", cached.wav_path
+    return f"{step.id}@{session.event_seq}", cached.wav_path

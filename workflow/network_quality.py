@@ -20,11 +20,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from models.sessions import RecordingSession, SessionEvent
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict
+from workflow.event_types import EventType
 from workflow.principals import CustomerPrincipal
 from workflow.states import CALL_STATES
 
-POOR_EVENT = "network_poor"
-RECOVERED_EVENT = "network_recovered"
+POOR_EVENT = EventType.NETWORK_POOR
+RECOVERED_EVENT = EventType.NETWORK_RECOVERED
 HINT = "网络信号较弱，请移到信号好的地方或连接 Wi-Fi"
 
 # (poor at or beyond, good within): loss in %, round trip in ms, frames per second, height px.

@@ -33,6 +33,7 @@ from security.audit import Actor, RefusalLog
 from security.ratelimit import RateLimiter, run_script
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict, Gone, InvalidInput, NotFound, WorkflowError
+from workflow.event_types import EventType
 from workflow.principals import StaffPrincipal
 from workflow.states import STATE_LABELS_ZH
 
@@ -124,7 +125,7 @@ async def issue(deps: WorkflowDeps, redis: Any, principal: StaffPrincipal,
         pipe.expire(key, CODE_TTL_SECONDS)
         await pipe.execute()
     async with locked(deps, session_id, None) as unit:
-        await unit.event(principal.actor, "resume_code_issued",
+        await unit.event(principal.actor, EventType.RESUME_CODE_ISSUED,
                          {"expires_at": expires_at.isoformat(), "ttl_seconds": CODE_TTL_SECONDS})
         await audit.record(unit.conn, principal.actor, "session.resume_code.issued",
                            object_type="session", object_id=str(session_id),
@@ -216,7 +217,7 @@ async def redeem(
             "-id").first()
         if current is None:
             raise Gone("invitation_revoked", "该邀请已作废，请联系销售人员重新发送邀请")
-        await unit.event(actor, "customer_reentered",
+        await unit.event(actor, EventType.CUSTOMER_REENTERED,
                          {"via": "resume_code", "invitation_id": current.id,
                           "state": session.state.value})
         await audit.record(unit.conn, actor, "session.resume_code.used", object_type="session",

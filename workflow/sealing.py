@@ -64,7 +64,9 @@ from security.seal_manifest import sign as sign_body
 from storage import ObjectMissing, ObjectStore
 from workflow.core import Unit, WorkflowDeps, locked, require_state
 from workflow.errors import Conflict
+from workflow.event_types import EventType
 from workflow.states import ENDED_EARLY, STATE_LABELS_ZH
+from workflow.steps import steps_of
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 3
@@ -248,8 +250,8 @@ async def _never_recorded(session: RecordingSession, conn: BaseDBAsyncClient,
     answered = set(await Acknowledgement.filter(
         session_id=session.id, answer=AnswerValue.AFFIRMATIVE).using_db(conn).values_list(
         "step_id", flat=True))
-    missing += [f"acknowledgement:{step['id']}" for step in session.steps
-                if step.get("answer", NO_ANSWER) != NO_ANSWER and step["id"] not in answered]
+    missing += [f"acknowledgement:{step.id}" for step in steps_of(session)
+                if step.answer != NO_ANSWER and step.id not in answered]
     if not any(f.name.startswith("signature:") for f in files):
         missing.append("signature")
     return missing
@@ -323,10 +325,10 @@ async def _sign(unit: Unit, keys: SealKeyring, file_hashes: dict[str, str | None
     end = session.state.value if ended_early else "completed"
     # The sealing event itself is part of the timeline that is hashed.
     if ended_early:
-        await unit.move(SEALER, session.state, "sealed",
+        await unit.move(SEALER, session.state, EventType.SEALED,
                         {"complete": False, "end": end, "reason": session.end_reason})
     else:
-        await unit.move(SEALER, SessionState.SEALED, "sealed")
+        await unit.move(SEALER, SessionState.SEALED, EventType.SEALED)
     upto = session.event_seq
     signer = await keys.signer_for(unit.conn, session.institution_id, SEALER)
     evidence = await session_evidence(session.id, unit.conn, upto)
@@ -343,7 +345,7 @@ async def _sign(unit: Unit, keys: SealKeyring, file_hashes: dict[str, str | None
     session.manifest = sign_body(body, signer.sign)
     session.sealed_at = sealed_at
     if not ended_early:
-        await unit.move(SEALER, SessionState.QA_PENDING, "submitted_to_qa")
+        await unit.move(SEALER, SessionState.QA_PENDING, EventType.SUBMITTED_TO_QA)
 
 
 async def _refuse(unit: Unit, problems: list[FileCheck]) -> dict[str, Any] | None:
@@ -352,7 +354,8 @@ async def _refuse(unit: Unit, problems: list[FileCheck]) -> dict[str, Any] | Non
     session = unit.session
     data = {"problems": [p.as_data() for p in problems]}
     if session.state == SessionState.COMPLETED:
-        await unit.move(SEALER, SessionState.EVIDENCE_INCOMPLETE, "evidence_incomplete", data)
+        await unit.move(SEALER, SessionState.EVIDENCE_INCOMPLETE,
+                        EventType.EVIDENCE_INCOMPLETE, data)
     else:
         last = await SessionEvent.filter(session_id=session.id,
                                          type="evidence_incomplete").using_db(
@@ -360,7 +363,7 @@ async def _refuse(unit: Unit, problems: list[FileCheck]) -> dict[str, Any] | Non
         if last is not None and last.data.get("problems") == data["problems"]:
             return None
         state = session.state.value
-        await unit.event(SEALER, "evidence_incomplete", data, state, state)
+        await unit.event(SEALER, EventType.EVIDENCE_INCOMPLETE, data, state, state)
         await audit.record(unit.conn, SEALER, "session.evidence_incomplete",
                            object_type="session", object_id=str(session.id),
                            details={"from": state, "to": state, **data})

@@ -19,9 +19,11 @@ from rules import idnumber
 from scripts_library.render import RenderContext, RenderError, render
 from security import audit
 from security.roles import Scope
+from workflow import event_types
 from workflow import script_versions as versions
 from workflow.core import WorkflowDeps, event_payload
 from workflow.errors import Conflict, Forbidden, InvalidInput, NotFound
+from workflow.event_types import EventType
 from workflow.gates import GateFailure, Location, check_agent, check_gates, check_location
 from workflow.orders import CustomerData, decrypt_customer
 from workflow.principals import StaffPrincipal
@@ -129,13 +131,13 @@ async def create_session(
             script_hash=script.content_hash, steps=steps, customer_age=age, event_seq=1,
             using_db=conn,
         )
+        data = {"premises_id": premises.id, "script_version": script.version,
+                "script_hash": script.content_hash}
+        event_types.check(EventType.CREATED, data)
         event = await SessionEvent.create(
-            session_id=session.id, seq=1, type="created", from_state="",
+            session_id=session.id, seq=1, type=EventType.CREATED.value, from_state="",
             to_state=SessionState.CREATED.value, actor_kind="user", actor_id=str(principal.user_id),
-            ip=principal.ip,
-            data={"premises_id": premises.id, "script_version": script.version,
-                  "script_hash": script.content_hash},
-            at=deps.clock(), using_db=conn,
+            ip=principal.ip, data=data, at=deps.clock(), using_db=conn,
         )
         await audit.record(
             conn, principal.actor, "session.created", object_type="session",

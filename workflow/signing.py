@@ -31,6 +31,7 @@ from models.sessions import (
     SessionState,
     Signature,
 )
+from scripts_library.render import SessionStep
 from security.cpu import run_cpu
 from workflow.call import (
     RISK_SENTENCE_PRODUCTS,
@@ -42,7 +43,9 @@ from workflow.call import (
 from workflow.consent_texts import RISK_SENTENCE
 from workflow.core import WorkflowDeps, locked, require_state
 from workflow.errors import Conflict, InvalidInput, NotFound
+from workflow.event_types import EventType
 from workflow.principals import CustomerPrincipal
+from workflow.steps import at_current
 
 # The smallest image that can show a signature or a row of boxes; an 8×8 PNG cannot.
 MIN_IMAGE_SIDE = 100
@@ -109,12 +112,12 @@ class Written:
     expected: str | None
 
 
-def _expected(session: RecordingSession, step: dict[str, Any] | None,
+def _expected(session: RecordingSession, step: SessionStep | None,
               product: Product, copied_before: bool) -> tuple[str | None, bool, float]:
     """(text to copy or None, signature needed, max CER) for the step or the final signing."""
     if step is not None:
-        if step["answer"] == "handwritten_copy":
-            return step["copy_text"], False, float(step.get("max_cer") or DEFAULT_MAX_CER)
+        if step.answer == "handwritten_copy":
+            return step.copy_text, False, float(step.max_cer or DEFAULT_MAX_CER)
         return None, True, DEFAULT_MAX_CER
     needs_copy = product.product_type in RISK_SENTENCE_PRODUCTS and not copied_before
     return (RISK_SENTENCE if needs_copy else None), True, DEFAULT_MAX_CER
@@ -190,7 +193,7 @@ async def sign(
     async with locked(deps, principal.session_id, None) as unit:
         session = unit.session
         again = _written_step(session)
-        if (again or {}).get("id") != (step or {}).get("id"):
+        if (again.id if again else None) != (step.id if step else None):
             raise Conflict("step_mismatch", "页面上的话术步骤已变化，请刷新后再书写")
         count = await Signature.filter(session_id=session.id).using_db(unit.conn).count()
         base = f"sessions/{session.id}/signature-{count + 1}"
@@ -209,17 +212,17 @@ async def sign(
             engine=reading.engine if reading else "", at=now,
             offset_ms=_offset_ms(session, now), using_db=unit.conn,
         )
-        await unit.event(principal.actor, "signed", {
+        await unit.event(principal.actor, EventType.SIGNED, {
             "image_sha256": stored.sha256, "strokes_sha256": stored_ink.sha256,
-            "offset_ms": signature.offset_ms, "step_id": step["id"] if step else None,
+            "offset_ms": signature.offset_ms, "step_id": step.id if step else None,
             "copied": bool(expected), "recognised_text": signature.recognised_text,
             "cer": signature.cer, "engine": signature.engine,
         })
         if step is not None:
             # The written answer is the acknowledgement of its step (R-24, R-25).
             await Acknowledgement.create(
-                session_id=session.id, step_id=step["id"], step_index=session.current_step,
-                answer_kind="handwriting" if step["answer"] == "handwritten_copy"
+                session_id=session.id, step_id=step.id, step_index=session.current_step,
+                answer_kind="handwriting" if step.answer == "handwritten_copy"
                 else "signature",
                 answer=AnswerValue.AFFIRMATIVE, text=(expected or "")[:500], at=now,
                 offset_ms=signature.offset_ms, client_event_id=f"signature-{signature.id}",
@@ -229,13 +232,13 @@ async def sign(
     return signature
 
 
-def _written_step(session: RecordingSession) -> dict[str, Any] | None:
+def _written_step(session: RecordingSession) -> SessionStep | None:
     """The script step waiting for a hand-copy or signature; None in the final signing state.
     Raises the 409 when the session is in neither, or the step's answer is not open yet."""
     if session.state == SessionState.DISCLOSING and not session.paused:
-        step: dict[str, Any] = session.steps[session.current_step]
-        if step.get("answer") in WRITTEN_ANSWERS:
-            if session.speaking_step == step["id"]:
+        step = at_current(session)
+        if step.answer in WRITTEN_ANSWERS:
+            if session.speaking_step == step.id:
                 raise Conflict("step_still_speaking", "请先听完本项内容再签名")
             require_answer_open(session, step)
             return step

@@ -15,6 +15,7 @@ from models.sessions import RecordingSession
 from security.audit import Actor
 from tests.harness import Harness
 from workflow.core import locked
+from workflow.event_types import EventType
 from workflow.events import channel_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,7 +53,8 @@ async def test_a_transaction_s_events_are_published_together_in_order(
     try:
         async with locked(harness.deps, sid, None) as unit:
             for n in range(3):
-                await unit.event(TEST, "presence_mark", {"n": n})
+                await unit.event(TEST, EventType.PRESENCE_MARK, {
+                    "type": "face_lost", "at_s": float(n), "message": "", "faces": n})
         received: list[dict[str, Any]] = []
         async with asyncio.timeout(10):
             while len(received) < 3:
@@ -61,6 +63,6 @@ async def test_a_transaction_s_events_are_published_together_in_order(
                     received.append(json.loads(message["data"]))
     finally:
         await pubsub.aclose()
-    assert [m["data"]["n"] for m in received] == [0, 1, 2]
+    assert [m["data"]["faces"] for m in received] == [0, 1, 2]
     seqs = [m["seq"] for m in received]
     assert seqs == list(range(seqs[0], seqs[0] + 3))

@@ -160,7 +160,7 @@ async def test_playback_copy_of_a_sealed_session_with_an_interruption_R41(
     assert overlay.wall_clock(started, second).startswith(
         started.astimezone(overlay.BEIJING).strftime("%Y-%m-%d"))
     index = play.index
-    title = f"第 {index + 1}/{len(t.steps)} 步 · {t.steps[index]['title']}"
+    title = f"第 {index + 1}/{len(t.steps)} 步 · {t.steps[index].title}"
     assert _differing(bottom, overlay.bottom_band(960, 32, title)) * 5 < _differing(
         bottom, overlay.bottom_band(960, 32, "话术已结束"))
     assert _differing(top, right) < 200
