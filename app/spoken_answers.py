@@ -28,6 +28,7 @@ from infra.database import activate, deactivate
 from media.call import CallHub, UnknownSession
 from media.call.listen import AudioListener
 from media.voice.answers import (
+    LOST_LOOKAHEAD_MS,
     LOST_LOOKBACK_MS,
     Expectation,
     classify,
@@ -112,7 +113,9 @@ class SpokenAnswerWatcher:
             entry = self._listening.get(key)
             # Packets lost in or just before the answer: not judged (media/call/listen.py).
             lost = None if entry is None else lost_audio_reason(entry.listener.gaps(
-                utterance.start_ms - LOST_LOOKBACK_MS, utterance.end_ms))
+                utterance.start_ms - LOST_LOOKBACK_MS, utterance.end_ms + LOST_LOOKAHEAD_MS))
+            if utterance.clipped:  # the customer spoke before listening began: 不 unheard?
+                lost = "answer_clipped"
             task = asyncio.get_running_loop().create_task(self._judge(
                 session_id, step["id"], expectation, utterance, begin - origin, lost))
             if entry is not None:

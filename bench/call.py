@@ -195,7 +195,13 @@ class SpokenAnswers:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def listen(self, hub: CallHub, session: str) -> None:
-        from media.voice.answers import LOST_LOOKBACK_MS, classify, lost_audio_reason, unjudged
+        from media.voice.answers import (
+            LOST_LOOKAHEAD_MS,
+            LOST_LOOKBACK_MS,
+            classify,
+            lost_audio_reason,
+            unjudged,
+        )
         from media.voice.utterance import Utterance, UtteranceCutter
 
         cutter = UtteranceCutter(self.vad)
@@ -203,8 +209,9 @@ class SpokenAnswers:
         def cut(t: float, samples: Any) -> Utterance | None:
             return cutter.feed(samples)
 
-        async def judge(utterance: Utterance, lost: str | None) -> None:
-            if lost is not None:  # packets lost in or before the answer: not judged
+        async def judge(utterance: Utterance, gaps: list[tuple[int, int]]) -> None:
+            lost = "answer_clipped" if utterance.clipped else lost_audio_reason(gaps)
+            if lost is not None:  # begun before listening, or packets lost: not judged
                 verdict = unjudged(lost)
             else:
                 verdict = await asyncio.get_running_loop().run_in_executor(
@@ -212,14 +219,14 @@ class SpokenAnswers:
                     self.expectation)
             self.verdicts[session].append(verdict.verdict.value)
             self.heard.append(f"{verdict.verdict.value} {verdict.transcript!r} "
-                              f"{utterance.speech_ms} ms of speech, {verdict.reason} "
-                              f"{verdict.probabilities}")
+                              f"{utterance.speech_ms} ms of speech at {utterance.start_ms} ms, "
+                              f"{verdict.reason} {verdict.probabilities}, lost {gaps}")
 
         def heard(utterance: Utterance | None) -> None:
             if utterance is not None:
-                lost = lost_audio_reason(self.listeners[session].gaps(
-                    utterance.start_ms - LOST_LOOKBACK_MS, utterance.end_ms))
-                task = asyncio.get_running_loop().create_task(judge(utterance, lost))
+                gaps = self.listeners[session].gaps(utterance.start_ms - LOST_LOOKBACK_MS,
+                                                    utterance.end_ms + LOST_LOOKAHEAD_MS)
+                task = asyncio.get_running_loop().create_task(judge(utterance, gaps))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 

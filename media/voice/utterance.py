@@ -25,6 +25,8 @@ class Utterance:
     start_ms: int
     end_ms: int
     speech_ms: int  # voiced time inside it
+    # Speech was already on when listening began: its beginning (a 不?) may be missing.
+    clipped: bool = False
 
 
 class UtteranceCutter:
@@ -95,6 +97,6 @@ class UtteranceCutter:
         end = min((self.last + 1) * frame + self.pad, self.offset + self.audio.size)
         piece: NDArray[np.float32] = self.audio[start - self.offset:end - self.offset].copy()
         utterance = Utterance(piece, round(start * 1000 / RATE), round(end * 1000 / RATE),
-                              round(self.voiced * FRAME_MS))
+                              round(self.voiced * FRAME_MS), clipped=self.first <= 1)
         self.first, self.voiced = None, 0
         return utterance

