@@ -23,6 +23,7 @@ from models.channels import (
 )
 from models.sales import Order
 from models.sessions import RecordingSession, SessionEvent
+from workflow.event_types import EventType
 from workflow.states import STATE_LABELS_ZH, TERMINAL
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ async def _on_event(channels: Channels, feed: ChannelFeed, session: RecordingSes
         await dialogue.notify_agent(
             channels, session.id, dialogue.DIALOGUE.texts["agent_notice_first"],
             f"投保单 {order.application_no}：{notice}", f"agent-notice:{session.id}:{event.seq}")
-    if event.type == "completed":
+    if event.type == EventType.COMPLETED:
         await _mp_status(channels, session, event)
 
 

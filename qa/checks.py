@@ -25,6 +25,7 @@ from scripts_library.render import SessionStep
 from scripts_library.rules import forbidden_phrasing, mandatory_steps
 from workflow.call import RISK_SENTENCE_PRODUCTS
 from workflow.consent_texts import RISK_SENTENCE
+from workflow.event_types import EventType
 
 NO_ANSWER = "none"
 WRITTEN = frozenset({"handwritten_copy", "signature"})
@@ -205,7 +206,7 @@ def _explained(c: CheckInput, play: StepPlay, nxt: StepPlay | None) -> bool:
     if nxt is None:
         return False
     for e in c.timeline.events:
-        if e.type == "script_resumed" and c.timeline.offset(e.at) == nxt.start_ms \
+        if e.type == EventType.SCRIPT_RESUMED and c.timeline.offset(e.at) == nxt.start_ms \
                 and str((e.data or {}).get("note", "")).strip():
             return True
     agent = c.media.tracks.get("agent_av")

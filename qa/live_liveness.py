@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qa.timeline import Timeline
+from workflow.event_types import EventType
 from workflow.live_liveness import FAILED, PASSED, STARTED
 
 ACTION_LABELS = {"blink": "眨眼", "turn_left": "向左转头", "turn_right": "向右转头",
@@ -89,7 +90,7 @@ def live_facts(t: Timeline) -> LiveFacts:
     for seq, e in enumerate(t.events):  # places in the timeline's order (seq order)
         data = e.data or {}
         at = t.offset(e.at)
-        if e.type == "script_started" and started_seq is None:
+        if e.type == EventType.SCRIPT_STARTED and started_seq is None:
             started_ms, started_seq = at, seq
             if "live_liveness_required" in data:
                 declared = bool(data["live_liveness_required"])

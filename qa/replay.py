@@ -28,6 +28,7 @@ from qa.playback import playback_view
 from qa.timeline import PARTY_LABELS, load_timeline
 from qa.transcripts import read_transcript_data
 from storage import ObjectStore
+from workflow.event_types import EventType
 from workflow.principals import StaffPrincipal
 from workflow.states import STATE_LABELS_ZH
 
@@ -131,8 +132,8 @@ async def replay_view(session_id: UUID, ticket: str,
              type=fact.type, faces=fact.faces)
     # Issue 17 item 2: where the server found the customer's network poor (stutter explained).
     for e in t.events:
-        if e.type in ("network_poor", "network_recovered"):
-            poor = e.type == "network_poor"
+        if e.type in (EventType.NETWORK_POOR, EventType.NETWORK_RECOVERED):
+            poor = e.type == EventType.NETWORK_POOR
             mark("network", t.offset(e.at),
                  f"客户网络信号较弱（{'，'.join(e.data.get('reasons') or [])}）" if poor
                  else "客户网络恢复", type=e.type)

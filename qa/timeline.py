@@ -39,6 +39,7 @@ from models.sessions import (
     Signature,
 )
 from scripts_library.render import SessionStep
+from workflow.event_types import EventType
 
 # The timeline's media facts, recorded by the workflow (re-exported here for QA's readers).
 from workflow.media_events import CLIP_FINISHED as CLIP_FINISHED
@@ -50,7 +51,7 @@ from workflow.media_events import record_media_event as record_media_event
 from workflow.steps import step_at, steps_of
 
 # Events that start (or restart) the play of a step.
-STEP_STARTS = ("script_started", "step_started", "script_resumed")
+STEP_STARTS = (EventType.SCRIPT_STARTED, EventType.STEP_STARTED, EventType.SCRIPT_RESUMED)
 
 
 @dataclass
@@ -178,7 +179,7 @@ class Timeline:
     def had_call(self) -> bool:
         """The call started: the recording clock runs or the script was started."""
         return self.session.recording_started_at is not None or any(
-            e.type == "script_started" for e in self.events)
+            e.type == EventType.SCRIPT_STARTED for e in self.events)
 
     def offset(self, at: datetime) -> int:
         start = self.session.recording_started_at
@@ -254,26 +255,26 @@ def _read_events(t: Timeline) -> None:
     for e in t.events:
         at = t.offset(e.at)
         data = e.data or {}
-        if e.type == "call_resumed":
+        if e.type == EventType.CALL_RESUMED:
             for gap in reversed(t.interruptions):
                 if gap.end_ms is None:
                     gap.end_ms = at
                     break
-        if e.type in STEP_STARTS or (e.type == "call_resumed" and "replay_step_id" in data):
+        if e.type in STEP_STARTS or (e.type == EventType.CALL_RESUMED and "replay_step_id" in data):
             close(at, "advanced")
             index = int(data.get("index", 0))
             step_id = str(data.get("step_id") or data.get("replay_step_id") or "")
             current = StepPlay(index, step_id, at)
             t.plays.append(current)
-        elif e.type in ("acknowledged", "signed") and current is not None:
+        elif e.type in (EventType.ACKNOWLEDGED, EventType.SIGNED) and current is not None:
             answer = str(data.get("answer", AnswerValue.AFFIRMATIVE.value))
             offset = int(data.get("offset_ms", at))
-            if e.type == "signed" and data.get("step_id") != current.step_id:
+            if e.type == EventType.SIGNED and data.get("step_id") != current.step_id:
                 continue
-            close(at, answer if e.type == "acknowledged" else "affirmative", offset)
-        elif e.type == "script_finished":
+            close(at, answer if e.type == EventType.ACKNOWLEDGED else "affirmative", offset)
+        elif e.type == EventType.SCRIPT_FINISHED:
             close(at, "finished")
-        elif e.type == "interrupted":
+        elif e.type == EventType.INTERRUPTED:
             close(at, "interrupted")
             t.interruptions.append(Interruption(at, None, str(data.get("reason", ""))))
         elif e.type == CLIP_FINISHED:
@@ -295,7 +296,7 @@ def _read_events(t: Timeline) -> None:
         elif e.type == PRESENCE_UNAVAILABLE:
             t.presence_watch.append(PresenceWatch("unavailable", at,
                                                   reason=str(data.get("reason", ""))[:200]))
-        elif e.type in ("completed", "aborted", "expired"):
+        elif e.type in (EventType.COMPLETED, EventType.ABORTED, EventType.EXPIRED):
             close(at, "")
     s = t.session
     end = s.completed_at or s.ended_at

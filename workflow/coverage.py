@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from models.sessions import Recording, RecordingSession, SessionEvent
+from workflow.event_types import EventType
 
 STREAMS: dict[str, str] = {"customer_av": "客户音视频", "agent_av": "销售人员音视频",
                            "tts": "话术语音"}
@@ -64,11 +65,11 @@ def allowed_gaps(events: Iterable[SessionEvent], parties: tuple[str, ...],
     start: datetime | None = None
     resumed = False
     for event in events:
-        if event.type == "interrupted" and start is None:
+        if event.type == EventType.INTERRUPTED and start is None:
             start, resumed = event.at - lost_before, False
-        elif event.type == "call_resumed" and start is not None:
+        elif event.type == EventType.CALL_RESUMED and start is not None:
             resumed = True
-        elif (event.type == "party_connected" and start is not None and resumed
+        elif (event.type == EventType.PARTY_CONNECTED and start is not None and resumed
               and event.data.get("role") in parties):
             spans.append((start, event.at + grace))
             start = None
@@ -111,7 +112,7 @@ async def recording_gaps(session: RecordingSession, until: datetime, conn: BaseD
     A session whose script never started has nothing to cover (and cannot be completed
     anyway)."""
     events = await SessionEvent.filter(session_id=session.id).using_db(conn).order_by("seq")
-    started = next((e.at for e in events if e.type == "script_started"), None)
+    started = next((e.at for e in events if e.type == EventType.SCRIPT_STARTED), None)
     if started is None:
         return []
     origin = session.recording_started_at or started

@@ -358,7 +358,7 @@ async def _refuse(unit: Unit, problems: list[FileCheck]) -> dict[str, Any] | Non
                         EventType.EVIDENCE_INCOMPLETE, data)
     else:
         last = await SessionEvent.filter(session_id=session.id,
-                                         type="evidence_incomplete").using_db(
+                                         type=EventType.EVIDENCE_INCOMPLETE).using_db(
             unit.conn).order_by("-seq").first()
         if last is not None and last.data.get("problems") == data["problems"]:
             return None
@@ -477,7 +477,7 @@ async def _unsealed(deps: WorkflowDeps, session: RecordingSession,
         result.incomplete = ["the session's evidence was deleted under the retention policy; "
                              "its manifest is kept in the tombstone"]
         return result
-    refused = await SessionEvent.exists(session_id=session.id, type="evidence_incomplete")
+    refused = await SessionEvent.exists(session_id=session.id, type=EventType.EVIDENCE_INCOMPLETE)
     if session.state == SessionState.EVIDENCE_INCOMPLETE or (
             refused and session.state in ENDED_EARLY):
         checks = await deps.storage.run(check_files, deps.storage,
