@@ -7,6 +7,7 @@ and where the answer lies in the recording; a customer who says "不清楚" paus
 from __future__ import annotations
 
 import asyncio
+import functools
 import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -112,7 +113,7 @@ async def test_the_customer_answers_by_voice_alone_R24(harness: Harness, tmp_pat
             if step["answer"] == "spoken_answer":
                 spoken.append(step["id"])
                 # Nobody presses anything: the answer said aloud moves the script on.
-                await _until(lambda s=step: _moved_past(harness, walk, s["index"]),
+                await _until(functools.partial(_moved_past, harness, walk, step["index"]),
                              f"the spoken answer to {step['id']}", 60)
                 continue
             if step["answer"] == "show_document":
@@ -120,7 +121,7 @@ async def test_the_customer_answers_by_voice_alone_R24(harness: Harness, tmp_pat
             if step["answer"] in ("signature", "handwritten_copy"):
                 await harness.sign(walk)
             elif step["answer"] == "none":
-                await _until(lambda s=step: _moved_past(harness, walk, s["index"]),
+                await _until(functools.partial(_moved_past, harness, walk, step["index"]),
                              "the closing words")
             else:
                 r = await harness.ack(walk, step["id"], event_id=f"btn-{step['id']}")
