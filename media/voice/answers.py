@@ -263,6 +263,7 @@ _PLAIN = set("我您你都很已经完全非常了的啊呀哦嗯好是对")
 
 
 _REPEATED = re.compile(r"^(.+?)\1+$")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 def collapse_repeats(text: str) -> str:
@@ -341,6 +342,11 @@ class AnswerPolicy:
     homophones: bool = True
     # When the transcription reads as nothing, transcribe once more with this prompt.
     retry_prompt: str | None = "以下是普通话的句子。"
+    # More Chinese syllables per second of speech than a person says (the speech taken as the
+    # audio less its two margins): the transcription is not of this audio — Whisper filled a
+    # fragment (bench.call under load: 0.29 s of speech heard as 我会不会说, 17 per second).
+    # The evaluation set's transcriptions stay under 8.
+    max_syllables_per_second: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -549,6 +555,11 @@ def classify(recognizer: SpeechRecognizer, samples: Samples,
             if again[2].verdict is Verdict.AFFIRMATIVE and not _echoes(again[1],
                                                                       policy.retry_prompt):
                 hearing, heard, reading = again
+        spoken = _HAN.findall(collapse_repeats(heard))
+        seconds = max(speech.size / RATE - 2 * policy.vad_margin_seconds, 0.1)
+        if len(spoken) / seconds > policy.max_syllables_per_second:
+            return answer(Decision(Verdict.UNCLEAR, 1.0, "transcript:implausible"), heard,
+                          speech.size)
         scores: dict[str, float] = {}
         labelled = closed_set(hearing, expectation)
         # A transcription that already says no, or hedges, needs no scoring.

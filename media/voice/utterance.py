@@ -15,6 +15,9 @@ from numpy.typing import NDArray
 from media.voice.vad import RATE, Samples, SileroStream, SileroVad
 
 FRAME_MS = SileroVad.FRAME * 1000 / RATE  # 32 ms
+# Speech found this soon after listening began was under way before it (a reply takes longer:
+# bench.call under load cut a “我” 0.1–0.2 s in, heard as a no at P = 0.54).
+CLIPPED_MS = 250
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class Utterance:
     start_ms: int
     end_ms: int
     speech_ms: int  # voiced time inside it
-    # Speech was already on when listening began: its beginning (a 不?) may be missing.
+    # Speech began within CLIPPED_MS of listening: nobody answers that fast, so it was under
+    # way before and its beginning (a 不?) may be missing.
     clipped: bool = False
 
 
@@ -97,6 +101,7 @@ class UtteranceCutter:
         end = min((self.last + 1) * frame + self.pad, self.offset + self.audio.size)
         piece: NDArray[np.float32] = self.audio[start - self.offset:end - self.offset].copy()
         utterance = Utterance(piece, round(start * 1000 / RATE), round(end * 1000 / RATE),
-                              round(self.voiced * FRAME_MS), clipped=self.first <= 1)
+                              round(self.voiced * FRAME_MS),
+                              clipped=self.first * FRAME_MS < CLIPPED_MS)
         self.first, self.voiced = None, 0
         return utterance

@@ -229,3 +229,16 @@ def test_r24_classify_reads_homophones_and_hears_an_empty_answer_again() -> None
                     policy=off).verdict is Verdict.UNCLEAR
     assert classify(ScriptedRecognizer("青楚", {"清楚": -0.05}), audio, "清楚",
                     policy=off).verdict is Verdict.UNCLEAR
+
+
+def test_r24_a_transcription_longer_than_the_speech_is_not_read() -> None:
+    """0.3 s of speech (0.7 s cut with its two 0.2 s margins) cannot hold 我会不会说: Whisper
+    filled a fragment; its 不 must not make the answer negative, nor anything a yes."""
+    import numpy as np
+
+    cut = np.zeros(round(0.7 * 16_000), dtype=np.float32)
+    filled = classify(ScriptedRecognizer("我会不会说"), cut, "清楚")
+    assert filled.verdict is Verdict.UNCLEAR and filled.reason == "transcript:implausible"
+    assert classify(ScriptedRecognizer("不清楚"), cut, "清楚").verdict is Verdict.NEGATIVE
+    said = classify(ScriptedRecognizer("清楚清楚清楚清楚", {"清楚": -0.05}), cut, "清楚")
+    assert said.verdict is Verdict.AFFIRMATIVE  # a loop of the decoder counts once
