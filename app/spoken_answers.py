@@ -81,22 +81,22 @@ class SpokenAnswerWatcher:
         """The session moved (`session`: as it is now, read once for all the call's followers,
         `workflow.call_followers`): listen for the answer of the step that now awaits one."""
         key = str(session_id)
-        step = media_events.listening_step(session) if session is not None else None
+        step = media_events.awaited_step(session) if session is not None else None
         current = self._listening.get(key)
         if current is not None:
-            if step is not None and current.step_id == step["id"]:
+            if step is not None and current.step_id == step.id:
                 return
             await self.stop(key)
         if step is None:
             return
         vad = self._vad()
         if not isinstance(vad, SileroVad) or self._unavailable is not None:
-            await media_events.offer_buttons(self._deps, session_id, step["id"],
+            await media_events.offer_buttons(self._deps, session_id, step.id,
                                              self._unavailable or "no speech detector")
             return
         started = time.time()
         cutter = UtteranceCutter(vad)
-        expectation = Expectation.of(expected_answers(step.get("text", "")) or DEFAULT_ANSWERS)
+        expectation = Expectation.of(expected_answers(step.text) or DEFAULT_ANSWERS)
         origin = session.recording_started_at.timestamp() if session and \
             session.recording_started_at else started
         first_t: list[float] = []
@@ -117,7 +117,7 @@ class SpokenAnswerWatcher:
             if utterance.clipped:  # the customer spoke before listening began: 不 unheard?
                 lost = "answer_clipped"
             task = asyncio.get_running_loop().create_task(self._judge(
-                session_id, step["id"], expectation, utterance, begin - origin, lost))
+                session_id, step.id, expectation, utterance, begin - origin, lost))
             if entry is not None:
                 entry.pending.add(task)
                 task.add_done_callback(entry.pending.discard)
@@ -128,9 +128,9 @@ class SpokenAnswerWatcher:
                                                 block_seconds=0.25)
         except UnknownSession:
             return  # the room is on another node, or closed
-        entry = _Listening(step["id"], listener)
+        entry = _Listening(step.id, listener)
         entry.buttons_timer = asyncio.get_running_loop().create_task(
-            self._buttons_later(session_id, step["id"]))
+            self._buttons_later(session_id, step.id))
         self._listening[key] = entry
 
     def _in_database(self, handler: Callable[[Any], Awaitable[None]],

@@ -9,9 +9,10 @@ cheap to test and to run again with other thresholds.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.sales import Product
 from models.sessions import AnswerValue
@@ -26,6 +27,9 @@ from scripts_library.rules import forbidden_phrasing, mandatory_steps
 from workflow.call import RISK_SENTENCE_PRODUCTS
 from workflow.consent_texts import RISK_SENTENCE
 from workflow.event_types import EventType
+
+if TYPE_CHECKING:  # the recogniser's rules load with it, only when a transcript is read
+    from media.voice.answers import Expectation
 
 NO_ANSWER = "none"
 WRITTEN = frozenset({"handwritten_copy", "signature"})
@@ -387,7 +391,9 @@ def check_answers_heard(c: CheckInput) -> list[Finding]:
     affirmative answer (button or voice) while the transcript has the customer saying no
     (不清楚, 不同意 …) is critical; a hedge or a question (应该吧, 什么？) is major. The words
     are read by the live verdict's own text rules (`media.voice.answers.read_text`); a "no"
-    recognised with low confidence counts as unclear."""
+    recognised with low confidence counts as unclear, and so does a "no" that negates none of
+    the accepted words beside a clause that says one (不得，我清楚: 是的 misheard): major, for
+    the inspector to listen to, not a certain contradiction."""
     t = c.timeline.transcript
     if t is None or not t.usable:
         return []
@@ -408,12 +414,16 @@ def check_answers_heard(c: CheckInput) -> list[Finding]:
         text = "，".join(line.text for line in lines)
         if not text:
             continue
-        reading = read_text(text, Expectation.from_step_text(step.text))
+        expectation = Expectation.from_step_text(step.text)
+        reading = read_text(text, expectation)
+        mixed = False
         if reading.verdict == Verdict.NEGATIVE:
             sure = all(line.avg_logprob >= c.settings.transcript_min_logprob
                        and line.no_speech_prob < 0.6 for line in lines)
-            severity = Severity.CRITICAL if sure else Severity.MAJOR
-            heard = "否定" if sure else "疑似否定（识别置信度低）"
+            mixed = _negation_beside_yes(text, expectation)
+            severity = Severity.CRITICAL if sure and not mixed else Severity.MAJOR
+            heard = ("否定与肯定并存，需人工复核" if mixed
+                     else "否定" if sure else "疑似否定（识别置信度低）")
         elif reading.verdict == Verdict.UNCLEAR and reading.reason == "hedge":
             severity, heard = Severity.MAJOR, "不明确"
         else:
@@ -424,10 +434,33 @@ def check_answers_heard(c: CheckInput) -> list[Finding]:
             f"步骤“{_label(step)}”记录为客户肯定答复（{how}），但客户当时说“{text[:60]}”"
             f"（{heard}）", at_ms=lines[0].start_ms, step_id=step.id,
             severity=severity,
-            details={"said": text[:200], "reading": reading.verdict.value,
+            details={"said": text[:200],
+                     "reading": "mixed" if mixed else reading.verdict.value,
                      "words": list(reading.words), "answer_kind": ack.answer_kind,
                      "answer_at_ms": ack.offset_ms, "window_ms": [start, end]}))
     return findings
+
+
+_CLAUSES = re.compile(r"[，,。.！!、；;：:\s]+")
+
+
+def _negation_beside_yes(text: str, expectation: Expectation) -> bool:
+    """Whether a clause of `text` says an accepted word un-negated while the clauses with a
+    negation negate none of them (不得，我清楚; 不，我清楚 to "any questions?"). A negated
+    accepted word (不清楚, 不太明白, 不是) anywhere is a real no, whatever else was said."""
+    from media.voice.answers import Verdict, read_text
+    from media.voice.chinese import normalise
+
+    affirmative = stray_no = False
+    for clause in filter(None, _CLAUSES.split(text)):
+        verdict = read_text(clause, expectation).verdict
+        if verdict is Verdict.AFFIRMATIVE:
+            affirmative = True
+        elif verdict is Verdict.NEGATIVE:
+            if any(word in normalise(clause) for word in expectation.accepted):
+                return False
+            stray_no = True
+    return affirmative and stray_no
 
 
 def character_recall(reference: str, said: str) -> float:

