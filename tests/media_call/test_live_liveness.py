@@ -427,6 +427,11 @@ def _portrait(harness: Harness, photo: bytes) -> Callable[[str], Awaitable[None]
     return store
 
 
+def _blinking(clips: FaceClips) -> Callable[[Callable[[], int]], FaceCamera]:
+    """A customer's camera that holds a neutral face and blinks once a challenge arrives."""
+    return lambda trigger: FaceCamera(clips.neutral, then=clips.blink, trigger=trigger)
+
+
 async def _call(harness: Harness, media: EncodedMedia,
                 camera: Callable[[Callable[[], int]], FaceCamera],
                 before_call: Callable[[str], Awaitable[None]] | None = None,
@@ -464,9 +469,8 @@ async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_cal
     portraits: dict[str, bytes],
 ) -> None:
     # The card portrait: another photo of the person in the call, cropped as on a card.
-    call, camera = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger),
-        before_call=_portrait(harness, portraits["same"]))
+    call, camera = await _call(harness, party_media["customer"], _blinking(clips),
+                               before_call=_portrait(harness, portraits["same"]))
     sid = call.walk.session_id
     try:
         await _until_event(sid, "live_liveness_started")
@@ -547,9 +551,8 @@ async def test_r12_a_face_that_is_not_the_cards_never_lets_the_script_start(
     harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
     portraits: dict[str, bytes],
 ) -> None:
-    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger),
-        before_call=_portrait(harness, portraits["other"]))
+    call, _ = await _call(harness, party_media["customer"], _blinking(clips),
+                          before_call=_portrait(harness, portraits["other"]))
     sid = call.walk.session_id
 
     async def judged() -> list[dict[str, Any]]:
@@ -603,8 +606,8 @@ async def test_r13_presence_compares_with_the_call_frame_the_live_run_matched(
         await evidence.put(portrait_path(UUID(sid), 1), portraits["same"])
         await evidence.put(live_face_path(UUID(sid), 1), clip_face)
 
-    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger), before_call=with_identity_evidence)
+    call, _ = await _call(harness, party_media["customer"], _blinking(clips),
+                          before_call=with_identity_evidence)
     sid = call.walk.session_id
     try:
         await _until_event(sid, "presence_started", count=2, seconds=50)
@@ -639,9 +642,8 @@ async def test_r13_without_a_clip_face_presence_starts_once_the_live_run_matched
     """An identity check reported without its live face (an external engine): presence is
     unavailable when the customer connects, and starts with the call frame the live run
     matched against the card portrait."""
-    call, _ = await _call(harness, party_media["customer"], lambda trigger: FaceCamera(
-        clips.neutral, then=clips.blink, trigger=trigger),
-        before_call=_portrait(harness, portraits["same"]))
+    call, _ = await _call(harness, party_media["customer"], _blinking(clips),
+                          before_call=_portrait(harness, portraits["same"]))
     sid = call.walk.session_id
     try:
         await _until_event(sid, "presence_started", seconds=50)
