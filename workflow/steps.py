@@ -21,15 +21,19 @@ def parse(raw: list[dict[str, Any]]) -> list[SessionStep]:
     return [SessionStep.model_validate(step) for step in raw]
 
 
-def steps_of(session: RecordingSession) -> list[SessionStep]:
-    """Every step of the session, in order."""
-    raw = session.steps
+def _cached(session: RecordingSession) -> list[SessionStep] | None:
+    """The steps parsed earlier, while the session still holds the list they were parsed from."""
     cached: tuple[list[dict[str, Any]], list[SessionStep]] | None = getattr(
         session, _PARSED, None)
-    if cached is not None and cached[0] is raw:
-        return cached[1]
-    steps = parse(raw)
-    setattr(session, _PARSED, (raw, steps))
+    return cached[1] if cached is not None and cached[0] is session.steps else None
+
+
+def steps_of(session: RecordingSession) -> list[SessionStep]:
+    """Every step of the session, in order."""
+    steps = _cached(session)
+    if steps is None:
+        steps = parse(session.steps)
+        setattr(session, _PARSED, (session.steps, steps))
     return steps
 
 
@@ -38,11 +42,8 @@ def step_at(session: RecordingSession, index: int) -> SessionStep | None:
     raw = session.steps
     if not 0 <= index < len(raw):
         return None
-    cached: tuple[list[dict[str, Any]], list[SessionStep]] | None = getattr(
-        session, _PARSED, None)
-    if cached is not None and cached[0] is raw:
-        return cached[1][index]
-    return SessionStep.model_validate(raw[index])
+    steps = _cached(session)
+    return steps[index] if steps is not None else SessionStep.model_validate(raw[index])
 
 
 def current(session: RecordingSession) -> SessionStep | None:
