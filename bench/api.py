@@ -83,9 +83,13 @@ def _load_average() -> str:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the server process has used so far (Linux /proc)."""
+    from media.call.node_cpu import process_cpu_seconds
+
+    seconds = process_cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"the server process {pid} is gone")
+    return seconds
 
 
 def _free_port() -> int:
