@@ -10,11 +10,13 @@ Landmarks alone are fooled by a printed photo (issue 15): turned in front of the
 the yaw proxy, patches over its eyes lower the eye aspect ratio, a dark fill over its mouth
 raises the mouth's. So a frame counts for an action only when it also shows what a flat photo
 cannot (``media.identity.liveness_geometry``): for a turn, nose parallax beyond the homography of
-the face contour and eye corners; for a blink, a closed eye with a lash line whose patch differs
-from the open eye's; for an open mouth, a cavity with structure. A challenge whose landmarks were
-met only on refused frames times out with its own reason (``turn_flat``, ``blink_texture``,
-``mouth_texture``). What these checks do not stop (a clip generated offline with 3-D-looking
-warps, a replayed recording of the real person) is in docs/identity.md.
+the face contour and eye corners, and the nose tip's own pixels carried off the nasion-upper lip
+line (which a photo bent round a cylinder keeps straight); for a blink, a closed eye with a lash
+line whose patch differs from the open eye's; for an open mouth, a cavity with structure, also
+inside its dark core. A challenge whose landmarks were met only on refused frames times out with
+its own reason (``turn_flat``, ``blink_texture``, ``mouth_texture``). What these checks do not
+stop (a stronger offline generator, a replayed recording of the real person) is in
+docs/identity.md.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from media.identity.liveness_geometry import (
     eye_texture,
     mouth_interior,
     parallax,
+    relief,
 )
 from media.identity.results import (
     Challenge,
@@ -199,6 +202,9 @@ class LivenessRun:
         self._track = FaceTrack()  # the face's box from frame to frame (landmarks.py)
         self._keyframes: list[Frame] = []
         self._pts0: np.ndarray | None = None
+        # One baseline frame (grey, full resolution) and its landmarks: the turn's relief is
+        # followed from it; the one whose yaw proxy is nearest the baseline's median.
+        self._frontal: tuple[float, np.ndarray, np.ndarray] | None = None
         self._open_eyes: list[np.ndarray] | None = None
         self._started = time.perf_counter()
 
@@ -295,6 +301,10 @@ class LivenessRun:
             )
             if self._open_eyes is None or abs((obs.ear or 0) - self._ear0) < 0.02:
                 self._open_eyes = eye_patches(image, self._full_res(image, obs))
+            off = abs((obs.yaw or 0.0) - self._yaw0)
+            if self._frontal is None or off < abs(self._frontal[0] - self._yaw0):
+                gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+                self._frontal = (obs.yaw or 0.0, np.array(gray), self._full_res(image, obs))
 
     def _full_res(self, image: Frame, obs: FaceObservation) -> np.ndarray:
         """The observation's landmarks in ``image``'s own pixels (textures are read there)."""
@@ -345,6 +355,7 @@ class LivenessRun:
                 inside is None
                 or inside.structure < cfg.mouth_structure_min
                 or inside.dark_share < cfg.mouth_dark_share_min
+                or inside.core_spread < cfg.mouth_core_spread_min
             ):
                 state.refused += 1
                 return False
@@ -366,12 +377,26 @@ class LivenessRun:
         depth = parallax(self._pts0, obs.landmarks)
         if depth is not None:
             state.saw(depth.towards)
-        if depth is None or depth.towards < cfg.turn_parallax_min:
+        if (
+            depth is None
+            or depth.towards < cfg.turn_parallax_min
+            or not self._has_relief(obs, image, shift)
+        ):
             state.refused += 1
             state.hits = 0
             return False
         state.hits += 1
         return state.hits >= 2  # two frames in a row: one jittery landmark fit is not a turn
+
+    def _has_relief(self, obs: FaceObservation, image: Frame, shift: float) -> bool:
+        """The nose tip's pixels left the nasion-upper lip line, the way the nose turned (a
+        photo bent round a cylinder keeps that line straight; dlib's landmarks do not tell)."""
+        assert self._frontal is not None
+        _, frontal, frontal_pts = self._frontal
+        seen = relief(
+            frontal, frontal_pts, image, self._full_res(image, obs), float(np.sign(shift))
+        )
+        return seen is not None and seen.towards >= self.config.turn_relief_min
 
     def _eye_change(self, obs: FaceObservation, image: Frame) -> float:
         assert self._open_eyes is not None
@@ -498,9 +523,12 @@ class LivenessRun:
             return None
         if self._best_image is None:  # cannot happen after passed actions; fail closed
             return FaceMatchResult(
-                passed=False, reason_code="no_face_probe", reason="未取得正脸画面",
+                passed=False,
+                reason_code="no_face_probe",
+                reason="未取得正脸画面",
                 threshold=self.portrait_threshold or self.matcher.threshold,
-                metric=self.matcher.metric, engine=self.matcher.info,
+                metric=self.matcher.metric,
+                engine=self.matcher.info,
             )
         return match_faces(self.matcher, self.portrait, self._best_image, self.portrait_threshold)
 

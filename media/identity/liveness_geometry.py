@@ -10,6 +10,13 @@ tricks leave unchanged:
   face contour, so a turn moves it *further* than the homography fitted to the contour and the
   eye corners predicts. ``parallax`` is that excess, in the direction of the turn, over the
   inter-ocular distance;
+- **relief**: a sheet bent about vertical lines (a print curved round a cylinder, or a photo
+  remapped onto one by software) and turned about a vertical axis keeps every vertical column of
+  the face in one image column, whatever the bend; on a head the nose tip stands in front of the
+  nasion and the upper lip above and below it, so a turn carries it off their line.
+  ``relief`` follows the *pixels* of those three points from the frontal frame (template
+  matching), not the landmark model's placement: dlib's shape prior puts the nose tip of a
+  warped photo where a real turned head would have it;
 - **eyes**: an open eye has a dark iris against the sclera and the lids; a closed eye has lost
   that contrast but keeps a lash line (a dark, horizontal valley across the eye). A patch of
   skin has neither: ``eye_texture`` gives the patch's contrast and its lash-line depth, on a
@@ -17,7 +24,8 @@ tricks leave unchanged:
 - **mouth**: an open mouth shows a cavity darker than the lips with teeth, tongue and shading
   inside; a uniform dark fill has no structure. ``mouth_interior`` gives the interior's
   darkness and its structure (the spread of the smoothed interior) and how much of the
-  landmark opening is dark.
+  landmark opening is dark; and the spread *inside the dark core alone* (away from its edges),
+  which a fill does not have even when misplaced lip landmarks put its edge inside the opening.
 
 All functions take the 68 dlib landmarks in the coordinates of the image they are given.
 """
@@ -25,6 +33,7 @@ All functions take the 68 dlib landmarks in the coordinates of the image they ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,8 +94,10 @@ def parallax(frontal: Points, turned: Points) -> Parallax | None:
     # The tip counts most; the nostrils (31-35) stand out less but add stability.
     weights = np.array([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     mean_excess = (excess * weights[:, None]).sum(axis=0) / weights.sum()
-    moved = turned[NOSE_TIP, 0] - frontal[NOSE_TIP, 0] - (
-        (turned[list(CONTOUR), 0] - frontal[list(CONTOUR), 0]).mean()
+    moved = (
+        turned[NOSE_TIP, 0]
+        - frontal[NOSE_TIP, 0]
+        - ((turned[list(CONTOUR), 0] - frontal[list(CONTOUR), 0]).mean())
     )
     sign = 1.0 if moved >= 0 else -1.0
     return Parallax(
@@ -96,13 +107,117 @@ def parallax(frontal: Points, turned: Points) -> Parallax | None:
     )
 
 
+# ---------------------------------------------------------------------------------- relief
+NASION = 27
+UPPER_LIP = 51
+_TRACK_HALF = 0.14  # template half-size, over the inter-ocular distance
+_TRACK_SEARCH = 0.2  # search radius around the landmark's own guess, same unit
+
+
+@dataclass(frozen=True, slots=True)
+class Relief:
+    """How far the nose tip's pixels left the line through the nasion's and the upper lip's.
+
+    ``towards``: the tip's distance from that line in the turned frame minus in the frontal one,
+    over the frontal inter-ocular distance, positive in ``direction`` (the way the nose turned);
+    ``match``: the weakest normalised correlation of the three template matches.
+    """
+
+    towards: float
+    match: float
+
+
+def _side(a: Points, tip: Points, b: Points) -> float:
+    """Signed distance of ``tip`` from the line a→b; positive on image-right when a is above b."""
+    d = b - a
+    n = np.array([d[1], -d[0]]) / max(float(np.linalg.norm(d)), 1e-9)
+    return float((tip - a) @ n)
+
+
+def relief(
+    frontal: Frame, frontal_pts: Points, turned: Frame, turned_pts: Points, direction: float
+) -> Relief | None:
+    """Follow the nasion (27), nose tip (30) and upper lip (51) from ``frontal`` into ``turned``.
+
+    The turned frame is brought onto the frontal one by the affine fitted (least squares) on the
+    contour and eye corners, then each point's frontal patch (0.28 × inter-ocular square) is
+    matched within 0.2 × inter-ocular of where the landmarks of ``turned`` put it. ``direction``:
+    +1 when the nose turned to image-right, -1 to image-left. None when a patch leaves the image.
+    """
+    iod = inter_ocular(frontal_pts)
+    if iod < 1e-6:
+        return None
+    ref = list(REFERENCE)
+    design = np.hstack([turned_pts[ref], np.ones((len(ref), 1))])
+    to_frontal = np.linalg.lstsq(design, frontal_pts[ref], rcond=None)[0].T  # 2×3, turned → F
+    half = max(3, round(iod * _TRACK_HALF))
+    search = max(2, round(iod * _TRACK_SEARCH))
+    keys = (NASION, NOSE_TIP, UPPER_LIP)
+    guesses = np.hstack([turned_pts[list(keys)], np.ones((3, 1))]) @ to_frontal.T
+    # Work on the face's box only (frontal frame coordinates), grown by the search margin.
+    pad = half + search + 2
+    x0 = int(np.floor(min(frontal_pts[:, 0].min(), guesses[:, 0].min()))) - pad
+    y0 = int(np.floor(min(frontal_pts[:, 1].min(), guesses[:, 1].min()))) - pad
+    x1 = int(np.ceil(max(frontal_pts[:, 0].max(), guesses[:, 0].max()))) + pad
+    y1 = int(np.ceil(max(frontal_pts[:, 1].max(), guesses[:, 1].max()))) + pad
+    g_f = _gray(frontal)
+    if x0 < 0 or y0 < 0 or x1 > g_f.shape[1] or y1 > g_f.shape[0]:
+        return None
+    size = (x1 - x0, y1 - y0)
+    f_crop = cv2.GaussianBlur(g_f[y0:y1, x0:x1], (0, 0), 1.0)
+    shifted = to_frontal.copy()
+    shifted[:, 2] -= (x0, y0)
+    t_crop = cv2.warpAffine(
+        _gray(turned), shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    t_crop = cv2.GaussianBlur(t_crop, (0, 0), 1.0)
+    found, scores = [], []
+    for k, guess in zip(keys, guesses, strict=True):
+        cx, cy = round(frontal_pts[k, 0]) - x0, round(frontal_pts[k, 1]) - y0
+        gx, gy = round(guess[0]) - x0, round(guess[1]) - y0
+        tpl = f_crop[cy - half : cy + half + 1, cx - half : cx + half + 1]
+        top, left = gy - half - search, gx - half - search
+        win = t_crop[top : gy + half + search + 1, left : gx + half + search + 1]
+        if tpl.shape != (2 * half + 1, 2 * half + 1) or win.shape != (
+            2 * (half + search) + 1,
+            2 * (half + search) + 1,
+        ):
+            return None
+        r = cv2.matchTemplate(win, tpl, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (px, py) = cv2.minMaxLoc(r)
+        found.append(
+            np.array(
+                [left + px + _peak(r, py, px, 1) + half, top + py + _peak(r, py, px, 0) + half]
+            )
+        )
+        scores.append(float(best))
+    f_keys = frontal_pts[list(keys)] - (x0, y0)
+    before = _side(f_keys[0], f_keys[1], f_keys[2])
+    after = _side(found[0], found[1], found[2])
+    return Relief(towards=float(np.sign(direction) * (after - before) / iod), match=min(scores))
+
+
+def _peak(r: NDArray[Any], py: int, px: int, axis: int) -> float:
+    """Sub-pixel offset of the correlation peak along ``axis`` (1: x, 0: y), by a parabola."""
+    if axis == 1:
+        if not 0 < px < r.shape[1] - 1:
+            return 0.0
+        a, b, c = float(r[py, px - 1]), float(r[py, px]), float(r[py, px + 1])
+    else:
+        if not 0 < py < r.shape[0] - 1:
+            return 0.0
+        a, b, c = float(r[py - 1, px]), float(r[py, px]), float(r[py + 1, px])
+    d = a - 2 * b + c
+    return 0.0 if abs(d) < 1e-9 else 0.5 * (a - c) / d
+
+
 # ---------------------------------------------------------------------------------- eyes
 EYE_PATCH = (48, 20)  # canonical width × height of an eye patch
 
 
-def _similarity_to_patch(a: Points, b: Points, size: tuple[int, int], margin: float) -> NDArray[
-    np.float64
-]:
+def _similarity_to_patch(
+    a: Points, b: Points, size: tuple[int, int], margin: float
+) -> NDArray[np.float64]:
     """2×3 similarity mapping corner ``a`` → (m, h/2) and corner ``b`` → (w - m, h/2)."""
     w, hgt = size
     m = w * margin
@@ -204,13 +319,18 @@ class MouthInterior:
     ``darkness``: (lips' median - interior median) / lips' median; ``structure``: standard
     deviation of the interior after a Gaussian blur (σ = 1.5 % of the mouth width, which keeps
     teeth and tongue but averages sensor noise away) over the lips' median; ``dark_share``: the
-    share of the interior darker than 80 % of the lips' median; ``area``: interior pixels.
+    share of the interior darker than 80 % of the lips' median; ``area``: interior pixels;
+    ``core_spread``: within the dark part of the opening eroded by 2 σ (so the edge of the dark
+    region, wherever the landmarks put it, does not count), the 10-90 % percentile range of the
+    smoothed image over the lips' median (0 when no such core): a cavity's tongue, teeth edges
+    and shading, not a fill's noise.
     """
 
     darkness: float
     structure: float
     dark_share: float
     area: int
+    core_spread: float
 
 
 def mouth_interior(image: Frame, pts: Points) -> MouthInterior | None:
@@ -235,9 +355,16 @@ def mouth_interior(image: Frame, pts: Points) -> MouthInterior | None:
     smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
     inside = smooth[mask_in > 0]
     lips = max(float(np.median(gray[mask_lips > 0])), 1.0)
+    dark = ((smooth < 0.8 * lips) & (full_in > 0)).astype(np.uint8)
+    e = max(1, round(2 * sigma))
+    core = smooth[cv2.erode(dark, np.ones((2 * e + 1, 2 * e + 1), np.uint8)) > 0]
+    spread = (
+        float(np.percentile(core, 90) - np.percentile(core, 10)) / lips if core.size >= 12 else 0.0
+    )
     return MouthInterior(
         darkness=(lips - float(np.median(inside))) / lips,
         structure=float(inside.std()) / lips,
         dark_share=float(np.mean(inside < 0.8 * lips)),
         area=area,
+        core_spread=spread,
     )
