@@ -333,6 +333,7 @@ class CustomerSessionView(Resp):
     state: str
     state_label: str
     paused: bool
+    liveness_check: bool  # a spot check of liveness holds the script (issue 15)
     signed: bool
     speaking: bool
     answer_open: bool

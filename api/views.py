@@ -11,6 +11,7 @@ from scripts_library.render import SessionStep
 from security.masking import mask_id_number, mask_name, mask_phone
 from security.roles import Permission
 from workflow.core import WorkflowDeps
+from workflow.live_liveness import spot_held
 from workflow.orders import decrypt_customer
 from workflow.principals import StaffPrincipal
 from workflow.sessions import current_step
@@ -116,6 +117,8 @@ async def customer_session_view(session: RecordingSession) -> dict[str, Any]:
         "spoken": spoken_view(session, step),
         "id": str(session.id), "state": session.state.value,
         "state_label": STATE_LABELS_ZH[session.state], "paused": session.paused,
+        # A spot check of liveness holds the script (issue 15): not a pause for explaining.
+        "liveness_check": spot_held(session),
         "current_step": shown, "step_count": len(session.steps),
         "steps_done": min(session.current_step, len(session.steps)),
     }

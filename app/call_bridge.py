@@ -135,7 +135,7 @@ def build_hub(app: web.Application, speech: SpeechSettings, cluster: Cluster) ->
         on_room_closed=_in_database(database, on_room_closed),
     )
     rooms = Rooms(hub, cluster, deps, spool)
-    steps = StepFollower(hub, deps, speech, presence, (voice, spoken))
+    steps = StepFollower(hub, deps, speech, presence, (voice, spoken, live))
     return Bridge(hub, presence, voice, spoken, rooms, live, steps)
 
 

@@ -17,20 +17,29 @@ monitor compares the rest of the call with the call's own face rather than the c
 run is followed by another after a pause, until the limit; a run the customer's media dropped
 out of, or whose judge was unavailable, is not counted and starts again when a party
 (re)connects. One run per room at a time; closing the room cancels it.
+
+During the script the same watcher runs the **spot checks** (issue 15): when the timeline says
+one fell due (``live_liveness_spot_due``, the script held at a step boundary drawn at random,
+`workflow.live_liveness.hold_for_spot_check`) it is told as a step listener and runs a
+one-challenge run, judged and matched against the card portrait like the first; its pass
+starts the held step, its failures are retried like the first run's until the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from infra.tasks import cancel_and_wait
 from media.call import CallHub, UnknownSession
 from media.call.live_liveness import ChallengeRun, LiveChallengeConfig, LiveJudge, run_challenge
+from media.identity.results import ChallengePlan
 from models.sessions import RecordingSession, SessionState
 from workflow import live_liveness
 from workflow.core import WorkflowDeps
@@ -41,6 +50,13 @@ PREPARE_TEXT = "请正对摄像头，保持光线充足，稍后按屏幕提示�
 PASSED_TEXT = "活体检测通过，请稍候，销售人员将开始讲解"
 RETRY_TEXT = "活体检测未通过：{reason}。稍后将重新检测（还有 {left} 次机会）"
 FINAL_TEXT = "活体检测未通过：{reason}。本次录制无法继续，请与销售人员联系"
+SPOT_PREPARE_TEXT = "随机活体抽检：请正对摄像头，稍后按屏幕提示做一个动作"
+SPOT_PASSED_TEXT = "抽检通过，继续播报"
+
+
+@dataclass(frozen=True)
+class _Due:
+    spot: int | None  # the spot check due, or None: the run before the script
 
 
 class LiveLivenessWatcher:
@@ -68,27 +84,57 @@ class LiveLivenessWatcher:
 
     async def parties_changed(self, session_id: str) -> None:
         """A party connected: start a run if one is due now."""
+        await self._start_if_due(session_id)
+
+    async def follow(self, session_id: UUID, session: RecordingSession | None) -> None:
+        """A step listener (`workflow.call_followers.StepListener`): told the session after
+        each event that moves the script, among them ``live_liveness_spot_due``."""
+        if session is not None and live_liveness.spot_held(session) \
+                and session.state == SessionState.DISCLOSING:
+            await self._start_if_due(str(session_id))
+
+    async def _start_if_due(self, session_id: str) -> None:
         if not self._deps.settings.live_liveness_required or self.running(session_id):
             return
-        if not await self._due(UUID(session_id)):
+        due = await self._due(UUID(session_id))
+        if due is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self._in_database(self._run)(session_id), name=f"live-liveness {session_id}")
+            self._in_database(functools.partial(self._run_due, spot=due.spot))(session_id),
+            name=f"live-liveness {session_id}")
         self._runs[session_id] = task
 
-    async def _due(self, session_id: UUID) -> bool:
+    async def _due(self, session_id: UUID) -> _Due | None:
+        """The run due now: before the script (``in_call``), or the spot check holding it."""
         session = await RecordingSession.get_or_none(id=session_id)
-        if session is None or session.state != SessionState.IN_CALL:
-            return False
+        if session is None:
+            return None
+        if session.state == SessionState.IN_CALL:
+            due = _Due(None)
+        elif session.state == SessionState.DISCLOSING and live_liveness.spot_held(session):
+            due = _Due(await live_liveness.pending_spot_check(session_id))
+        else:
+            return None
         parties = session.call_parties or {}
         if not all((parties.get(role) or {}).get("recording") for role in ("customer", "agent")):
-            return False
+            return None
         if "customer" not in self._hub().connected_roles(str(session_id)):
-            return False
-        state = await live_liveness.live_state(session_id)
-        return not state.passed and not state.exhausted(self._deps.settings)
+            return None
+        state = await live_liveness.live_state(session_id, spot=due.spot)
+        return None if state.passed or state.exhausted(self._deps.settings) else due
 
-    async def _run(self, session_id: str) -> None:
+    async def _run_due(self, session_id: str, spot: int | None) -> None:
+        """The run due, then any that fell due while it was finishing (a spot check drawn
+        while the run before the script was still telling presence of its face); a run of the
+        same check that ended uncounted starts again only when a party (re)connects."""
+        while True:
+            await self._run(session_id, spot)
+            due = await self._due(UUID(session_id))
+            if due is None or due.spot == spot:
+                return
+            spot = due.spot
+
+    async def _run(self, session_id: str, spot: int | None) -> None:
         sid = UUID(session_id)
         while True:
             portrait = await live_liveness.card_portrait(self._deps, sid)
@@ -97,10 +143,14 @@ class LiveLivenessWatcher:
                             session_id)
             engines = self._engines()
             plan = engines.new_challenge_plan()
+            if spot is not None:  # one challenge: a uniformly random action of the plan's
+                plan = ChallengePlan(challenges=plan.challenges[:1],
+                                     time_limit_s=plan.time_limit_s)
             actions = [c.value for c in plan.challenges]
-            attempt = await live_liveness.record_started(self._deps, sid, actions)
-            await self._send(session_id, {"type": "liveness_prepare", "attempt": attempt,
-                                          "count": len(actions), "text": PREPARE_TEXT})
+            attempt = await live_liveness.record_started(self._deps, sid, actions, spot)
+            await self._send(session_id, {
+                "type": "liveness_prepare", "attempt": attempt, "count": len(actions),
+                "spot": spot, "text": PREPARE_TEXT if spot is None else SPOT_PREPARE_TEXT})
             runs: list[ChallengeRun] = []
             for index, challenge in enumerate(plan.challenges, start=1):
                 try:
@@ -113,8 +163,9 @@ class LiveLivenessWatcher:
                     config=self._config, index=index, count=len(actions),
                     portrait=None if portrait is None else portrait.jpeg)
                 runs.append(run)
-                log.info("%s: live liveness %d.%d %s %s (%s) on %d frames, decode %.0f ms CPU",
-                         session_id, attempt, index, challenge.value,
+                log.info("%s: live liveness %s%d.%d %s %s (%s) on %d frames, decode %.0f ms CPU",
+                         session_id, "" if spot is None else f"spot {spot} ", attempt, index,
+                         challenge.value,
                          "passed" if run.passed else "failed", run.result.reason_code or "ok",
                          len(run.frame_times), run.decode_cpu_s * 1000)
                 await self._send(session_id, {
@@ -133,18 +184,21 @@ class LiveLivenessWatcher:
                 log.info("%s: live face match against the card portrait: %s (distance %s, "
                          "threshold %s)", session_id, face["status"], face["distance"],
                          face["threshold"])
-            matched = _matched_frame(runs) if passed and face["status"] == "matched" else None
+            # The presence reference is the first run's frame; a spot check only proves it.
+            matched = (_matched_frame(runs) if passed and spot is None
+                       and face["status"] == "matched" else None)
             if matched is not None:
                 # Stored before the pass is recorded: whoever reads the pass finds the face.
                 await live_liveness.store_live_call_face(self._deps, sid, attempt, matched)
             outcome = await live_liveness.record_result(
-                self._deps, sid, attempt, passed, summaries, counted=counted, face_match=face)
+                self._deps, sid, attempt, passed, summaries, counted=counted, face_match=face,
+                spot=spot)
             reason = next((r.result.reason for r in runs if not r.passed), None) or ""
-            text = (PASSED_TEXT if passed
+            text = ((PASSED_TEXT if spot is None else SPOT_PASSED_TEXT) if passed
                     else FINAL_TEXT.format(reason=reason.rstrip("。")) if outcome.final
                     else RETRY_TEXT.format(reason=reason.rstrip("。"), left=outcome.attempts_left))
             await self._send(session_id, {
-                "type": "liveness_result", "scope": "run", "attempt": attempt,
+                "type": "liveness_result", "scope": "run", "attempt": attempt, "spot": spot,
                 "passed": passed, "final": outcome.final,
                 "attempts_left": outcome.attempts_left, "message": text})
             if matched is not None and self._on_live_face is not None:
@@ -156,7 +210,8 @@ class LiveLivenessWatcher:
             if outcome.final or not counted:
                 return  # an uncounted run starts again when a party (re)connects
             await asyncio.sleep(self._retry_seconds)
-            if not await self._due(sid):
+            due = await self._due(sid)
+            if due is None or due.spot != spot:
                 return
 
     async def _send(self, session_id: str, message: dict[str, Any]) -> None:

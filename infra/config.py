@@ -112,6 +112,10 @@ class Settings(BaseModel):
     live_liveness_required: bool | None = None
     live_liveness_max_attempts: int = Field(default=3, ge=1)
     live_liveness_retry_seconds: float = Field(default=4.0, ge=0)
+    # Spot checks during the script (issue 15): this many single challenges at step boundaries
+    # drawn at random while the script plays; the next step waits for each to pass. Unset: 2
+    # when the live run is required (prod), else none.
+    live_liveness_spot_checks: int | None = Field(default=None, ge=0, le=20)
     resume_window_seconds: int = 30 * 60
     stale_session_seconds: int = 7 * 24 * 3600
     audit_retention_days: int = 366
@@ -250,6 +254,15 @@ class Config:
         """Whether the script waits for a passed live liveness run (Settings, per profile)."""
         given = self.settings.live_liveness_required
         return self.profile == "prod" if given is None else given
+
+    @property
+    def live_liveness_spot_checks(self) -> int:
+        """Spot checks during the script (Settings.live_liveness_spot_checks): none unless the
+        live run is required."""
+        if not self.live_liveness_required:
+            return 0
+        given = self.settings.live_liveness_spot_checks
+        return 2 if given is None else given
 
     @property
     def public_url(self) -> str:

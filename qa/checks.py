@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from models.sales import Product
 from models.sessions import AnswerValue
 from qa.findings import KINDS, Finding, Severity, clock
-from qa.live_liveness import live_facts
+from qa.live_liveness import LiveFacts, live_facts
 from qa.media import AV_KINDS, MediaFacts, holes, overlap, union
 from qa.settings import QaSettings
 from qa.timeline import PresenceFact, StepPlay, Timeline, TranscriptLine
@@ -809,7 +809,9 @@ def check_live_liveness(c: CheckInput) -> list[Finding]:
     live liveness run passed (critical otherwise: the timeline has no proof that a live person
     was in the call when the script began); every live face match that failed (the call's face
     was not the card portrait's: critical when no later run matched, else for an inspector);
-    a passed run whose face was not matched against the card portrait."""
+    a passed run whose face was not matched against the card portrait; every spot check during
+    the script passed before the step it held started (critical otherwise), and the spot
+    checks a customer failed before passing (for the inspector)."""
     facts = live_facts(c.timeline)
     findings: list[Finding] = []
     for run in facts.runs:
@@ -822,18 +824,19 @@ def check_live_liveness(c: CheckInput) -> list[Finding]:
                     if r.seq > run.seq)
         findings.append(Finding(
             "live_face_mismatch",
-            f"第 {run.attempt} 次实时活体检测：通话画面中的人脸与身份证照片不一致（比对距离 "
+            f"{run.label}：通话画面中的人脸与身份证照片不一致（比对距离 "
             f"{face.get('distance')}，通过阈值 {face.get('threshold')}）"
             + ("，之后的检测已比对一致" if later else ""),
             at_ms=max(at or 0, 0), severity=None if not later else Severity.MAJOR,
-            details={"attempt": run.attempt, "face_match": face}))
+            details={"attempt": run.attempt, "spot": run.spot, "face_match": face}))
+    findings += _spot_check_findings(facts)
     if facts.script_started_ms is None or not facts.required:
         return findings
     passed = facts.passed_before_script()
     at = max(facts.script_started_ms, 0)
     if passed is None:
-        tried = [r for r in facts.runs
-                 if facts.script_started_seq is None or r.seq < facts.script_started_seq]
+        tried = [r for r in facts.runs if r.spot is None
+                 and (facts.script_started_seq is None or r.seq < facts.script_started_seq)]
         failed = [r for r in tried if r.passed is False]
         why = (f"此前 {len(tried)} 次检测均未通过"
                + (f"（最后一次：{failed[-1].reason}）" if failed and failed[-1].reason else "")
@@ -850,6 +853,35 @@ def check_live_liveness(c: CheckInput) -> list[Finding]:
                if passed.face_match.get("reason") == "no_portrait" else ""),
             at_ms=max(passed.ended_ms or 0, 0),
             details={"attempt": passed.attempt, "face_match": passed.face_match}))
+    return findings
+
+
+def _spot_check_findings(facts: LiveFacts) -> list[Finding]:
+    """Issue 15: each spot check that fell due during the script passed before its held step
+    started (critical otherwise: that part of the call has no proof of a live card holder);
+    counted failures of a spot check that later passed, for the inspector to look at."""
+    findings: list[Finding] = []
+    for due in facts.spots:
+        runs = [r for r in facts.runs if r.spot == due.check]
+        if not due.passed_in_time:
+            failed = [r for r in runs if r.passed is False]
+            findings.append(Finding(
+                "live_spot_check_unpassed",
+                f"{clock(due.due_ms)} 第 {due.check} 次随机活体抽检"
+                + (f"未通过（{failed[-1].reason or failed[-1].reason_code}）" if failed
+                   else "没有通过的检测记录")
+                + ("，其后的话术仍继续播报" if due.step_started_seq is not None else ""),
+                at_ms=max(due.due_ms, 0), step_id=due.step_id,
+                details={"check": due.check, "runs": len(runs)}))
+            continue
+        for run in runs:
+            if run.passed is False and run.counted and run.reason_code != "card_face_mismatch":
+                findings.append(Finding(
+                    "live_spot_check_failed",
+                    f"{run.label}未通过（{run.reason or run.reason_code}），之后的检测已通过",
+                    at_ms=max(run.started_ms, 0), step_id=due.step_id,
+                    details={"check": due.check, "attempt": run.attempt,
+                             "reason_code": run.reason_code}))
     return findings
 
 

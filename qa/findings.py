@@ -70,6 +70,8 @@ KINDS: dict[str, FindingKind] = {k.code: k for k in [
     _k("live_liveness_missing", S.CRITICAL, "R-12", "话术开始前未通过通话中的实时活体检测"),
     _k("live_face_mismatch", S.CRITICAL, "R-12", "通话中的人脸与身份证照片不一致"),
     _k("live_face_unchecked", S.MAJOR, "R-12", "通话中的实时活体未与身份证照片比对"),
+    _k("live_spot_check_unpassed", S.CRITICAL, "R-12", "话术中的随机活体抽检未通过"),
+    _k("live_spot_check_failed", S.MINOR, "R-12", "随机活体抽检曾未通过，重测后通过"),
     _k("duration_implausible", S.MAJOR, "R-40", "时长不合理"),
     _k("interruption_unexplained", S.MAJOR, "R-30", "中断未说明原因或未续录"),
     _k("forbidden_phrasing", S.CRITICAL, "R-22", "话术含禁止性表述"),

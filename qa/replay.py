@@ -106,6 +106,8 @@ async def replay_view(session_id: UUID, ticket: str,
     # R-12 in the call: each live liveness challenge where the server gave it, with its
     # outcome, when it was done, its deadline and its face match against the card portrait.
     for run in live_facts(t).runs:
+        name = (f"实时活体第 {run.attempt} 次" if run.spot is None
+                else f"随机活体抽检第 {run.spot} 次（第 {run.attempt} 次检测）")
         for n, ch in enumerate(run.challenges, start=1):
             if ch.passed:
                 outcome = "通过" + (f"（{(ch.completed_ms - ch.sent_ms) / 1000:.1f} 秒完成）"
@@ -118,13 +120,14 @@ async def replay_view(session_id: UUID, ticket: str,
                 outcome += (f"；人脸与证件照{'一致' if face.get('passed') else '不一致'}"
                             f"（距离 {face.get('distance')}，阈值 {face.get('threshold')}）")
             mark("liveness", ch.sent_ms,
-                 f"实时活体第 {run.attempt} 次·动作 {n}/{len(run.challenges)}「{ch.label}」"
-                 f"{outcome}", attempt=run.attempt, challenge_id=ch.id, action=ch.action,
+                 f"{name}·动作 {n}/{len(run.challenges)}「{ch.label}」"
+                 f"{outcome}", attempt=run.attempt, spot=run.spot, challenge_id=ch.id,
+                 action=ch.action,
                  passed=ch.passed, completed_ms=ch.completed_ms, deadline_ms=ch.deadline_ms,
                  face_distance=face.get("distance"), face_passed=face.get("passed"))
         if not run.challenges:  # cut off before its first challenge went out
             mark("liveness", run.started_ms,
-                 f"实时活体第 {run.attempt} 次："
+                 f"{name}："
                  + ("未完成" if run.passed is None else f"未通过：{run.reason or run.reason_code}"),
                  attempt=run.attempt, passed=bool(run.passed))
     for fact in t.presence:

@@ -266,21 +266,25 @@ class Harness:
                 await self.hear(w)  # reached and read: the test acts on it
                 break
             played.append(step["id"])
-            await self.hear(w)
-            if step["answer"] == "show_document":
-                await read_documents(self, w.session_id, w.customer_token)
-            if step["answer"] in ("handwritten_copy", "signature"):
-                await self.sign(w)
-            elif step["answer"] == "none":
-                if step["speaker"] == "tts":
-                    continue  # moved on by itself once its speech played in full
-                r = await self.as_(agent, "POST", f"/sessions/{w.session_id}/script/advance",
-                                   json={"step_id": step["id"]})
-                assert r.status == 200, r.body
-            else:
-                r = await self.ack(w, step["id"])
-                assert r.status == 201, r.body
+            await self.play_step(w, step, agent)
         return played
+
+    async def play_step(self, w: Walk, step: dict[str, Any], agent: str = "agent01") -> None:
+        """Hears the current step and answers it as its kind needs."""
+        await self.hear(w)
+        if step["answer"] == "show_document":
+            await read_documents(self, w.session_id, w.customer_token)
+        if step["answer"] in ("handwritten_copy", "signature"):
+            await self.sign(w)
+        elif step["answer"] == "none":
+            if step["speaker"] == "tts":
+                return  # moved on by itself once its speech played in full
+            r = await self.as_(agent, "POST", f"/sessions/{w.session_id}/script/advance",
+                               json={"step_id": step["id"]})
+            assert r.status == 200, r.body
+        else:
+            r = await self.ack(w, step["id"])
+            assert r.status == 201, r.body
 
     # -- what the call hub would report (see the module docstring) ----------------------------
 

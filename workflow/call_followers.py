@@ -58,10 +58,12 @@ SAMPLING_MARKS = frozenset({"sampling_lost", "sampling_resumed"})
 # States a session reaches without the API closing its call room (the expiry sweep): the room,
 # its recorder and presence state are freed when the follower sees them.
 CLOSE_ON = frozenset({"expired"})
-# Timeline events after which the agent's voice is listened to (or no longer) for the current
-# step.
+# Timeline events after which the step listeners follow the session: the agent's voice and
+# the customer's spoken answer are listened to (or no longer) for the current step; a
+# spot check of liveness that holds the script is run (issue 15).
 FOLLOW_VOICE_ON = PLAY_ON | frozenset({"script_paused", "interrupted", "answer_opened",
-                                       "script_finished", "aborted", "completed"})
+                                       "script_finished", "aborted", "completed",
+                                       "live_liveness_spot_due"})
 
 InDatabase = Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]
 

@@ -57,6 +57,9 @@ class WorkflowSettings:
     # required in production; the runs a session may fail before it can never start.
     live_liveness_required: bool = False
     live_liveness_max_attempts: int = 3
+    # Single challenges at random step boundaries during the script (issue 15), each holding
+    # the next step until it passed (workflow/live_liveness.py).
+    live_liveness_spot_checks: int = 0
     # Where the engines' model folders go (Config.cache_dir; None: the engine's default).
     model_cache_dir: Path | None = None
 

@@ -23,6 +23,7 @@ from uuid import UUID
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from models.sessions import RecordingSession, SessionEvent, SessionState
+from workflow import live_liveness
 from workflow.core import WorkflowDeps, locked
 from workflow.errors import Conflict
 from workflow.event_types import EventType
@@ -41,6 +42,8 @@ async def replay_step(deps: WorkflowDeps, principal: CustomerPrincipal,
         session = unit.session
         if session.state != SessionState.DISCLOSING or session.current_step >= len(session.steps):
             raise Conflict("not_disclosing", "现在没有正在播报的内容")
+        if live_liveness.spot_held(session):
+            raise Conflict("liveness_spot_check", "请先完成屏幕提示的活体抽检动作")
         if session.paused:
             raise Conflict("session_paused", "请等待销售人员解释说明")
         step = at_current(session)

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     LIVE_LIVENESS_STARTED = "live_liveness_started"
     LIVE_LIVENESS_PASSED = "live_liveness_passed"
     LIVE_LIVENESS_FAILED = "live_liveness_failed"
+    LIVE_LIVENESS_SPOT_DUE = "live_liveness_spot_due"
     SCRIPT_STARTED = "script_started"
     STEP_STARTED = "step_started"
     ACKNOWLEDGED = "acknowledged"
@@ -173,6 +174,14 @@ class LiveLivenessStarted(Payload):
     attempt: int
     plan: list[str]
     at_ms: int | None
+    spot: int | None = None  # the spot check during the script it belongs to (None: before it)
+
+
+class LiveLivenessSpotDue(Payload):
+    check: int  # 1, 2, ...: the spot checks of the session in order
+    step_id: str  # the step that starts once the check passed
+    index: int
+    at_ms: int | None
 
 
 class LiveLivenessOutcome(Payload):
@@ -185,6 +194,7 @@ class LiveLivenessOutcome(Payload):
     reason_code: str | None
     reason: str | None
     face_match: dict[str, Any]  # workflow.live_liveness.face_match_record
+    spot: int | None = None
 
 
 class ScriptStarted(Payload):
@@ -407,6 +417,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     E.CALL_STARTED: CallStarted,
     E.LIVE_LIVENESS_STARTED: LiveLivenessStarted,
     E.LIVE_LIVENESS_PASSED: LiveLivenessOutcome, E.LIVE_LIVENESS_FAILED: LiveLivenessOutcome,
+    E.LIVE_LIVENESS_SPOT_DUE: LiveLivenessSpotDue,
     E.SCRIPT_STARTED: ScriptStarted, E.STEP_STARTED: StepAt,
     E.ACKNOWLEDGED: Answered, E.SCRIPT_PAUSED: Answered,
     E.SCRIPT_RESUMED: ScriptResumed, E.SCRIPT_FINISHED: ScriptFinished,

@@ -29,10 +29,25 @@ When the session's policy asks for it (`WorkflowSettings.live_liveness_required`
 `start_script` refuses until a run passed; after `live_liveness_max_attempts` counted failures
 no run starts again and the script can never start (the agent console shows the final failure;
 the agent ends the session).
+
+**Spot checks during the script** (issue 15: challenges at random times over the whole call,
+not only before it). `WorkflowSettings.live_liveness_spot_checks` of them are drawn while the
+script plays: at each step boundary the next step is held for one with probability (checks
+left) / (boundaries left), drawn with the OS's CSPRNG, so the checks fall on uniformly random
+boundaries, exactly that many (fewer only for a script with fewer boundaries), and nothing on
+the timeline or the page says in advance where (`hold_for_spot_check`). A held step does not
+start: ``live_liveness_spot_due`` ``{check, step_id, index, at_ms}`` is written instead of
+``step_started`` and the session is paused with ``pause_reason`` `SPOT_HOLD` (no speech plays,
+no answer or "move on" is accepted, the agent cannot resume it). The run that judges it is a
+one-challenge run, recorded by the same events with ``spot: check`` (its attempts counted
+apart from the runs before the script); its pass releases the hold and starts the held step
+(``step_started``), in the same transaction. After `live_liveness_max_attempts` counted
+failures of one check the script stays held for good: the agent ends the session.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,17 +55,21 @@ from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from models.sessions import IdentityCheck, RecordingSession, SessionEvent
+from models.sessions import IdentityCheck, RecordingSession, SessionEvent, SessionState
 from security.audit import Actor
-from workflow.core import WorkflowDeps, WorkflowSettings, locked
+from workflow.core import Unit, WorkflowDeps, WorkflowSettings, locked
 from workflow.event_types import EventType
 from workflow.evidence import EvidenceStore
+from workflow.steps import at_current
 
 STARTED = EventType.LIVE_LIVENESS_STARTED
 PASSED = EventType.LIVE_LIVENESS_PASSED
 FAILED = EventType.LIVE_LIVENESS_FAILED
+SPOT_DUE = EventType.LIVE_LIVENESS_SPOT_DUE
 EVENT_TYPES = (STARTED, PASSED, FAILED)
 ACTOR = Actor.system("liveness")
+# `RecordingSession.pause_reason` while a spot check holds the script.
+SPOT_HOLD = "live_liveness_spot_check"
 
 
 @dataclass(frozen=True)
@@ -68,11 +87,14 @@ class LiveLivenessState:
         return 0 if self.passed else max(settings.live_liveness_max_attempts - self.failures, 0)
 
 
-async def live_state(session_id: UUID, conn: BaseDBAsyncClient | None = None) -> LiveLivenessState:
+async def live_state(session_id: UUID, conn: BaseDBAsyncClient | None = None,
+                     spot: int | None = None) -> LiveLivenessState:
+    """The runs before the script (``spot`` None) or those of one spot check."""
     query = SessionEvent.filter(session_id=session_id, type__in=EVENT_TYPES)
     if conn is not None:
         query = query.using_db(conn)
-    rows = await query.values("type", "data")
+    rows = [r for r in await query.values("type", "data")
+            if (r["data"] or {}).get("spot") == spot]
     return LiveLivenessState(
         passed=any(r["type"] == PASSED for r in rows),
         failures=sum(1 for r in rows if r["type"] == FAILED and (r["data"] or {}).get("counted")),
@@ -175,14 +197,18 @@ def _offset_ms(session: RecordingSession, at: float | datetime | None) -> int | 
     return round((posix - session.recording_started_at.timestamp()) * 1000)
 
 
-async def record_started(deps: WorkflowDeps, session_id: UUID, plan: list[str]) -> int:
-    """A run begins; returns its attempt number (runs started so far, plus one)."""
+async def record_started(deps: WorkflowDeps, session_id: UUID, plan: list[str],
+                         spot: int | None = None) -> int:
+    """A run begins; returns its attempt number (runs started so far, plus one; a spot
+    check's runs are counted apart)."""
     async with locked(deps, session_id, None) as unit:
-        state = await live_state(session_id, unit.conn)
+        state = await live_state(session_id, unit.conn, spot)
         attempt = state.runs + 1
-        await unit.event(ACTOR, STARTED, {
-            "attempt": attempt, "plan": plan,
-            "at_ms": _offset_ms(unit.session, deps.clock())})
+        data: dict[str, Any] = {"attempt": attempt, "plan": plan,
+                                "at_ms": _offset_ms(unit.session, deps.clock())}
+        if spot is not None:
+            data["spot"] = spot
+        await unit.event(ACTOR, STARTED, data)
     return attempt
 
 
@@ -196,11 +222,12 @@ class LiveOutcome:
 async def record_result(
     deps: WorkflowDeps, session_id: UUID, attempt: int, passed: bool,
     challenges: list[dict[str, Any]], counted: bool = True,
-    face_match: dict[str, Any] | None = None,
+    face_match: dict[str, Any] | None = None, spot: int | None = None,
 ) -> LiveOutcome:
     """The judgement of a run: each challenge's summary (`ChallengeRun.summary()` plus its
     ``sent_at``, POSIX) is kept with its moments in the recording; ``face_match`` is the run's
-    card-portrait match (`face_match_record`)."""
+    card-portrait match (`face_match_record`). A passed spot check releases the script's hold
+    and starts the held step (`release_spot_hold`)."""
     async with locked(deps, session_id, None) as unit:
         session = unit.session
         kept = []
@@ -214,7 +241,7 @@ async def record_result(
                 item["completed_ms"] = None if done is None else sent_ms + round(done * 1000)
             kept.append(item)
         failed = next((c for c in kept if not c.get("passed")), None)
-        before = await live_state(session_id, unit.conn)
+        before = await live_state(session_id, unit.conn, spot)
         failures = before.failures + (0 if passed or not counted else 1)
         left = 0 if passed else max(deps.settings.live_liveness_max_attempts - failures, 0)
         final = passed or left == 0
@@ -225,5 +252,60 @@ async def record_result(
             "reason": None if failed is None else failed.get("reason"),
             "face_match": face_match or face_match_record(kept, None),
         }
+        if spot is not None:
+            data["spot"] = spot
         await unit.event(ACTOR, PASSED if passed else FAILED, data)
+        if passed and spot is not None:
+            await release_spot_hold(unit, spot)
     return LiveOutcome(passed, left, final)
+
+
+def spot_held(session: RecordingSession) -> bool:
+    """Whether a spot check holds the script (the next step waits for it)."""
+    return session.paused and session.pause_reason == SPOT_HOLD
+
+
+async def hold_for_spot_check(unit: Unit, index: int, step_id: str) -> bool:
+    """At the boundary into step ``index`` (the session's current step, not yet started):
+    hold it for a spot check, or not (the module docstring). True when held: the caller must
+    not start the step."""
+    settings = unit.deps.settings
+    wanted = settings.live_liveness_spot_checks if settings.live_liveness_required else 0
+    boundaries_left = len(unit.session.steps) - index  # into steps index .. last
+    if wanted <= 0 or boundaries_left <= 0:
+        return False
+    done = await SessionEvent.filter(session_id=unit.session.id, type=SPOT_DUE) \
+        .using_db(unit.conn).count()
+    left = wanted - done
+    if left <= 0 or secrets.randbelow(boundaries_left) >= left:
+        return False
+    session = unit.session
+    session.paused = True
+    session.pause_reason = SPOT_HOLD
+    session.answer_open_step = ""
+    session.spoken = {}
+    await unit.event(ACTOR, SPOT_DUE, {"check": done + 1, "step_id": step_id, "index": index,
+                                       "at_ms": _offset_ms(session, unit.deps.clock())})
+    return True
+
+
+async def pending_spot_check(session_id: UUID, conn: BaseDBAsyncClient | None = None) -> int:
+    """The number of the last spot check that fell due (0: none yet)."""
+    query = SessionEvent.filter(session_id=session_id, type=SPOT_DUE)
+    if conn is not None:
+        query = query.using_db(conn)
+    return await query.count()
+
+
+async def release_spot_hold(unit: Unit, spot: int) -> None:
+    """Spot check ``spot`` passed: the held step starts (played once the event is out; after
+    an interruption the resume plays it)."""
+    session = unit.session
+    if not spot_held(session) or spot != await pending_spot_check(session.id, unit.conn):
+        return
+    session.paused = False
+    session.pause_reason = ""
+    if session.state == SessionState.DISCLOSING:
+        step = at_current(session)
+        await unit.event(ACTOR, EventType.STEP_STARTED,
+                         {"step_id": step.id, "index": session.current_step})

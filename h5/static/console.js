@@ -335,13 +335,21 @@ function onEvent(event) {
     const why = face.status === "mismatch"
       ? `通话画面中的人脸与身份证照片不一致，比对距离 ${face.distance ?? "-"}，通过阈值 ${face.threshold ?? "-"}`
       : (event.data.reason || "");
-    alert.textContent = event.data.final ? `⚠ 客户通话中活体检测未通过（${why}），次数已用尽，不能开始讲解，请终止本次录制`
-      : `客户通话中活体检测未通过（${why}），正在重新检测`;
+    const what = event.data.spot ? `第 ${event.data.spot} 次随机活体抽检` : "通话中活体检测";
+    alert.textContent = event.data.final
+      ? `⚠ 客户${what}未通过（${why}），次数已用尽，${event.data.spot ? "话术不能继续" : "不能开始讲解"}，请终止本次录制`
+      : `客户${what}未通过（${why}），正在重新检测`;
     alert.classList.remove("hidden");
   } else if (event.type === "live_liveness_passed") {
     alert.classList.add("hidden");
+  } else if (event.type === "live_liveness_spot_due") { // issue 15: a check during the script
+    alert.textContent = `客户正在进行第 ${event.data.check} 次随机活体抽检，通过后自动播报下一项`;
+    alert.classList.remove("hidden");
   }
 }
+
+// The session's pause_reason while a spot check of liveness holds the script (issue 15).
+const SPOT_HOLD = "live_liveness_spot_check";
 
 function renderActions(s) {
   const buttons = (ACTIONS[s.state] || []).map(([label, handler]) => {
@@ -351,7 +359,13 @@ function renderActions(s) {
     buttons[0].disabled = true; buttons[0].title = "客户和本人的音视频都接通录制后才能开始";
   }
   const step = s.current_step;
-  if (s.state === "disclosing" && s.paused) {
+  const spotCheck = s.paused && s.pause_reason === SPOT_HOLD;
+  if (s.state === "disclosing" && spotCheck) {
+    // Issue 15: the script waits for the customer's spot check of liveness; nothing to resume.
+    const b = document.createElement("button");
+    b.textContent = "随机活体抽检中…"; b.disabled = true;
+    buttons.unshift(b);
+  } else if (s.state === "disclosing" && s.paused) {
     const b = document.createElement("button");
     b.textContent = "已解释说明，继续";
     b.onclick = () => { const note = prompt("解释说明内容（将记录在时间轴）"); if (note) act("/script/resume", { note }); };
@@ -378,7 +392,8 @@ async function refreshSession() {
   const timeline = await api("GET", `/sessions/${id}/events`, { token });
   if (!current || current.id !== id) return; // another session was opened meanwhile
   current = s;
-  $("#sessionState").textContent = s.state_label + (s.paused ? "（客户需要解释）" : "");
+  $("#sessionState").textContent = s.state_label + (!s.paused ? ""
+    : s.pause_reason === SPOT_HOLD ? "（客户随机活体抽检中）" : "（客户需要解释）");
   $("#callStatus").textContent = callStatus(s);
   const c = s.order.customer;
   $("#sessionInfo").textContent = `${s.order.application_no} · ${s.order.product.name} · 投保人 ${c.name}（${s.customer_age} 岁）`;

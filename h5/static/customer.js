@@ -183,6 +183,10 @@ function renderCall(s) {
   $("#stepCounter").textContent = s.step_count ? `第 ${Math.min(s.steps_done + 1, s.step_count)} / ${s.step_count} 项` : "";
   $("#stepBar").style.width = `${s.step_count ? (100 * s.steps_done) / s.step_count : 0}%`;
   $("#paused").classList.toggle("hidden", !s.paused);
+  // A spot check of liveness holds the script (issue 15): not a pause for the agent to explain.
+  $("#paused").textContent = s.liveness_check
+    ? "随机活体抽检：请正对摄像头，按屏幕下方提示完成动作，通过后自动继续。"
+    : "已通知销售人员为您解释，请稍候。";
   // R-25: the hand-copy and the signature are answered on pads, either as script steps or,
   // for a script without them, in the final signing state.
   // The pads appear once the server accepts the writing (after the step was heard, R-24).

@@ -70,6 +70,7 @@ def test_every_section_loads_from_its_environment_variables_R54(tmp_path: Path) 
     assert config.insurer.webhook_max_attempts == 4
     assert config.identity.liveness.challenges == (Challenge.BLINK, Challenge.TURN_LEFT)
     assert config.live_liveness_required is True
+    assert config.live_liveness_spot_checks == 2  # issue 15: required, unset -> two
     assert config.identity.anti_spoof.weights_dir == tmp_path / "fasnet"
     assert config.identity.cache_dir == tmp_path / "cache"
     assert config.settings.call_include_loopback is False

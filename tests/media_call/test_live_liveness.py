@@ -46,6 +46,7 @@ from testing import identity_material as synth
 from testing.call_media import EncodedMedia, PrerecordedTrack
 from testing.face_photos import load_sample
 from tests.harness import HERE, Harness, Walk
+from workflow import live_liveness
 from workflow.evidence import EvidenceStore
 from workflow.live_liveness import live_call_face_path, portrait_path
 from workflow.media_events import live_face_path, presence_reference
@@ -397,8 +398,10 @@ async def _until_event(sid: str, type_: str, count: int = 1, seconds: float = 15
     deadline = time.monotonic() + seconds
     while len(await _events(sid, type_)) < count:
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {type_} on the timeline: "
-                                 f"{[(e.type, e.data) for e in await _events(sid, *LIVE)]}")
+            raise AssertionError(
+                f"no {type_} on the timeline: "
+                f"{[(e.type, e.data) for e in await _events(sid, *LIVE)]}; events: "
+                f"{[e.type for e in await SessionEvent.filter(session_id=sid).order_by('seq')]}")
         await asyncio.sleep(0.2)
 
 
@@ -512,6 +515,52 @@ async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_cal
                                          "liveness_result", "liveness_result"]
     assert told[1]["instruction"] == "请眨眨眼" and told[1]["id"] == challenge["id"]
     assert told[3]["passed"] and told[3]["final"] and "通过" in told[3]["message"]
+
+
+@pytest.mark.one_database
+@pytest.mark.timeout(240)
+async def test_r12_a_spot_check_during_the_script_is_judged_on_the_call_and_releases_the_step(
+    harness: Harness, clips: FaceClips, party_media: dict[str, EncodedMedia],
+    portraits: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15: a challenge at a random moment of the script, not only before it. The draw
+    falls on the first step boundary here; the customer's camera blinks at each challenge."""
+    monkeypatch.setattr(live_liveness.secrets, "randbelow", lambda n: 0)
+    call, _ = await _call(harness, party_media["customer"], _blinking(clips),
+                          before_call=_portrait(harness, portraits["same"]))
+    sid = call.walk.session_id
+    try:
+        await _until_event(sid, "live_liveness_passed")
+        r = await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
+        assert r.status == 200, r.body
+        first, second = (await RecordingSession.get(id=sid)).steps[:2]
+        await harness.play_step(call.walk, first)  # answered: the boundary into step 2
+        await _until_event(sid, "live_liveness_passed", count=2, seconds=40)
+        # The pass started the held step (the follower plays it).
+        await _until_event(sid, "step_started")
+    finally:
+        await call.close()
+    events = [(e.type, e.data) for e in await SessionEvent.filter(session_id=sid).order_by("seq")]
+    (due,) = [d for t, d in events if t == "live_liveness_spot_due"]
+    assert due["check"] == 1 and due["step_id"] == second["id"] and due["index"] == 1
+    spot = [d for t, d in events if t in LIVE and d.get("spot") == 1]
+    started, passed = spot[-2:]
+    assert started["plan"] == ["blink"] and passed["passed"] and passed["final"]
+    # Judged on the call's frames after the server gave it, and the face is the card's.
+    (challenge,) = passed["challenges"]
+    assert due["at_ms"] <= challenge["sent_ms"] < challenge["completed_ms"]
+    assert challenge["frames_judged"] > 0
+    assert passed["face_match"]["status"] == "matched", passed["face_match"]
+    at = next(i for i, (t, d) in enumerate(events) if t == "live_liveness_passed"
+              and d.get("spot") == 1)
+    assert events[at + 1] == ("step_started", {"step_id": second["id"], "index": 1})
+    session = await RecordingSession.get(id=sid)
+    assert not session.paused and session.current_step == 1
+    # The customer's page was told it is a spot check, and that it passed.
+    told = [m for m in call.customer.messages if m["type"].startswith("liveness_")
+            and m.get("spot") == 1]
+    assert told[0]["type"] == "liveness_prepare" and "随机活体抽检" in told[0]["text"]
+    assert told[-1]["scope"] == "run" and told[-1]["passed"] and "抽检通过" in told[-1]["message"]
 
 
 @pytest.mark.one_database
