@@ -396,7 +396,12 @@ class LivenessRun:
         seen = relief(
             frontal, frontal_pts, image, self._full_res(image, obs), float(np.sign(shift))
         )
-        return seen is not None and seen.towards >= self.config.turn_relief_min
+        cfg = self.config
+        return (
+            seen is not None
+            and seen.match >= cfg.turn_relief_match_min
+            and seen.towards >= cfg.turn_relief_min
+        )
 
     def _eye_change(self, obs: FaceObservation, image: Frame) -> float:
         assert self._open_eyes is not None

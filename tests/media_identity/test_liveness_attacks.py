@@ -90,6 +90,7 @@ def test_r12_a_photo_warped_round_a_cylinder_keeps_the_nose_on_its_column_a_real
         direction = float(np.sign(yaw_proxy(turned) - yaw_proxy(frontal)))
         real = geo.relief(frontal_img, frontal, photo(other), turned, direction)
         assert real is not None and real.towards > threshold * 1.8, (other, real)
+        assert real.match > config.liveness.turn_relief_match_min, (other, real)
     rng = np.random.default_rng(3)
     for name in ("obama.jpg", "biden.jpg"):
         base = selfie(name)
@@ -111,7 +112,9 @@ def test_r12_a_photo_warped_round_a_cylinder_keeps_the_nose_on_its_column_a_real
     assert not result.passed and result.reason_code == "turn_flat", result
     (turn,) = result.challenges
     assert turn.appearance is not None and turn.appearance >= config.liveness.turn_parallax_min
-    without = config.liveness.model_copy(update={"turn_relief_min": -1.0})
+    without = config.liveness.model_copy(
+        update={"turn_relief_min": -1.0, "turn_relief_match_min": -1.0}
+    )
     assert check_liveness(clip, _plan("turn_left"), service.landmarker, without).passed
 
 
