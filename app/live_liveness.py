@@ -159,7 +159,7 @@ class LiveLivenessWatcher:
                     return  # the room closed
                 run = await run_challenge(
                     source, lambda m: self._send(session_id, m), self._judge(), challenge,
-                    plan.time_limit_s, key=f"{session_id}/{attempt}/{index}",
+                    plan.time_limit_s, key=f"{session_id}/{spot or 0}/{attempt}/{index}",
                     config=self._config, index=index, count=len(actions),
                     portrait=None if portrait is None else portrait.jpeg)
                 runs.append(run)
