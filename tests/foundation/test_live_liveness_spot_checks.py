@@ -10,6 +10,7 @@ The runs are recorded through `workflow.live_liveness` as the call's watcher rec
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -28,8 +29,10 @@ from qa.findings import Finding
 from qa.live_liveness import live_facts
 from qa.settings import QaSettings
 from qa.timeline import Timeline, build_timeline
-from tests.harness import Harness, Walk
+from tests.harness import HERE, Harness, Walk
 from workflow import live_liveness, media_events
+from workflow.media_events import clip_for
+from workflow.script_speech import SpeechSettings
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.one_database]
 
@@ -232,3 +235,29 @@ async def test_a_step_started_without_its_spot_check_passed_is_critical_R12(
         signatures=[], recordings=[]))
     assert finding.code == "live_spot_check_unpassed"
     assert "没有通过的检测记录，其后的话术仍继续播报" in finding.message
+
+
+async def test_an_interruption_during_a_spot_check_keeps_the_step_held_R12_R30(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """断点续录 during a held step: the resume replays nothing and the check is still owed."""
+    monkeypatch.setattr(live_liveness.secrets, "randbelow", lambda n: 0)
+    w = await _disclosing(harness)
+    sid = w.session_id
+    first, second = (await RecordingSession.get(id=sid)).steps[:2]
+    await harness.play_step(w, first)
+    r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/interrupt",
+                          json={"reason": "客户网络中断"})
+    assert r.status == 200 and r.body["state"] == "interrupted", r.body
+    r = await harness.as_("agent01", "POST", f"/sessions/{sid}/call/resume",
+                          json={"location": HERE})
+    assert r.status == 200 and r.body["state"] == "disclosing", r.body
+    session = await RecordingSession.get(id=sid)
+    assert live_liveness.spot_held(session) and session.current_step == 1
+    assert await live_liveness.pending_spot_check(UUID(sid)) == 1
+    # Its speech does not play on the resume (the follower's clip is none while held).
+    assert await clip_for(session, SpeechSettings(engines=("espeak",), cache_dir=tmp_path)) is None
+    assert (await _run(harness, w, True, spot=1)).passed
+    kinds = [t for t, _ in await _types(sid)]
+    assert kinds[-2:] == ["live_liveness_passed", "step_started"]
+    await harness.play_step(w, second)
+    assert (await RecordingSession.get(id=sid)).current_step == 2
