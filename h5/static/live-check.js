@@ -2,9 +2,10 @@
 // The live liveness check in the call (R-12, issue 15): the server gives each challenge over the
 // call's data channel at a moment it chooses and judges the frames of the call itself; this page
 // only shows what to do, large (the customer is often elderly, on a phone), with a countdown and
-// the result. Messages: liveness_prepare {text}, liveness_challenge {id, action, instruction,
-// time_limit_ms, index, count}, liveness_result {scope: "challenge"|"run", passed, message,
-// final, attempts_left}.
+// the result. Messages: liveness_prepare {text, spot}, liveness_challenge {id, action,
+// instruction, time_limit_ms, index, count}, liveness_result {scope: "challenge"|"run", passed,
+// message, final, attempts_left, spot}. ``spot``: the number of a spot check during the script
+// (issue 15), null for the check before it.
 
 /** @type {HTMLElement | null} */
 let panel = null;
@@ -12,6 +13,8 @@ let panel = null;
 let ticking;
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let hiding;
+// Whether the check on screen is a spot check during the script (issue 15).
+let spot = false;
 
 /** @returns {{box: HTMLElement, title: HTMLElement, count: HTMLElement, note: HTMLElement}} */
 function parts() {
@@ -52,12 +55,14 @@ export function showLiveCheck(m) {
   box.classList.remove("hidden");
   box.style.display = "";
   if (m.type === "liveness_prepare") {
-    title.textContent = "活体检测";
+    spot = Boolean(m.spot);
+    title.textContent = spot ? "随机活体抽检" : "活体检测";
     count.textContent = "";
     note.textContent = m.text || "请正对摄像头，稍后按提示做动作";
   } else if (m.type === "liveness_challenge") {
     title.textContent = m.instruction;
-    note.textContent = m.count > 1 ? `第 ${m.index} 个动作，共 ${m.count} 个` : "请在倒计时结束前完成";
+    note.textContent = m.count > 1 ? `第 ${m.index} 个动作，共 ${m.count} 个`
+      : `${spot ? "随机活体抽检，" : ""}请在倒计时结束前完成`;
     countDown(m.time_limit_ms);
   } else if (m.type === "liveness_result") {
     clearInterval(ticking);
@@ -66,7 +71,8 @@ export function showLiveCheck(m) {
       title.textContent = m.passed ? "✓ 动作完成" : "✗ 动作未通过";
       note.textContent = m.message || "";
     } else {
-      title.textContent = m.passed ? "✓ 活体检测通过" : "✗ 活体检测未通过";
+      const what = m.spot || spot ? "活体抽检" : "活体检测";
+      title.textContent = m.passed ? `✓ ${what}通过` : `✗ ${what}未通过`;
       note.textContent = m.message || "";
       if (m.passed) hiding = setTimeout(() => { box.style.display = "none"; }, 4000);
     }

@@ -48,3 +48,29 @@ async def test_r12_the_challenge_is_shown_large_with_a_countdown_and_its_result(
                                "final": True, "attempts_left": 0, "message": "活体检测通过"})
     assert await title.text_content() == "✓ 活体检测通过"
     await panel.wait_for(state="hidden", timeout=10_000)
+
+
+@pytest.mark.timeout(120)
+async def test_r12_a_spot_check_during_the_script_says_so(
+    harness: Harness, browser: Any, tmp_path: Any
+) -> None:
+    """Issue 15: the same panel names a spot check during the script as such."""
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 360, "height": 740})
+    await page.goto(str(harness.client.make_url("/h5/session")))
+    show = ("m => import('/static/live-check.js').then(mod => mod.showLiveCheck(m))")
+    await page.evaluate(show, {"type": "liveness_prepare", "spot": 1,
+                               "text": "随机活体抽检：请正对摄像头，稍后按屏幕提示做一个动作"})
+    panel = page.locator("#liveCheck")
+    title = panel.locator(".live-title")
+    assert await title.text_content() == "随机活体抽检"
+    await page.evaluate(show, {"type": "liveness_challenge", "id": "s1", "action": "turn_left",
+                               "instruction": "请向左转头", "time_limit_ms": 6000, "index": 1,
+                               "count": 1})
+    assert "随机活体抽检，请在倒计时结束前完成" in (await panel.text_content() or "")
+    await page.screenshot(path=str(tmp_path / "spot-check.png"))
+    await page.evaluate(show, {"type": "liveness_result", "scope": "run", "spot": 1,
+                               "passed": True, "final": True, "attempts_left": 0,
+                               "message": "抽检通过，继续播报"})
+    assert await title.text_content() == "✓ 活体抽检通过"
+    await panel.wait_for(state="hidden", timeout=10_000)
