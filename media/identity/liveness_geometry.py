@@ -154,12 +154,15 @@ def relief(
     search = max(2, round(iod * _TRACK_SEARCH))
     keys = (NASION, NOSE_TIP, UPPER_LIP)
     guesses = np.hstack([turned_pts[list(keys)], np.ones((3, 1))]) @ to_frontal.T
-    # Work on the face's box only (frontal frame coordinates), grown by the search margin.
+    # Work on the three points' box only (frontal frame coordinates), grown by the template and
+    # search margins: not the whole face's, whose chin or forehead a close-up selfie cuts off
+    # (real video, testing/genuine_video.py: every turn then had no relief at all).
     pad = half + search + 2
-    x0 = int(np.floor(min(frontal_pts[:, 0].min(), guesses[:, 0].min()))) - pad
-    y0 = int(np.floor(min(frontal_pts[:, 1].min(), guesses[:, 1].min()))) - pad
-    x1 = int(np.ceil(max(frontal_pts[:, 0].max(), guesses[:, 0].max()))) + pad
-    y1 = int(np.ceil(max(frontal_pts[:, 1].max(), guesses[:, 1].max()))) + pad
+    mid = frontal_pts[list(keys)]
+    x0 = int(np.floor(min(mid[:, 0].min(), guesses[:, 0].min()))) - pad
+    y0 = int(np.floor(min(mid[:, 1].min(), guesses[:, 1].min()))) - pad
+    x1 = int(np.ceil(max(mid[:, 0].max(), guesses[:, 0].max()))) + pad
+    y1 = int(np.ceil(max(mid[:, 1].max(), guesses[:, 1].max()))) + pad
     g_f = _gray(frontal)
     if x0 < 0 or y0 < 0 or x1 > g_f.shape[1] or y1 > g_f.shape[0]:
         return None
