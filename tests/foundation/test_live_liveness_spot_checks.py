@@ -16,19 +16,12 @@ from uuid import UUID
 
 import pytest
 
-from models.sessions import (
-    Acknowledgement,
-    IdentityCheck,
-    Recording,
-    RecordingSession,
-    SessionEvent,
-    Signature,
-)
+from models.sessions import RecordingSession, SessionEvent
 from qa.checks import CheckInput, check_live_liveness
 from qa.findings import Finding
 from qa.live_liveness import live_facts
 from qa.settings import QaSettings
-from qa.timeline import Timeline, build_timeline
+from qa.timeline import Timeline, build_timeline, load_timeline
 from tests.harness import HERE, Harness, Walk
 from workflow import live_liveness, media_events
 from workflow.media_events import clip_for
@@ -82,13 +75,7 @@ async def _types(sid: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def _timeline(sid: str) -> Timeline:
-    session = await RecordingSession.get(id=sid)
-    return build_timeline(
-        session, events=list(await SessionEvent.filter(session_id=sid).order_by("seq")),
-        acknowledgements=await Acknowledgement.filter(session_id=sid).order_by("id"),
-        identity_checks=await IdentityCheck.filter(session_id=sid).order_by("attempt"),
-        signatures=await Signature.filter(session_id=sid).order_by("id"),
-        recordings=await Recording.filter(session_id=sid).order_by("kind", "segment"))
+    return await load_timeline(UUID(sid))
 
 
 def _check(t: Timeline) -> list[Finding]:
