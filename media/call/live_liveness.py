@@ -99,7 +99,9 @@ class LiveJudge(Protocol):
 class LiveChallengeConfig:
     """Timing of a live challenge. Seconds, on the server's clock."""
 
-    analysis_fps: float = 10.0  # frames judged a second (at most; fewer when the judge is busy)
+    # Frames judged a second (at most; fewer when the judge is busy). A natural blink is shut
+    # for ~100 ms: real video (testing/genuine_video.py) had it seen at 15 fps, missed at 10.
+    analysis_fps: float = 15.0
     lead_in_s: float = 0.6  # at least this much video before the challenge: the baseline
     min_baseline_frames: int = 3  # ... with one face in at least this many judged frames
     video_wait_s: float = 10.0  # no baseline by then: "no_video", the challenge is not sent

@@ -311,6 +311,16 @@ class LivenessRun:
         assert obs.landmarks is not None
         return obs.landmarks * (image.shape[1] / min(image.shape[1], self.config.analysis_width_px))
 
+    def _at_rest_for(self, challenge: Challenge, obs: FaceObservation) -> bool:
+        """The part of the face ``challenge`` moves is as in the baseline."""
+        assert obs.ear is not None and obs.yaw is not None and obs.mar is not None
+        assert self._ear0 is not None and self._yaw0 is not None and self._mar0 is not None
+        if challenge is Challenge.BLINK:
+            return obs.ear > 0.85 * self._ear0
+        if challenge is Challenge.OPEN_MOUTH:
+            return obs.mar < self._mar0 + 0.08
+        return abs(obs.yaw - self._yaw0) < 0.08
+
     def _neutral(self, obs: FaceObservation) -> bool:
         assert obs.ear is not None and obs.yaw is not None and obs.mar is not None
         assert self._ear0 is not None and self._yaw0 is not None and self._mar0 is not None
@@ -326,9 +336,12 @@ class LivenessRun:
         assert self._ear0 is not None and self._mar0 is not None and self._yaw0 is not None
         c = state.challenge
         if not state.seen_neutral:
-            # The action must begin after the challenge did: frames count only once one
-            # neutral frame was judged (a blink or turn already under way is not an answer).
-            state.seen_neutral = self._neutral(obs)
+            # The action must begin after the challenge did: frames count only once one frame
+            # was judged at rest *for this action* (a blink or turn already under way is not an
+            # answer). Only the asked part of the face must be at rest: a customer who smiles
+            # as a blink is asked still blinks (real video, testing/genuine_video.py: the
+            # whole-face rule never saw a neutral frame again once the smile began).
+            state.seen_neutral = self._at_rest_for(c, obs)
             return False
         if c is Challenge.BLINK:
             closed_below = min(cfg.blink_closed_ear, cfg.blink_relative * self._ear0)

@@ -408,6 +408,20 @@ async def _until_event(sid: str, type_: str, count: int = 1, seconds: float = 15
 LIVE = ("live_liveness_started", "live_liveness_passed", "live_liveness_failed")
 
 
+def _final_result(m: dict[str, Any]) -> bool:
+    return m["type"] == "liveness_result" and m.get("scope") == "run" and bool(m.get("final"))
+
+
+async def _until_told(client: CallClient, told: Callable[[dict[str, Any]], bool],
+                      seconds: float = 10) -> None:
+    """Until the customer's channel delivered a message that ``told`` accepts."""
+    deadline = time.monotonic() + seconds
+    while not any(told(m) for m in client.messages):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not told: {client.messages[-5:]}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class Call:
     harness: Harness
@@ -484,6 +498,7 @@ async def test_r12_the_script_starts_only_after_the_live_check_passed_in_the_cal
         await _until_event(sid, "live_liveness_passed")
         r = await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
         assert r.status == 200, r.body
+        await _until_told(call.customer, _final_result)
     finally:
         await call.close()
     session = await RecordingSession.get(id=sid)
@@ -545,6 +560,7 @@ async def test_r12_a_spot_check_during_the_script_is_judged_on_the_call_and_rele
         await _until_event(sid, "live_liveness_passed", count=2, seconds=40)
         # The pass started the held step (the follower plays it).
         await _until_event(sid, "step_started")
+        await _until_told(call.customer, lambda m: _final_result(m) and m.get("spot") == 1)
     finally:
         await call.close()
     events = [(e.type, e.data) for e in await SessionEvent.filter(session_id=sid).order_by("seq")]
@@ -582,6 +598,8 @@ async def test_r12_a_photo_in_front_of_the_camera_never_lets_the_script_start(
     try:
         await _until_event(sid, "live_liveness_failed", count=2)
         r = await harness.as_("agent01", "POST", f"/sessions/{sid}/script/start")
+        # The page is told after the timeline has it: wait for the last word before hanging up.
+        await _until_told(call.customer, _final_result)
     finally:
         await call.close()
     assert r.status == 409 and r.body["code"] == "call_not_ready", r.body
