@@ -1,6 +1,7 @@
 """Liveness against photo attacks (issue 15 item 1, R-12): refusal rates per attack and plan.
 
     .venv/bin/python bench/liveness_attacks.py [--faces N] [--seeds N] [--json out.json]
+        [--only tricks|plans|printed|offline|real|live_loop ...] [--loop-trials N]
 
 Every attack clip is built from ONE still photo (testing/liveness_attacks.py): nothing here is a
 genuine run. The faces are the real photos that ship in public packages (face_recognition,
@@ -14,6 +15,10 @@ Attack kinds:
 - ``printed_photo``: a whole plan performed with the three tricks above;
 - ``offline_clip``: testing.identity_material.performing_clip (cylindrical remap for turns, cloned
   skin with a drawn lid line for blinks, a jaw drop with a dark cavity for the mouth), every plan.
+
+``--only live_loop`` (not in the default run) plays the offline clip of all four actions in a
+loop as a virtual camera in the live call and gives one-challenge plans at random phases of it
+(``live_loop``'s docstring says what is and is not simulated).
 
 The three single tricks are measured on one-challenge plans (each trick meets its own check
 first); the whole-plan kinds over all 36 ordered plans of 2-3 distinct challenges. For every

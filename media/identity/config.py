@@ -132,7 +132,7 @@ class LivenessConfig(BaseModel):
     # and the nose tip's pixels (followed from the frontal frame) left the line through the
     # nasion's and the upper lip's by this much (over the inter-ocular distance): any sheet bent
     # about vertical lines and turned keeps that column straight (the offline generator's
-    # cylinder, 164 frames: <= 0.019); real heads, frontal photo to turned photo of one person:
+    # cylinder, 164 frames: <= 0.021); real heads, frontal photo to turned photo of one person:
     # 0.076 and 0.121 (bench/liveness_attacks.py, issue 15).
     turn_relief_min: float = 0.035
     # ... on a frame whose three template matches all correlate at least this well (a lost
@@ -150,7 +150,7 @@ class LivenessConfig(BaseModel):
     mouth_dark_share_min: float = 0.15
     # and the dark core itself (eroded away from its edge) must not be a uniform fill: its
     # 10-90 % range over the lips' level (the generator's fill, also under misplaced lip
-    # landmarks, 84 frames: <= 0.026; the real open mouth: 0.35).
+    # landmarks, 84 frames: <= 0.023; the real open mouth: 0.35).
     mouth_core_spread_min: float = 0.08
     # Camera frames are not mirrored (the H5 page mirrors only its own preview); set True if the
     # client sends mirrored frames, otherwise left and right swap.
