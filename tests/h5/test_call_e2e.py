@@ -285,7 +285,7 @@ async def _the_session_in_two_browsers(
         await page.wait_for_function("() => window.__call && window.__ttsMid !== undefined"
                                      " && window.__call.pc.connectionState === 'connected'",
                                      timeout=60_000)
-        await _agent_clicks(harness, agent, sid, "开始讲解话术")
+        await _agent_clicks(harness, agent, sid, "开始讲解话术", reaches="disclosing")
         await _answer_every_step(harness, page, agent, sid, screenshot_dir)
         heard = [(t / 1000, e) for t, e in await page.evaluate("window.__heard")]
 
@@ -300,18 +300,29 @@ async def _state(harness: Harness, sid: str) -> str:
     return str((await RecordingSession.get(id=sid)).state.value)
 
 
-async def _agent_clicks(harness: Harness, agent: Any, sid: str, label: str) -> None:
+async def _agent_clicks(harness: Harness, agent: Any, sid: str, label: str,
+                        reaches: str | None = None) -> None:
     """The agent clicks `label` in the console. Should the call have dropped meanwhile (on a
     loaded machine a browser can miss its connectivity checks and rejoin), the agent first
-    resumes it, as a real agent would (断点续录, R-30); the test counts on the timeline."""
+    resumes it, as a real agent would (断点续录, R-30); the test counts on the timeline. With
+    ``reaches``, the click counts once the session is in that state: a click the server
+    refused (the console showed the button from a state a moment old, e.g. before the
+    customer's media was recorded) is made again, as an agent would after reading the message."""
     deadline = asyncio.get_running_loop().time() + 90
     button = agent.get_by_role("button", name=label)
     while asyncio.get_running_loop().time() < deadline:
         await _resume_if_interrupted(harness, agent, sid)
         with contextlib.suppress(playwright_api.TimeoutError):
             await button.click(timeout=5_000)
-            return
-    raise AssertionError(f"the console never offered 「{label}」")
+            if reaches is None:
+                return
+            settle = asyncio.get_running_loop().time() + 10
+            while asyncio.get_running_loop().time() < settle:
+                if await _state(harness, sid) == reaches:
+                    return
+                await asyncio.sleep(0.2)
+    raise AssertionError(f"the console never offered 「{label}」"
+                         + (f" leading to {reaches}" if reaches else ""))
 
 
 async def _resume_if_interrupted(harness: Harness, agent: Any, sid: str) -> None:
