@@ -45,8 +45,6 @@ RISK_SENTENCE_PRODUCTS = frozenset(
     {ProductType.PARTICIPATING, ProductType.UNIVERSAL, ProductType.INVESTMENT_LINKED}
 )
 NO_ANSWER = "none"
-# While a spot check of liveness holds the script (issue 15, `live_liveness.spot_held`).
-SPOT_CHECK_WAIT = "客户正在进行随机活体抽检，通过后话术自动继续"
 # Steps answered on the signature pad, through `sign`, not with a button.
 WRITTEN_ANSWERS = frozenset({"handwritten_copy", "signature"})
 
@@ -185,8 +183,7 @@ async def acknowledge(
         if existing is not None:
             return AckResult(existing, session, True)
         require_state(session, "acknowledge")
-        if live_liveness.spot_held(session):
-            raise Conflict("liveness_spot_check", SPOT_CHECK_WAIT)
+        live_liveness.refuse_while_held(session, customer=True)
         if session.paused:
             raise Conflict("session_paused", "请等待销售人员解释说明后再继续确认")
         step = at_current(session)
@@ -246,8 +243,7 @@ async def advance(deps: WorkflowDeps, principal: StaffPrincipal, session_id: UUI
         if step.id != step_id:
             raise Conflict("step_mismatch", "当前话术步骤已变化，请刷新",
                            current_step_id=step.id)
-        if live_liveness.spot_held(session):
-            raise Conflict("liveness_spot_check", SPOT_CHECK_WAIT)
+        live_liveness.refuse_while_held(session, customer=False)
         if step.answer != NO_ANSWER:
             raise Conflict("acknowledgement_required", "该步骤需要客户明确肯定答复后才能继续")
         if session.paused:
@@ -275,8 +271,7 @@ async def resume_script(
         _own(principal, unit.session)
         if not unit.session.paused:
             raise Conflict("session_not_paused", "话术没有暂停，无需继续")
-        if live_liveness.spot_held(unit.session):
-            raise Conflict("liveness_spot_check", SPOT_CHECK_WAIT)
+        live_liveness.refuse_while_held(unit.session, customer=False)
         unit.session.paused = False
         unit.session.pause_reason = ""
         unit.session.answer_open_step = ""

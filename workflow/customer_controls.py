@@ -42,8 +42,7 @@ async def replay_step(deps: WorkflowDeps, principal: CustomerPrincipal,
         session = unit.session
         if session.state != SessionState.DISCLOSING or session.current_step >= len(session.steps):
             raise Conflict("not_disclosing", "现在没有正在播报的内容")
-        if live_liveness.spot_held(session):
-            raise Conflict("liveness_spot_check", "请先完成屏幕提示的活体抽检动作")
+        live_liveness.refuse_while_held(session, customer=True)
         if session.paused:
             raise Conflict("session_paused", "请等待销售人员解释说明")
         step = at_current(session)

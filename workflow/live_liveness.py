@@ -58,6 +58,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from models.sessions import IdentityCheck, RecordingSession, SessionEvent, SessionState
 from security.audit import Actor
 from workflow.core import Unit, WorkflowDeps, WorkflowSettings, locked
+from workflow.errors import Conflict
 from workflow.event_types import EventType
 from workflow.evidence import EvidenceStore
 from workflow.steps import at_current
@@ -265,6 +266,19 @@ def spot_held(session: RecordingSession) -> bool:
     return session.paused and session.pause_reason == SPOT_HOLD
 
 
+# Why an answer, a replay, "move on" or "resume" is refused while a spot check holds the script.
+SPOT_WAIT_CUSTOMER = "请先完成屏幕提示的随机活体抽检动作，通过后话术自动继续"
+SPOT_WAIT_AGENT = "客户正在进行随机活体抽检，通过后话术自动继续"
+
+
+def refuse_while_held(session: RecordingSession, *, customer: bool) -> None:
+    """409 ``liveness_spot_check`` while a spot check holds the script: nothing moves it on
+    but the check's pass (`release_spot_hold`)."""
+    if spot_held(session):
+        raise Conflict("liveness_spot_check",
+                       SPOT_WAIT_CUSTOMER if customer else SPOT_WAIT_AGENT)
+
+
 async def hold_for_spot_check(unit: Unit, index: int, step_id: str) -> bool:
     """At the boundary into step ``index`` (the session's current step, not yet started):
     hold it for a spot check, or not (the module docstring). True when held: the caller must
@@ -274,8 +288,7 @@ async def hold_for_spot_check(unit: Unit, index: int, step_id: str) -> bool:
     boundaries_left = len(unit.session.steps) - index  # into steps index .. last
     if wanted <= 0 or boundaries_left <= 0:
         return False
-    done = await SessionEvent.filter(session_id=unit.session.id, type=SPOT_DUE) \
-        .using_db(unit.conn).count()
+    done = await pending_spot_check(unit.session.id, unit.conn)
     left = wanted - done
     if left <= 0 or secrets.randbelow(boundaries_left) >= left:
         return False
@@ -290,7 +303,7 @@ async def hold_for_spot_check(unit: Unit, index: int, step_id: str) -> bool:
 
 
 async def pending_spot_check(session_id: UUID, conn: BaseDBAsyncClient | None = None) -> int:
-    """The number of the last spot check that fell due (0: none yet)."""
+    """The number of the last spot check that fell due (0: none yet), i.e. how many did."""
     query = SessionEvent.filter(session_id=session_id, type=SPOT_DUE)
     if conn is not None:
         query = query.using_db(conn)
