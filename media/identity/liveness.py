@@ -322,13 +322,9 @@ class LivenessRun:
         return abs(obs.yaw - self._yaw0) < 0.08
 
     def _neutral(self, obs: FaceObservation) -> bool:
-        assert obs.ear is not None and obs.yaw is not None and obs.mar is not None
-        assert self._ear0 is not None and self._yaw0 is not None and self._mar0 is not None
-        return (
-            abs(obs.yaw - self._yaw0) < 0.08
-            and obs.ear > 0.85 * self._ear0
-            and obs.mar < self._mar0 + 0.08
-        )
+        """The whole face at rest: eyes, mouth and yaw as in the baseline."""
+        return all(self._at_rest_for(c, obs)
+                   for c in (Challenge.BLINK, Challenge.OPEN_MOUTH, Challenge.TURN_LEFT))
 
     def _performed(self, state: _ChallengeState, obs: FaceObservation, image: Frame) -> bool:
         cfg = self.config
